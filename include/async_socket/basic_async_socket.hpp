@@ -1,0 +1,743 @@
+// async_socket: basic_async_socket, the asynchronous socket of the async_socket contract.
+//
+// All the logic lives here: argument checks, the CLOSED/OPENING/OPEN/CLOSING state machine, the
+// pending-call counter that close waits on, the overflow checks and the completion routine that maps
+// OS results to the spec's results. The OS sits behind ThreadpoolPolicy, memory behind AllocPolicy and
+// atomics behind SyncPolicy (see policies.hpp), so the same code runs on Win32 and against fakes.
+//
+// Guarantees:
+// - Every send_async/receive_async that returns status::ok gets exactly one completion callback, on a
+//   threadpool thread (or wherever the ThreadpoolPolicy delivers completions). A call that fails gets
+//   none.
+// - close() cancels outstanding IO, waits for every callback to finish and leaves the socket CLOSED and
+//   ready to be opened again. An IO that fails while the socket is closing completes with BECAUSE_CLOSE.
+// - All members are noexcept and may be called from any thread.
+//
+// Deviation from the spec (docs/requirements.md, docs/design.md): the threadpool IO, its cleanup group
+// and environment are made at the first open and kept until destroy, not made in every open and
+// released in every close. A socket handle is bound to one completion port for life, so a second
+// CreateThreadpoolIo on it fails: closing the threadpool IO in close would make reopening impossible.
+// For the same reason a SOCKET can serve only one basic_async_socket in its life.
+#pragma once
+
+#include <async_socket/detail/io_context.hpp>
+#include <async_socket/policies.hpp>
+#include <async_socket/status.hpp>
+#include <async_socket/types.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <new>
+#include <utility>
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#define ASYNC_SOCKET_NO_UNIQUE_ADDRESS [[msvc::no_unique_address]]
+#else
+#define ASYNC_SOCKET_NO_UNIQUE_ADDRESS [[no_unique_address]]
+#endif
+
+namespace async_socket
+{
+
+enum class socket_state : std::int32_t
+{
+    closed = 0,
+    opening = 1,
+    open = 2,
+    closing = 3,
+};
+
+namespace detail
+{
+// The socket whose completion callback this thread is running, if any: close() from there would wait for
+// its own callback to finish, so it is refused.
+inline thread_local const void* dispatching_socket = nullptr;
+
+class dispatch_scope
+{
+public:
+    explicit dispatch_scope(const void* socket) noexcept : previous_(dispatching_socket)
+    {
+        dispatching_socket = socket;
+    }
+    ~dispatch_scope()
+    {
+        dispatching_socket = previous_;
+    }
+    dispatch_scope(const dispatch_scope&) = delete;
+    dispatch_scope& operator=(const dispatch_scope&) = delete;
+
+private:
+    const void* previous_;
+};
+
+[[noreturn]] inline void usage_violation(const char* what) noexcept
+{
+    std::fputs("async_socket: usage violation: ", stderr);
+    std::fputs(what, stderr);
+    std::fputs("\n", stderr);
+    std::abort();
+}
+} // namespace detail
+
+template <class ThreadpoolPolicy, class AllocPolicy, class SyncPolicy>
+class basic_async_socket
+{
+    static_assert(check_threadpool_policy<ThreadpoolPolicy>());
+    static_assert(check_alloc_policy<AllocPolicy>());
+    static_assert(check_sync_policy<SyncPolicy>());
+
+public:
+    using threadpool_type = ThreadpoolPolicy;
+    using alloc_type = AllocPolicy;
+    using sync_type = SyncPolicy;
+    using engine_type = typename ThreadpoolPolicy::engine_type;
+
+    struct destroyer
+    {
+        void operator()(basic_async_socket* socket) const noexcept
+        {
+            destroy(socket);
+        }
+    };
+    using handle = std::unique_ptr<basic_async_socket, destroyer>;
+
+    // Makes a CLOSED socket over `socket_handle`, which stays the caller's (it is never closed here).
+    // Returns null when engine or socket_handle is null, or when memory or the pool cannot be had.
+    [[nodiscard]] static handle create(engine_type engine, SOCKET_HANDLE socket_handle,
+                                       ThreadpoolPolicy threadpool = {}, AllocPolicy alloc = {},
+                                       SyncPolicy sync = {}) noexcept
+    {
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_002: [ If execution_engine is NULL, async_socket_create shall fail and
+        // return NULL. ]
+        if (engine == engine_type{})
+        {
+            return nullptr;
+        }
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_034: [ If socket_handle is NULL, async_socket_create shall fail and return
+        // NULL. ]
+        if (socket_handle == nullptr)
+        {
+            return nullptr;
+        }
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_001: [ async_socket_create shall allocate a new async socket and on success
+        // shall return a non-NULL handle. ]
+        void* memory = alloc.allocate(sizeof(basic_async_socket));
+        if (memory == nullptr)
+        {
+            // Codes_SRS_ASYNC_SOCKET_WIN32_01_003: [ If any error occurs, async_socket_create shall fail and return
+            // NULL. ]
+            return nullptr;
+        }
+        auto* socket = ::new (memory) basic_async_socket(socket_handle, std::move(threadpool), alloc, std::move(sync));
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_035: [ Otherwise, async_socket_open_async shall obtain the PTP_POOL from
+        // the execution engine passed to async_socket_create by calling execution_engine_win32_get_threadpool. ]
+        if (!socket->threadpool_.acquire_pool(engine))
+        {
+            // Codes_SRS_ASYNC_SOCKET_WIN32_01_003: [ If any error occurs, async_socket_create shall fail and return
+            // NULL. ]
+            destroy(socket);
+            return nullptr;
+        }
+        return handle(socket);
+    }
+
+    // Destroys a socket made by create (what handle's deleter does). Waits while the socket is OPENING or
+    // CLOSING, closes it if OPEN, then releases everything. Must not be called from one of this socket's
+    // own completion callbacks (that would free the socket under the running callback): doing so aborts
+    // with a message.
+    static void destroy(basic_async_socket* socket) noexcept
+    {
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_004: [ If async_socket is NULL, async_socket_destroy shall return. ]
+        if (socket == nullptr)
+        {
+            return;
+        }
+        AllocPolicy alloc = socket->alloc_;
+        socket->~basic_async_socket();
+        alloc.deallocate(socket, sizeof(basic_async_socket));
+    }
+
+    // Opens the socket: binds it to the threadpool (first open only) and moves it to OPEN, then calls
+    // on_open_complete(context, ASYNC_SOCKET_OPEN_OK) on the calling thread before returning ok.
+    // Fails (and calls nothing) on a null callback, when not CLOSED, or when the OS refuses.
+    [[nodiscard]] status open_async(ON_ASYNC_SOCKET_OPEN_COMPLETE on_open_complete,
+                                    void* on_open_complete_context) noexcept
+    {
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_008: [ If on_open_complete is NULL, async_socket_open_async shall fail and
+        // return a non-zero value. ]
+        if (on_open_complete == nullptr)
+        {
+            return status::invalid_argument;
+        }
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_009: [ on_open_complete_context shall be allowed to be NULL. ]
+
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_023: [ Otherwise, async_socket_open_async shall switch the state to
+        // OPENING. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_015: [ If async_socket is already OPEN or OPENING, async_socket_open_async
+        // shall fail and return a non-zero value. ]
+        if (!transition(socket_state::closed, socket_state::opening))
+        {
+            return status::invalid_state;
+        }
+
+        if (!bound_ && !bind_to_threadpool())
+        {
+            // Codes_SRS_ASYNC_SOCKET_WIN32_01_039: [ If any error occurs, async_socket_open_async shall fail and
+            // return a non-zero value. ]
+            set_state(socket_state::closed);
+            return status::os_error;
+        }
+
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_094: [ async_socket_open_async shall set the state to OPEN. ]
+        set_state(socket_state::open);
+
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_017: [ On success async_socket_open_async shall call
+        // on_open_complete_context with ASYNC_SOCKET_OPEN_OK. ]
+        on_open_complete(on_open_complete_context, ASYNC_SOCKET_OPEN_OK);
+
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_014: [ On success, async_socket_open_async shall return 0. ]
+        return status::ok;
+    }
+
+    // Closes an OPEN socket: waits for send_async/receive_async calls under way, cancels the socket's
+    // outstanding IO, waits for every completion callback to finish, and leaves the socket CLOSED (it can
+    // be opened again). Returns invalid_state when the socket was not OPEN, and called_from_callback
+    // (doing nothing) when called from one of this socket's own completion callbacks.
+    status close() noexcept
+    {
+        if (detail::dispatching_socket == this)
+        {
+            return status::called_from_callback;
+        }
+
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_019: [ Otherwise, async_socket_close shall switch the state to
+        // CLOSING. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_022: [ If async_socket is not OPEN, async_socket_close shall return. ]
+        if (!transition(socket_state::open, socket_state::closing))
+        {
+            return status::invalid_state;
+        }
+
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_020: [ async_socket_close shall wait for all executing
+        // async_socket_send_async and async_socket_receive_async APIs. ]
+        for (std::int32_t calls = sync_.load(pending_calls_); calls != 0; calls = sync_.load(pending_calls_))
+        {
+            sync_.wait(pending_calls_, calls);
+        }
+
+        // Every IO now started has been issued; cancel them all so that the wait below cannot hang on a
+        // receive that never gets data. They complete with an error, reported as BECAUSE_CLOSE.
+        threadpool_.cancel_socket_io(socket_);
+
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_040: [ async_socket_close shall wait for any executing callbacks by
+        // calling WaitForThreadpoolIoCallbacks, passing FALSE as fCancelPendingCallbacks. ]
+        threadpool_.wait_for_io_callbacks(false);
+
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_021: [ Then async_socket_close shall close the async socket, leaving it in
+        // a state where an async_socket_open_async can be performed. ]
+        // The threadpool IO stays bound until destroy (see the header comment and release_threadpool).
+        set_state(socket_state::closed);
+        return status::ok;
+    }
+
+    // Sends the bytes of `buffer_count` buffers, in order, as one IO. The buffers' memory must stay valid
+    // until on_send_complete runs; the array `buffers` itself may be reused as soon as this returns.
+    [[nodiscard]] status send_async(const ASYNC_SOCKET_BUFFER* buffers, std::uint32_t buffer_count,
+                                    ON_ASYNC_SOCKET_SEND_COMPLETE on_send_complete,
+                                    void* on_send_complete_context) noexcept
+    {
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_025: [ If buffers is NULL, async_socket_send_async shall fail and return a
+        // non-zero value. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_085: [ If buffer_count is 0, async_socket_send_async shall fail and return
+        // a non-zero value. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_089: [ If any of the buffers in payload has buffer set to NULL,
+        // async_socket_send_async shall fail and return a non-zero value. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_090: [ If any of the buffers in payload has length set to 0,
+        // async_socket_send_async shall fail and return a non-zero value. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_101: [ If the sum of buffer lengths for all the buffers in payload is
+        // greater than UINT32_MAX, async_socket_send_async shall fail and return a non-zero value. ]
+        std::uint32_t total_length = 0;
+        if (status checked = check_buffers(buffers, buffer_count, total_length); checked != status::ok)
+        {
+            return checked;
+        }
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_026: [ If on_send_complete is NULL, async_socket_send_async shall fail and
+        // return a non-zero value. ]
+        if (on_send_complete == nullptr)
+        {
+            return status::invalid_argument;
+        }
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_027: [ on_send_complete_context shall be allowed to be NULL. ]
+
+        api_call_guard guard(*this);
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_097: [ If async_socket is not OPEN, async_socket_send_async shall fail and
+        // return a non-zero value. ]
+        if (!guard.socket_is_open())
+        {
+            return status::invalid_state;
+        }
+
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_028: [ Otherwise async_socket_send_async shall create a context for the
+        // send where the payload, on_send_complete and on_send_complete_context shall be stored. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_050: [ The context shall also allocate enough memory to keep an array of
+        // buffer_count WSABUF items. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_103: [ If the amount of memory needed to allocate the context and the WSABUF
+        // items is exceeding UINT32_MAX, async_socket_send_async shall fail and return a non-zero value. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_056: [ async_socket_send_async shall set the WSABUF items to point to the
+        // memory/length of the buffers in payload. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_057: [ An event to be used for the OVERLAPPED structure passed to WSASend
+        // shall be created and stored in the context. ]
+        context_header* context = nullptr;
+        if (status made = make_context(buffers, buffer_count, total_length, detail::io_kind::send, context);
+            made != status::ok)
+        {
+            // Codes_SRS_ASYNC_SOCKET_WIN32_01_029: [ If any error occurs, async_socket_send_async shall fail and
+            // return a non-zero value. ]
+            return made;
+        }
+        context->on_send_complete = on_send_complete;
+        context->callback_context = on_send_complete_context;
+
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_060: [ An asynchronous IO shall be started by calling
+        // StartThreadpoolIo. ]
+        threadpool_.start_io();
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_061: [ The WSABUF array associated with the context shall be sent by
+        // calling WSASend and passing to it the OVERLAPPED structure with the event that was just created, dwFlags
+        // set to 0, lpNumberOfBytesSent set to NULL and lpCompletionRoutine set to NULL. ]
+        const io_error sent =
+            threadpool_.send(socket_, layout::buffers(context), buffer_count, nullptr, 0, &context->overlapped);
+        if (sent != io_no_error)
+        {
+            // Codes_SRS_ASYNC_SOCKET_WIN32_01_062: [ If net_comm_send_async fails, async_socket_send_async shall call
+            // CancelThreadpoolIo and return MU_FAILURE. ]
+            threadpool_.cancel_io();
+            free_context(context);
+            // Codes_SRS_ASYNC_SOCKET_WIN32_01_029: [ If any error occurs, async_socket_send_async shall fail and
+            // return a non-zero value. ]
+            return status::os_error;
+        }
+        // The context now belongs to the completion; it may already be freed.
+
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_045: [ On success, async_socket_send_async shall return 0. ]
+        return status::ok;
+    }
+
+    // Receives into `buffer_count` buffers, filled in order, as one IO; the callback reports how many bytes
+    // arrived (0 with ASYNC_SOCKET_RECEIVE_OK: the peer shut down its side). The buffers' memory must stay
+    // valid until on_receive_complete runs; the array `buffers` itself may be reused once this returns.
+    [[nodiscard]] status receive_async(ASYNC_SOCKET_BUFFER* buffers, std::uint32_t buffer_count,
+                                       ON_ASYNC_SOCKET_RECEIVE_COMPLETE on_receive_complete,
+                                       void* on_receive_complete_context) noexcept
+    {
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_074: [ If buffers is NULL, async_socket_receive_async shall fail and return
+        // a non-zero value. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_086: [ If buffer_count is 0, async_socket_receive_async shall fail and
+        // return a non-zero value. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_091: [ If any of the buffers in payload has buffer set to NULL,
+        // async_socket_receive_async shall fail and return a non-zero value. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_092: [ If any of the buffers in payload has length set to 0,
+        // async_socket_receive_async shall fail and return a non-zero value. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_096: [ If the sum of buffer lengths for all the buffers in payload is
+        // greater than UINT32_MAX, async_socket_receive_async shall fail and return a non-zero value. ]
+        std::uint32_t total_length = 0;
+        if (status checked = check_buffers(buffers, buffer_count, total_length); checked != status::ok)
+        {
+            return checked;
+        }
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_075: [ If on_receive_complete is NULL, async_socket_receive_async shall
+        // fail and return a non-zero value. ]
+        if (on_receive_complete == nullptr)
+        {
+            return status::invalid_argument;
+        }
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_076: [ on_receive_complete_context shall be allowed to be NULL. ]
+
+        api_call_guard guard(*this);
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_098: [ If async_socket is not OPEN, async_socket_receive_async shall fail
+        // and return a non-zero value. ]
+        if (!guard.socket_is_open())
+        {
+            return status::invalid_state;
+        }
+
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_077: [ Otherwise async_socket_receive_async shall create a context for the
+        // send where the payload, on_receive_complete and on_receive_complete_context shall be stored. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_078: [ The context shall also allocate enough memory to keep an array of
+        // buffer_count WSABUF items. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_104: [ If the amount of memory needed to allocate the context and the
+        // WSABUF items is exceeding UINT32_MAX, async_socket_receive_async shall fail and return a non-zero value. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_079: [ async_socket_receive_async shall set the WSABUF items to point to
+        // the memory/length of the buffers in payload. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_080: [ An event to be used for the OVERLAPPED structure passed to WSARecv
+        // shall be created and stored in the context. ]
+        context_header* context = nullptr;
+        if (status made = make_context(buffers, buffer_count, total_length, detail::io_kind::receive, context);
+            made != status::ok)
+        {
+            // Codes_SRS_ASYNC_SOCKET_WIN32_01_084: [ If any error occurs, async_socket_receive_async shall fail and
+            // return a non-zero value. ]
+            return made;
+        }
+        context->on_receive_complete = on_receive_complete;
+        context->callback_context = on_receive_complete_context;
+
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_081: [ An asynchronous IO shall be started by calling
+        // StartThreadpoolIo. ]
+        threadpool_.start_io();
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_082: [ A receive shall be started for the WSABUF array associated with the
+        // context calling WSARecv and passing to it the OVERLAPPED structure with the event that was just created,
+        // dwFlags set to 0, lpNumberOfBytesSent set to NULL and lpCompletionRoutine set to NULL.. ]
+        std::uint32_t flags = 0;
+        const io_error received =
+            threadpool_.receive(socket_, layout::buffers(context), buffer_count, nullptr, &flags, &context->overlapped);
+        if (received != io_no_error)
+        {
+            // Codes_SRS_ASYNC_SOCKET_WIN32_01_054: [ If WSARecv fails, async_socket_receive_async shall call
+            // CancelThreadpoolIo. ]
+            threadpool_.cancel_io();
+            free_context(context);
+            // Codes_SRS_ASYNC_SOCKET_WIN32_01_084: [ If any error occurs, async_socket_receive_async shall fail and
+            // return a non-zero value. ]
+            return status::os_error;
+        }
+
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_083: [ On success, async_socket_receive_async shall return 0. ]
+        return status::ok;
+    }
+
+    [[nodiscard]] socket_state state() const noexcept
+    {
+        return static_cast<socket_state>(sync_.load(state_));
+    }
+
+    [[nodiscard]] SOCKET_HANDLE socket_handle() const noexcept
+    {
+        return socket_;
+    }
+
+    // The policy objects, for tests and for policies that report statistics.
+    [[nodiscard]] ThreadpoolPolicy& threadpool() noexcept
+    {
+        return threadpool_;
+    }
+    [[nodiscard]] AllocPolicy& allocator() noexcept
+    {
+        return alloc_;
+    }
+
+    basic_async_socket(const basic_async_socket&) = delete;
+    basic_async_socket& operator=(const basic_async_socket&) = delete;
+
+private:
+    using overlapped_type = typename ThreadpoolPolicy::overlapped_type;
+    using buffer_type = typename ThreadpoolPolicy::buffer_type;
+    using event_type = typename ThreadpoolPolicy::event_type;
+    using context_header = detail::io_context_header<overlapped_type, event_type>;
+    using layout = detail::io_context_layout<context_header, buffer_type>;
+
+    basic_async_socket(SOCKET_HANDLE socket, ThreadpoolPolicy&& threadpool, const AllocPolicy& alloc,
+                       SyncPolicy&& sync) noexcept
+        : socket_(socket), threadpool_(std::move(threadpool)), alloc_(alloc), sync_(std::move(sync))
+    {
+    }
+
+    ~basic_async_socket()
+    {
+        if (detail::dispatching_socket == this)
+        {
+            detail::usage_violation("a socket was destroyed from inside one of its own completion callbacks");
+        }
+
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_093: [ While async_socket is OPENING or CLOSING, async_socket_destroy shall
+        // wait for the open to complete either successfully or with error. ]
+        for (std::int32_t seen = sync_.load(state_); seen == static_cast<std::int32_t>(socket_state::opening) ||
+                                                     seen == static_cast<std::int32_t>(socket_state::closing);
+             seen = sync_.load(state_))
+        {
+            sync_.wait(state_, seen);
+        }
+
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_006: [ async_socket_destroy shall perform an implicit close if
+        // async_socket is OPEN. ]
+        (void)close();
+
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_005: [ Otherwise, async_socket_destroy shall free all resources
+        // associated with async_socket. ]
+        release_threadpool();
+    }
+
+    // Counts a send_async/receive_async under way, so that close can wait for it (SRS 01_020). The count is
+    // raised before the state is read and lowered on every way out: close switches to CLOSING first and
+    // then waits for zero, so no call can slip past a close.
+    class api_call_guard
+    {
+    public:
+        explicit api_call_guard(basic_async_socket& socket) noexcept : socket_(socket)
+        {
+            socket_.sync_.increment(socket_.pending_calls_);
+        }
+        ~api_call_guard()
+        {
+            if (socket_.sync_.decrement(socket_.pending_calls_) == 0 &&
+                socket_.sync_.load(socket_.state_) == static_cast<std::int32_t>(socket_state::closing))
+            {
+                socket_.sync_.wake_all(socket_.pending_calls_);
+            }
+        }
+        api_call_guard(const api_call_guard&) = delete;
+        api_call_guard& operator=(const api_call_guard&) = delete;
+
+        [[nodiscard]] bool socket_is_open() const noexcept
+        {
+            return socket_.sync_.load(socket_.state_) == static_cast<std::int32_t>(socket_state::open);
+        }
+
+    private:
+        basic_async_socket& socket_;
+    };
+
+    bool transition(socket_state from, socket_state to) noexcept
+    {
+        return sync_.compare_exchange(state_, static_cast<std::int32_t>(to), static_cast<std::int32_t>(from)) ==
+               static_cast<std::int32_t>(from);
+    }
+
+    void set_state(socket_state to) noexcept
+    {
+        sync_.store(state_, static_cast<std::int32_t>(to));
+        sync_.wake_all(state_);
+    }
+
+    // The threadpool binding is made once and kept until destroy (see the header comment).
+    bool bind_to_threadpool() noexcept
+    {
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_016: [ Otherwise async_socket_open_async shall initialize a thread pool
+        // environment by calling InitializeThreadpoolEnvironment. ]
+        threadpool_.initialize_environment();
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_036: [ async_socket_open_async shall set the thread pool for the
+        // environment to the pool obtained from the execution engine by calling SetThreadpoolCallbackPool. ]
+        threadpool_.set_callback_pool();
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_037: [ async_socket_open_async shall create a threadpool cleanup group by
+        // calling CreateThreadpoolCleanupGroup. ]
+        if (!threadpool_.create_cleanup_group())
+        {
+            threadpool_.destroy_environment();
+            return false;
+        }
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_058: [ async_socket_open_async shall create a threadpool IO by calling
+        // CreateThreadpoolIo and passing socket_handle, the callback environment to it and on_io_complete as
+        // callback. ]
+        if (!threadpool_.template create_io<&basic_async_socket::on_io_complete>(socket_, this))
+        {
+            threadpool_.close_cleanup_group();
+            threadpool_.destroy_environment();
+            return false;
+        }
+        bound_ = true;
+        return true;
+    }
+
+    void release_threadpool() noexcept
+    {
+        if (!bound_)
+        {
+            return;
+        }
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_059: [ async_socket_close shall close the threadpool IO created in
+        // async_socket_open_async by calling CloseThreadpoolIo. ]
+        threadpool_.close_io();
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_041: [ async_socket_close shall close the threadpool cleanup group by
+        // calling CloseThreadpoolCleanupGroup. ]
+        threadpool_.close_cleanup_group();
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_042: [ async_socket_close shall destroy the thread pool environment
+        // created in async_socket_open_async. ]
+        threadpool_.destroy_environment();
+        bound_ = false;
+    }
+
+    // Validates a payload and sums its lengths (SRS 01_025/085/089/090/101 and 01_074/086/091/092/096).
+    static status check_buffers(const ASYNC_SOCKET_BUFFER* buffers, std::uint32_t buffer_count,
+                                std::uint32_t& total_length) noexcept
+    {
+        if (buffers == nullptr || buffer_count == 0)
+        {
+            return status::invalid_argument;
+        }
+        std::uint64_t total = 0;
+        for (std::uint32_t i = 0; i < buffer_count; ++i)
+        {
+            if (buffers[i].buffer == nullptr || buffers[i].length == 0)
+            {
+                return status::invalid_argument;
+            }
+            total += buffers[i].length;
+        }
+        if (total > UINT32_MAX)
+        {
+            return status::size_overflow;
+        }
+        total_length = static_cast<std::uint32_t>(total);
+        return status::ok;
+    }
+
+    // Allocates a context with `buffer_count` OS buffers pointing at `buffers`, and its event.
+    status make_context(const ASYNC_SOCKET_BUFFER* buffers, std::uint32_t buffer_count, std::uint32_t total_length,
+                        detail::io_kind kind, context_header*& context) noexcept
+    {
+        const std::uint64_t size = layout::size(buffer_count);
+        if (size > UINT32_MAX)
+        {
+            return status::size_overflow;
+        }
+        void* memory = alloc_.allocate(static_cast<std::size_t>(size));
+        if (memory == nullptr)
+        {
+            return status::out_of_memory;
+        }
+        auto* made = ::new (memory) context_header{};
+        made->kind = kind;
+        made->total_length = total_length;
+        made->buffer_count = buffer_count;
+        buffer_type* os_buffers = layout::buffers(made);
+        for (std::uint32_t i = 0; i < buffer_count; ++i)
+        {
+            ThreadpoolPolicy::set_buffer(*::new (&os_buffers[i]) buffer_type{}, buffers[i].buffer, buffers[i].length);
+        }
+        made->event = threadpool_.create_event();
+        if (made->event == event_type{})
+        {
+            dealloc_context(made);
+            return status::os_error;
+        }
+        ThreadpoolPolicy::set_overlapped_event(made->overlapped, made->event);
+        context = made;
+        return status::ok;
+    }
+
+    void free_context(context_header* context) noexcept
+    {
+        threadpool_.close_event(context->event);
+        dealloc_context(context);
+    }
+
+    void dealloc_context(context_header* context) noexcept
+    {
+        const auto size = static_cast<std::size_t>(layout::size(context->buffer_count));
+        context->~context_header();
+        alloc_.deallocate(context, size);
+    }
+
+    // The completion routine for every IO of this socket (given to the ThreadpoolPolicy's create_io).
+    static void on_io_complete(void* callback_context, void* overlapped, io_error io_result,
+                               std::size_t bytes_transferred) noexcept
+    {
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_063: [ If overlapped is NULL, on_io_complete shall return. ]
+        if (overlapped == nullptr)
+        {
+            return;
+        }
+        auto* self = static_cast<basic_async_socket*>(callback_context);
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_064: [ overlapped shall be used to determine the context of the IO. ]
+        auto* context = reinterpret_cast<context_header*>(overlapped);
+
+        const bool closing = self->sync_.load(self->state_) == static_cast<std::int32_t>(socket_state::closing);
+        const detail::io_kind kind = context->kind;
+        const std::uint32_t total_length = context->total_length;
+        void* const user_context = context->callback_context;
+        const ON_ASYNC_SOCKET_SEND_COMPLETE on_send_complete = context->on_send_complete;
+        const ON_ASYNC_SOCKET_RECEIVE_COMPLETE on_receive_complete = context->on_receive_complete;
+
+        // The context is released before the user's callback runs, so that the callback can start the next IO
+        // and reuse the memory.
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_068: [ on_io_complete shall close the event handle created in
+        // async_socket_send_async/async_socket_receive_async. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_072: [ on_io_complete shall free the IO context. ]
+        self->free_context(context);
+
+        detail::dispatch_scope scope(self);
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_065: [ If the context of the IO indicates that a send has completed: ]
+        if (kind == detail::io_kind::send)
+        {
+            on_send_complete(user_context, map_send_result(io_result, bytes_transferred, total_length, closing));
+        }
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_071: [ If the context of the IO indicates that a receive has completed: ]
+        else
+        {
+            const receive_outcome outcome = map_receive_result(io_result, bytes_transferred, total_length, closing);
+            on_receive_complete(user_context, outcome.result, outcome.bytes);
+        }
+    }
+
+public:
+    // The result mapping of on_io_complete, exposed so that it can be checked on its own.
+    static ASYNC_SOCKET_SEND_RESULT map_send_result(io_error io_result, std::size_t bytes_transferred,
+                                                    std::uint32_t total_length, bool closing) noexcept
+    {
+        if (io_result != io_no_error)
+        {
+            // An IO that fails while the socket is closing was (almost always) cancelled by close.
+            // Codes_SRS_ASYNC_SOCKET_WIN32_01_067: [ If io_result is not NO_ERROR, the on_send_complete callback
+            // passed to async_socket_send_async shall be called with on_send_complete_context as argument and
+            // ASYNC_SOCKET_SEND_ERROR. ]
+            return closing ? ASYNC_SOCKET_SEND_BECAUSE_CLOSE : ASYNC_SOCKET_SEND_ERROR;
+        }
+        if (bytes_transferred != total_length)
+        {
+            // Codes_SRS_ASYNC_SOCKET_WIN32_01_102: [ If io_result is NO_ERROR, but the number of bytes send is
+            // different than the sum of all buffer sizes passed to async_socket_send_async, the on_send_complete
+            // callback passed to async_socket_send_async shall be called with on_send_complete_context as context
+            // and ASYNC_SOCKET_SEND_ERROR. ]
+            return ASYNC_SOCKET_SEND_ERROR;
+        }
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_066: [ If io_result is NO_ERROR, the on_send_complete callback passed to
+        // async_socket_send_async shall be called with on_send_complete_context as argument and
+        // ASYNC_SOCKET_SEND_OK. ]
+        return ASYNC_SOCKET_SEND_OK;
+    }
+
+    struct receive_outcome
+    {
+        ASYNC_SOCKET_RECEIVE_RESULT result;
+        std::uint32_t bytes;
+    };
+
+    static receive_outcome map_receive_result(io_error io_result, std::size_t bytes_transferred,
+                                              std::uint32_t total_length, bool closing) noexcept
+    {
+        if (io_result != io_no_error)
+        {
+            // Codes_SRS_ASYNC_SOCKET_WIN32_01_070: [ If io_result is not NO_ERROR, the on_receive_complete callback
+            // passed to async_socket_receive_async shall be called with on_receive_complete_context as context,
+            // ASYNC_SOCKET_RECEIVE_ERROR as result and 0 for bytes_received. ]
+            return {closing ? ASYNC_SOCKET_RECEIVE_BECAUSE_CLOSE : ASYNC_SOCKET_RECEIVE_ERROR, 0};
+        }
+        if (bytes_transferred > total_length)
+        {
+            // Codes_SRS_ASYNC_SOCKET_WIN32_01_095: [If io_result is NO_ERROR, but the number of bytes received is
+            // greater than the sum of all buffer sizes passed to async_socket_receive_async, the on_receive_complete
+            // callback passed to async_socket_receive_async shall be called with on_receive_complete_context as
+            // context, ASYNC_SOCKET_RECEIVE_ERROR as result and number_of_bytes_transferred for bytes_received. ]
+            const auto reported =
+                bytes_transferred > UINT32_MAX ? UINT32_MAX : static_cast<std::uint32_t>(bytes_transferred);
+            return {ASYNC_SOCKET_RECEIVE_ERROR, reported};
+        }
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_069: [ If io_result is NO_ERROR, the on_receive_complete callback passed
+        // to async_socket_receive_async shall be called with on_receive_complete_context as context,
+        // ASYNC_SOCKET_RECEIVE_OK as result and number_of_bytes_transferred as bytes_received. ]
+        return {ASYNC_SOCKET_RECEIVE_OK, static_cast<std::uint32_t>(bytes_transferred)};
+    }
+
+private:
+    SOCKET_HANDLE socket_;
+    ASYNC_SOCKET_NO_UNIQUE_ADDRESS ThreadpoolPolicy threadpool_;
+    ASYNC_SOCKET_NO_UNIQUE_ADDRESS AllocPolicy alloc_;
+    ASYNC_SOCKET_NO_UNIQUE_ADDRESS mutable SyncPolicy sync_;
+    mutable typename SyncPolicy::word_type state_{static_cast<std::int32_t>(socket_state::closed)};
+    mutable typename SyncPolicy::word_type pending_calls_{0};
+    bool bound_ = false; // the threadpool IO exists (made at the first open, released at destroy)
+};
+
+} // namespace async_socket

@@ -1,0 +1,43 @@
+// async_socket: what the members of basic_async_socket return.
+//
+// The spec asks for 0 on success and "a non-zero value" on failure; status keeps that (ok is 0, the C
+// API returns the value as an int) and says which failure it was.
+#pragma once
+
+namespace async_socket
+{
+
+enum class status : int
+{
+    ok = 0,
+    invalid_argument,     // a NULL pointer, a zero count or length, a NULL callback
+    invalid_state,        // the call does not fit the socket's state (send while not OPEN, ...)
+    size_overflow,        // the buffer lengths or the IO context would exceed UINT32_MAX
+    out_of_memory,        // the AllocPolicy returned nullptr
+    os_error,             // the ThreadpoolPolicy reported a failure of the OS
+    called_from_callback, // close from inside one of this socket's own completion callbacks
+};
+
+constexpr const char* to_string(status s) noexcept
+{
+    switch (s)
+    {
+    case status::ok:
+        return "ok";
+    case status::invalid_argument:
+        return "invalid_argument";
+    case status::invalid_state:
+        return "invalid_state";
+    case status::size_overflow:
+        return "size_overflow";
+    case status::out_of_memory:
+        return "out_of_memory";
+    case status::os_error:
+        return "os_error";
+    case status::called_from_callback:
+        return "called_from_callback";
+    }
+    return "unknown";
+}
+
+} // namespace async_socket

@@ -1,0 +1,828 @@
+// async_socket testing: a fake ThreadpoolPolicy that models the Win32 threadpool IO without an OS.
+//
+// fake_os is the world a test owns: it records every call the sockets make, in order and with its
+// arguments (call_names() reads as the Win32 call sequence), fails any call on demand, holds every
+// accepted IO until the test delivers its completion (by hand on the test's thread, or from worker
+// threads), and enforces the OS rules that decide whether a design works on Windows:
+//   - StartThreadpoolIo must come before every WSASend/WSARecv, CancelThreadpoolIo only after a
+//     StartThreadpoolIo whose IO was not issued;
+//   - a socket binds to one threadpool IO for life: a second CreateThreadpoolIo on it fails;
+//   - WaitForThreadpoolIoCallbacks from inside one of that IO's callbacks is an error;
+//   - CloseThreadpoolIo with IO outstanding is an error.
+// Broken rules are listed by violations(), which a test should expect to be empty. A wait that would
+// hang (an IO nobody completes) gives up after watchdog() and is reported there too, so a wrong design
+// fails the test with a message instead of hanging it.
+//
+// The engine of a fake socket is the fake_os itself: basic_async_socket<fake_threadpool, ...>::create(&os,
+// socket). fake_socket(n) makes a non-null SOCKET_HANDLE.
+#pragma once
+
+#include <async_socket/policies.hpp>
+#include <async_socket/types.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <list>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace async_socket::testing
+{
+
+// The calls a ThreadpoolPolicy makes, named as the Win32 functions they stand for.
+enum class fake_call : std::uint8_t
+{
+    get_threadpool,         // execution_engine_win32_get_threadpool
+    initialize_environment, // InitializeThreadpoolEnvironment
+    set_callback_pool,      // SetThreadpoolCallbackPool
+    create_cleanup_group,   // CreateThreadpoolCleanupGroup
+    create_io,              // CreateThreadpoolIo
+    start_io,               // StartThreadpoolIo
+    cancel_io,              // CancelThreadpoolIo
+    wait_for_io_callbacks,  // WaitForThreadpoolIoCallbacks
+    close_io,               // CloseThreadpoolIo
+    close_cleanup_group,    // CloseThreadpoolCleanupGroup
+    destroy_environment,    // DestroyThreadpoolEnvironment
+    create_event,           // CreateEvent
+    close_event,            // CloseHandle
+    wsa_send,               // WSASend
+    wsa_recv,               // WSARecv
+    cancel_socket_io,       // CancelIoEx
+    count_
+};
+
+constexpr const char* win32_name(fake_call call) noexcept
+{
+    constexpr const char* names[] = {
+        "execution_engine_win32_get_threadpool",
+        "InitializeThreadpoolEnvironment",
+        "SetThreadpoolCallbackPool",
+        "CreateThreadpoolCleanupGroup",
+        "CreateThreadpoolIo",
+        "StartThreadpoolIo",
+        "CancelThreadpoolIo",
+        "WaitForThreadpoolIoCallbacks",
+        "CloseThreadpoolIo",
+        "CloseThreadpoolCleanupGroup",
+        "DestroyThreadpoolEnvironment",
+        "CreateEvent",
+        "CloseHandle",
+        "WSASend",
+        "WSARecv",
+        "CancelIoEx",
+    };
+    const auto index = static_cast<std::size_t>(call);
+    return index < std::size(names) ? names[index] : "?";
+}
+
+// Win32-shaped stand-ins. fake_overlapped mirrors OVERLAPPED; fake_wsabuf mirrors WSABUF (len, then buf).
+struct fake_overlapped
+{
+    std::uintptr_t internal;
+    std::uintptr_t internal_high;
+    std::uint64_t offset;
+    std::uintptr_t event;
+};
+
+struct fake_wsabuf
+{
+    std::uint32_t len;
+    char* buf;
+};
+
+using fake_event = std::uintptr_t; // 0 is "no event"
+
+inline SOCKET_HANDLE fake_socket(std::uintptr_t n) noexcept
+{
+    return reinterpret_cast<SOCKET_HANDLE>(n);
+}
+
+// One recorded call. Only the fields that the call has are set; the rest stay zero.
+struct call_record
+{
+    fake_call call{};
+    std::uint32_t io_id = 0; // which fake threadpool IO (1, 2, ...) made the call
+    SOCKET_HANDLE socket = nullptr;
+    void* overlapped = nullptr;
+    fake_event event = 0; // CreateEvent's result, CloseHandle's argument, the hEvent of WSASend/WSARecv
+    std::uint32_t buffer_count = 0;
+    std::vector<fake_wsabuf> buffers{}; // WSASend/WSARecv: the WSABUF array as passed
+    std::uint32_t flags = 0;            // WSASend: dwFlags; WSARecv: *lpFlags
+    bool bytes_pointer_is_null = false; // WSASend/WSARecv: lpNumberOf...  was NULL
+    bool cancel_pending = false;        // WaitForThreadpoolIoCallbacks: fCancelPendingCallbacks
+    bool failed = false;                // the fake failed this call on demand
+};
+
+// An IO the OS accepted and has not yet completed.
+struct pending_io
+{
+    std::uint32_t io_id = 0;
+    fake_call kind{}; // wsa_send or wsa_recv
+    SOCKET_HANDLE socket = nullptr;
+    void* overlapped = nullptr;
+    std::vector<fake_wsabuf> buffers;
+    std::uint64_t total_length = 0;
+};
+
+// What CancelIoEx does with the socket's outstanding IO.
+enum class cancel_behavior : std::uint8_t
+{
+    abort_on_worker, // queue each with ERROR_OPERATION_ABORTED to a worker thread (as Windows does)
+    abort_inline,    // complete each with ERROR_OPERATION_ABORTED on the calling thread
+    ignore,          // leave them; the test completes them itself
+};
+
+class fake_os
+{
+public:
+    fake_os() = default;
+    fake_os(const fake_os&) = delete;
+    fake_os& operator=(const fake_os&) = delete;
+    ~fake_os()
+    {
+        {
+            std::lock_guard lock(mutex_);
+            stopping_ = true;
+        }
+        work_ready_.notify_all();
+        for (auto& worker : workers_)
+        {
+            worker.join();
+        }
+    }
+
+    // ---- what happened --------------------------------------------------------------------------
+    std::vector<call_record> calls() const
+    {
+        std::lock_guard lock(mutex_);
+        return calls_;
+    }
+
+    // The Win32 names of the calls so far, in order.
+    std::vector<std::string> call_names() const
+    {
+        std::lock_guard lock(mutex_);
+        std::vector<std::string> names;
+        names.reserve(calls_.size());
+        for (const auto& record : calls_)
+        {
+            names.emplace_back(win32_name(record.call));
+        }
+        return names;
+    }
+
+    std::size_t count(fake_call call) const
+    {
+        std::lock_guard lock(mutex_);
+        return static_cast<std::size_t>(
+            std::count_if(calls_.begin(), calls_.end(), [call](const call_record& r) { return r.call == call; }));
+    }
+
+    void clear_calls()
+    {
+        std::lock_guard lock(mutex_);
+        calls_.clear();
+    }
+
+    // OS rules broken so far, and waits that the watchdog ended; empty when all is well.
+    std::vector<std::string> violations() const
+    {
+        std::lock_guard lock(mutex_);
+        return violations_;
+    }
+
+    std::size_t live_events() const
+    {
+        std::lock_guard lock(mutex_);
+        return live_events_.size();
+    }
+
+    std::size_t live_ios() const
+    {
+        std::lock_guard lock(mutex_);
+        return static_cast<std::size_t>(
+            std::count_if(ios_.begin(), ios_.end(), [](const io_object& io) { return !io.closed; }));
+    }
+
+    // ---- failing on demand ----------------------------------------------------------------------
+    // Makes the (skip + 1)-th next call of `call` fail: create_* and get_threadpool return failure,
+    // WSASend/WSARecv return `error`. Calls without a failure result (StartThreadpoolIo, ...) ignore it.
+    void fail(fake_call call, unsigned skip = 0, io_error error = 10055 /* WSAENOBUFS */)
+    {
+        std::lock_guard lock(mutex_);
+        failures_[static_cast<std::size_t>(call)] = planned_failure{skip, error};
+    }
+
+    // ---- delivering completions ----------------------------------------------------------------
+    std::vector<pending_io> pending() const
+    {
+        std::lock_guard lock(mutex_);
+        std::vector<pending_io> all;
+        for (const auto& io : ios_)
+        {
+            all.insert(all.end(), io.in_flight.begin(), io.in_flight.end());
+        }
+        return all;
+    }
+
+    std::size_t pending_count() const
+    {
+        std::lock_guard lock(mutex_);
+        std::size_t n = 0;
+        for (const auto& io : ios_)
+        {
+            n += io.in_flight.size();
+        }
+        return n;
+    }
+
+    // Completes an accepted IO on the calling thread: runs the socket's completion routine with these
+    // values. Returns false (and calls nothing) when no IO with that OVERLAPPED is outstanding.
+    bool complete(void* overlapped, io_error io_result, std::size_t bytes_transferred)
+    {
+        std::unique_lock lock(mutex_);
+        return deliver(lock, overlapped, io_result, bytes_transferred);
+    }
+
+    // Completes the oldest outstanding IO. Returns false when there is none.
+    bool complete_oldest(io_error io_result, std::size_t bytes_transferred)
+    {
+        std::unique_lock lock(mutex_);
+        void* overlapped = oldest_overlapped();
+        return overlapped != nullptr && deliver(lock, overlapped, io_result, bytes_transferred);
+    }
+
+    // Completes a receive as the OS would on arrival of `data`: copies it into the WSABUFs in order
+    // and reports NO_ERROR with the number of bytes copied.
+    bool complete_receive(void* overlapped, std::span<const std::byte> data)
+    {
+        std::unique_lock lock(mutex_);
+        const pending_io* io = find_pending(overlapped);
+        if (io == nullptr || io->kind != fake_call::wsa_recv)
+        {
+            return false;
+        }
+        std::size_t copied = 0;
+        for (const auto& buffer : io->buffers)
+        {
+            const std::size_t n = std::min<std::size_t>(buffer.len, data.size() - copied);
+            std::memcpy(buffer.buf, data.data() + copied, n);
+            copied += n;
+        }
+        return deliver(lock, overlapped, io_no_error, copied);
+    }
+
+    // Queues the completion to a worker thread (see set_worker_count) and returns at once.
+    void complete_on_worker(void* overlapped, io_error io_result, std::size_t bytes_transferred)
+    {
+        {
+            std::lock_guard lock(mutex_);
+            start_workers();
+            work_.push_back(work_item{overlapped, io_result, bytes_transferred});
+        }
+        work_ready_.notify_one();
+    }
+
+    // Called (outside the fake's lock, on the thread of WSASend/WSARecv) for every IO the fake
+    // accepts, before the call returns. Lets a test complete IO automatically, e.g. every send with
+    // all its bytes on a worker: os.on_issue([&](const pending_io& io) { os.complete_on_worker(...); }).
+    void on_issue(std::function<void(const pending_io&)> hook)
+    {
+        std::lock_guard lock(mutex_);
+        on_issue_ = std::move(hook);
+    }
+
+    void set_cancel_behavior(cancel_behavior behavior)
+    {
+        std::lock_guard lock(mutex_);
+        cancel_behavior_ = behavior;
+    }
+
+    // Threads that deliver complete_on_worker completions (and aborted ones, by default); 1 unless set
+    // before the first completion is queued.
+    void set_worker_count(unsigned count)
+    {
+        std::lock_guard lock(mutex_);
+        worker_count_ = std::max(1u, count);
+    }
+
+    // How long WaitForThreadpoolIoCallbacks may block before the fake gives up and reports it.
+    void set_watchdog(std::chrono::milliseconds limit)
+    {
+        std::lock_guard lock(mutex_);
+        watchdog_ = limit;
+    }
+
+    // Blocks until no IO is outstanding and no completion is queued or running, or until `limit`;
+    // returns whether it got there.
+    bool wait_until_idle(std::chrono::milliseconds limit)
+    {
+        std::unique_lock lock(mutex_);
+        return changed_.wait_for(lock, limit, [this] { return idle(); });
+    }
+
+private:
+    template <class Buffer>
+    friend class basic_fake_threadpool;
+
+    struct io_object
+    {
+        std::uint32_t id = 0;
+        SOCKET_HANDLE socket = nullptr;
+        io_completion_fn completion = nullptr;
+        void* callback_context = nullptr;
+        int started = 0; // StartThreadpoolIo calls not yet matched by an issued IO or a cancel
+        int running = 0; // completion routines running now
+        std::deque<pending_io> in_flight{};
+        bool closed = false;
+    };
+
+    struct planned_failure
+    {
+        unsigned skip;
+        io_error error;
+    };
+
+    struct work_item
+    {
+        void* overlapped;
+        io_error io_result;
+        std::size_t bytes_transferred;
+    };
+
+    static inline thread_local std::uint32_t running_io_id_ = 0; // the IO whose callback this thread runs
+
+    // Records a call; returns the planned failure's error if this call is to fail.
+    std::optional<io_error> record(call_record record)
+    {
+        std::optional<io_error> failure;
+        auto& planned = failures_[static_cast<std::size_t>(record.call)];
+        if (planned)
+        {
+            if (planned->skip == 0)
+            {
+                failure = planned->error;
+                planned.reset();
+            }
+            else
+            {
+                --planned->skip;
+            }
+        }
+        record.failed = failure.has_value();
+        calls_.push_back(std::move(record));
+        return failure;
+    }
+
+    void violation(std::string what)
+    {
+        violations_.push_back(std::move(what));
+    }
+
+    io_object* find_io(std::uint32_t id)
+    {
+        for (auto& io : ios_)
+        {
+            if (io.id == id)
+            {
+                return &io;
+            }
+        }
+        return nullptr;
+    }
+
+    pending_io* find_pending(void* overlapped)
+    {
+        for (auto& io : ios_)
+        {
+            for (auto& p : io.in_flight)
+            {
+                if (p.overlapped == overlapped)
+                {
+                    return &p;
+                }
+            }
+        }
+        return nullptr;
+    }
+
+    void* oldest_overlapped()
+    {
+        for (auto& io : ios_)
+        {
+            if (!io.in_flight.empty())
+            {
+                return io.in_flight.front().overlapped;
+            }
+        }
+        return nullptr;
+    }
+
+    bool idle() const
+    {
+        if (!work_.empty() || busy_workers_ != 0)
+        {
+            return false;
+        }
+        return std::all_of(ios_.begin(), ios_.end(),
+                           [](const io_object& io) { return io.in_flight.empty() && io.running == 0; });
+    }
+
+    // Runs the completion routine of the IO behind `overlapped`, outside the lock.
+    bool deliver(std::unique_lock<std::mutex>& lock, void* overlapped, io_error io_result, std::size_t bytes)
+    {
+        for (auto& io : ios_)
+        {
+            auto it = std::find_if(io.in_flight.begin(), io.in_flight.end(),
+                                   [overlapped](const pending_io& p) { return p.overlapped == overlapped; });
+            if (it == io.in_flight.end())
+            {
+                continue;
+            }
+            io.in_flight.erase(it);
+            ++io.running;
+            const io_completion_fn completion = io.completion;
+            void* const context = io.callback_context;
+            const std::uint32_t id = io.id;
+            lock.unlock();
+            const std::uint32_t outer = running_io_id_;
+            running_io_id_ = id;
+            completion(context, overlapped, io_result, bytes);
+            running_io_id_ = outer;
+            lock.lock();
+            --find_io(id)->running;
+            changed_.notify_all();
+            return true;
+        }
+        return false;
+    }
+
+    void start_workers()
+    {
+        while (workers_.size() < worker_count_)
+        {
+            workers_.emplace_back([this] { worker_loop(); });
+        }
+    }
+
+    void worker_loop()
+    {
+        std::unique_lock lock(mutex_);
+        for (;;)
+        {
+            work_ready_.wait(lock, [this] { return stopping_ || !work_.empty(); });
+            if (work_.empty())
+            {
+                return;
+            }
+            const work_item item = work_.front();
+            work_.pop_front();
+            ++busy_workers_;
+            if (!deliver(lock, item.overlapped, item.io_result, item.bytes_transferred))
+            {
+                violation("a queued completion found no outstanding IO (completed twice?)");
+            }
+            --busy_workers_;
+            changed_.notify_all();
+        }
+    }
+
+    mutable std::mutex mutex_;
+    std::condition_variable changed_;    // an IO completed, a callback ended
+    std::condition_variable work_ready_; // work for the workers
+    std::vector<call_record> calls_;
+    std::vector<std::string> violations_;
+    std::optional<planned_failure> failures_[static_cast<std::size_t>(fake_call::count_)];
+    std::list<io_object> ios_;
+    std::vector<SOCKET_HANDLE> bound_sockets_; // bound for life, as a real socket is
+    std::vector<fake_event> live_events_;
+    fake_event next_event_ = 0x1000;
+    std::uint32_t next_io_id_ = 1;
+    std::function<void(const pending_io&)> on_issue_;
+    cancel_behavior cancel_behavior_ = cancel_behavior::abort_on_worker;
+    std::chrono::milliseconds watchdog_{20000};
+    std::deque<work_item> work_;
+    std::vector<std::thread> workers_;
+    unsigned worker_count_ = 1;
+    unsigned busy_workers_ = 0;
+    bool stopping_ = false;
+};
+
+// The ThreadpoolPolicy: one object per socket, one fake threadpool IO. Buffer is the WSABUF stand-in
+// (a test may give a larger one to reach the UINT32_MAX context-size limit with little memory); it
+// needs the members `len` and `buf`.
+template <class Buffer = fake_wsabuf>
+class basic_fake_threadpool
+{
+public:
+    using engine_type = fake_os*;
+    using overlapped_type = fake_overlapped;
+    using buffer_type = Buffer;
+    using event_type = fake_event;
+
+    basic_fake_threadpool() noexcept = default;
+    basic_fake_threadpool(basic_fake_threadpool&& other) noexcept : os_(other.os_), io_id_(other.io_id_)
+    {
+        other.os_ = nullptr;
+        other.io_id_ = 0;
+    }
+    basic_fake_threadpool& operator=(basic_fake_threadpool&&) = delete;
+
+    [[nodiscard]] fake_os* os() const noexcept
+    {
+        return os_;
+    }
+
+    bool acquire_pool(fake_os* engine) noexcept
+    {
+        std::lock_guard lock(engine->mutex_);
+        if (engine->record({.call = fake_call::get_threadpool}))
+        {
+            return false;
+        }
+        os_ = engine;
+        return true;
+    }
+
+    void initialize_environment() noexcept
+    {
+        simple(fake_call::initialize_environment);
+    }
+
+    void set_callback_pool() noexcept
+    {
+        simple(fake_call::set_callback_pool);
+    }
+
+    bool create_cleanup_group() noexcept
+    {
+        return !simple(fake_call::create_cleanup_group);
+    }
+
+    template <io_completion_fn Completion>
+    bool create_io(SOCKET_HANDLE socket, void* callback_context) noexcept
+    {
+        std::lock_guard lock(os_->mutex_);
+        if (os_->record({.call = fake_call::create_io, .socket = socket}))
+        {
+            return false;
+        }
+        if (std::find(os_->bound_sockets_.begin(), os_->bound_sockets_.end(), socket) != os_->bound_sockets_.end())
+        {
+            // ERROR_INVALID_PARAMETER: the socket was bound to a completion port before.
+            os_->calls_.back().failed = true;
+            return false;
+        }
+        os_->bound_sockets_.push_back(socket);
+        io_id_ = os_->next_io_id_++;
+        os_->ios_.push_back(
+            {.id = io_id_, .socket = socket, .completion = Completion, .callback_context = callback_context});
+        os_->calls_.back().io_id = io_id_;
+        return true;
+    }
+
+    void start_io() noexcept
+    {
+        std::lock_guard lock(os_->mutex_);
+        os_->record({.call = fake_call::start_io, .io_id = io_id_});
+        fake_os::io_object* io = live_io("StartThreadpoolIo");
+        if (io != nullptr)
+        {
+            ++io->started;
+        }
+    }
+
+    void cancel_io() noexcept
+    {
+        std::lock_guard lock(os_->mutex_);
+        os_->record({.call = fake_call::cancel_io, .io_id = io_id_});
+        fake_os::io_object* io = live_io("CancelThreadpoolIo");
+        if (io == nullptr)
+        {
+            return;
+        }
+        if (io->started == 0)
+        {
+            os_->violation("CancelThreadpoolIo without a StartThreadpoolIo to cancel");
+            return;
+        }
+        --io->started;
+    }
+
+    void wait_for_io_callbacks(bool cancel_pending) noexcept
+    {
+        std::unique_lock lock(os_->mutex_);
+        os_->record({.call = fake_call::wait_for_io_callbacks, .io_id = io_id_, .cancel_pending = cancel_pending});
+        if (fake_os::running_io_id_ == io_id_)
+        {
+            os_->violation("WaitForThreadpoolIoCallbacks called from inside a callback of the same IO (deadlock)");
+            return;
+        }
+        const std::uint32_t id = io_id_;
+        const bool done =
+            os_->changed_.wait_for(lock, os_->watchdog_,
+                                   [this, id]
+                                   {
+                                       fake_os::io_object* io = os_->find_io(id);
+                                       return io == nullptr || (io->in_flight.empty() && io->running == 0);
+                                   });
+        if (!done)
+        {
+            os_->violation("WaitForThreadpoolIoCallbacks hung: IO still outstanding after the watchdog");
+        }
+    }
+
+    void close_io() noexcept
+    {
+        std::lock_guard lock(os_->mutex_);
+        os_->record({.call = fake_call::close_io, .io_id = io_id_});
+        fake_os::io_object* io = live_io("CloseThreadpoolIo");
+        if (io == nullptr)
+        {
+            return;
+        }
+        if (!io->in_flight.empty() || io->running != 0 || io->started != 0)
+        {
+            os_->violation("CloseThreadpoolIo with IO outstanding");
+        }
+        io->closed = true;
+    }
+
+    void close_cleanup_group() noexcept
+    {
+        simple(fake_call::close_cleanup_group);
+    }
+
+    void destroy_environment() noexcept
+    {
+        simple(fake_call::destroy_environment);
+    }
+
+    fake_event create_event() noexcept
+    {
+        std::lock_guard lock(os_->mutex_);
+        if (os_->record({.call = fake_call::create_event, .io_id = io_id_}))
+        {
+            return 0;
+        }
+        const fake_event event = os_->next_event_++;
+        os_->live_events_.push_back(event);
+        os_->calls_.back().event = event;
+        return event;
+    }
+
+    void close_event(fake_event event) noexcept
+    {
+        std::lock_guard lock(os_->mutex_);
+        os_->record({.call = fake_call::close_event, .io_id = io_id_, .event = event});
+        auto it = std::find(os_->live_events_.begin(), os_->live_events_.end(), event);
+        if (it == os_->live_events_.end())
+        {
+            os_->violation("CloseHandle on an event that is not open");
+            return;
+        }
+        os_->live_events_.erase(it);
+    }
+
+    static void set_overlapped_event(fake_overlapped& overlapped, fake_event event) noexcept
+    {
+        overlapped = fake_overlapped{};
+        overlapped.event = event;
+    }
+
+    static void set_buffer(Buffer& buffer, void* memory, std::uint32_t length) noexcept
+    {
+        buffer.buf = static_cast<char*>(memory);
+        buffer.len = length;
+    }
+
+    io_error send(SOCKET_HANDLE socket, Buffer* buffers, std::uint32_t count, std::uint32_t* bytes_sent,
+                  std::uint32_t flags, fake_overlapped* overlapped) noexcept
+    {
+        return issue(fake_call::wsa_send, socket, buffers, count, bytes_sent, flags, overlapped);
+    }
+
+    io_error receive(SOCKET_HANDLE socket, Buffer* buffers, std::uint32_t count, std::uint32_t* bytes_received,
+                     std::uint32_t* flags, fake_overlapped* overlapped) noexcept
+    {
+        return issue(fake_call::wsa_recv, socket, buffers, count, bytes_received, *flags, overlapped);
+    }
+
+    void cancel_socket_io(SOCKET_HANDLE socket) noexcept
+    {
+        std::vector<void*> aborted;
+        cancel_behavior behavior{};
+        {
+            std::lock_guard lock(os_->mutex_);
+            os_->record({.call = fake_call::cancel_socket_io, .io_id = io_id_, .socket = socket});
+            behavior = os_->cancel_behavior_;
+            for (const auto& io : os_->ios_)
+            {
+                for (const auto& p : io.in_flight)
+                {
+                    if (p.socket == socket)
+                    {
+                        aborted.push_back(p.overlapped);
+                    }
+                }
+            }
+        }
+        for (void* overlapped : aborted)
+        {
+            if (behavior == cancel_behavior::abort_inline)
+            {
+                os_->complete(overlapped, io_error_operation_aborted, 0);
+            }
+            else if (behavior == cancel_behavior::abort_on_worker)
+            {
+                os_->complete_on_worker(overlapped, io_error_operation_aborted, 0);
+            }
+        }
+    }
+
+private:
+    // Records a call that has no arguments; returns whether it was failed on demand.
+    bool simple(fake_call call) noexcept
+    {
+        std::lock_guard lock(os_->mutex_);
+        return os_->record({.call = call, .io_id = io_id_}).has_value();
+    }
+
+    fake_os::io_object* live_io(const char* what) noexcept
+    {
+        fake_os::io_object* io = os_->find_io(io_id_);
+        if (io == nullptr || io->closed)
+        {
+            os_->violation(std::string(what) + " on a threadpool IO that does not exist or was closed");
+            return nullptr;
+        }
+        return io;
+    }
+
+    io_error issue(fake_call kind, SOCKET_HANDLE socket, Buffer* buffers, std::uint32_t count, std::uint32_t* bytes,
+                   std::uint32_t flags, fake_overlapped* overlapped) noexcept
+    {
+        std::function<void(const pending_io&)> hook;
+        pending_io accepted;
+        {
+            std::lock_guard lock(os_->mutex_);
+            call_record record{.call = kind,
+                               .io_id = io_id_,
+                               .socket = socket,
+                               .overlapped = overlapped,
+                               .event = overlapped->event,
+                               .buffer_count = count,
+                               .flags = flags,
+                               .bytes_pointer_is_null = bytes == nullptr};
+            std::uint64_t total = 0;
+            for (std::uint32_t i = 0; i < count; ++i)
+            {
+                record.buffers.push_back(fake_wsabuf{buffers[i].len, buffers[i].buf});
+                total += buffers[i].len;
+            }
+            accepted = pending_io{io_id_, kind, socket, overlapped, record.buffers, total};
+            const std::optional<io_error> failure = os_->record(std::move(record));
+            fake_os::io_object* io = live_io(win32_name(kind));
+            if (io == nullptr)
+            {
+                return 10038; // WSAENOTSOCK
+            }
+            if (io->started == 0)
+            {
+                os_->violation(std::string(win32_name(kind)) + " without a StartThreadpoolIo before it");
+            }
+            if (failure)
+            {
+                return *failure; // the IO was not issued: the caller must cancel its StartThreadpoolIo
+            }
+            if (io->started > 0)
+            {
+                --io->started;
+            }
+            io->in_flight.push_back(accepted);
+            hook = os_->on_issue_;
+        }
+        if (hook)
+        {
+            hook(accepted);
+        }
+        return io_no_error;
+    }
+
+    fake_os* os_ = nullptr;
+    std::uint32_t io_id_ = 0;
+};
+
+using fake_threadpool = basic_fake_threadpool<>;
+
+} // namespace async_socket::testing

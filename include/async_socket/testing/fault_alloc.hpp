@@ -1,0 +1,139 @@
+// async_socket testing: an AllocPolicy that counts every block and fails allocations on demand.
+//
+// The ledger is owned by the test and shared by every copy of the policy:
+//   alloc_ledger ledger;
+//   ledger.fail_nth(2);                 // the second allocation from now returns nullptr
+//   ... socket::create(&os, s, {}, fault_alloc{&ledger}) ...
+//   CHECK(ledger.live_blocks() == 0);   // nothing leaked
+// Each block carries a header with its size, so a deallocate with the wrong size, a double free or a
+// pointer that did not come from allocate is counted in misuse().
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+
+namespace async_socket::testing
+{
+
+class alloc_ledger
+{
+public:
+    // The n-th allocation from now (1 = the next one) fails; 0 cancels a planned failure.
+    void fail_nth(std::uint64_t n) noexcept
+    {
+        fail_at_.store(n == 0 ? 0 : allocations_.load() + n);
+    }
+
+    // Every allocation fails while set.
+    void fail_all(bool on) noexcept
+    {
+        fail_all_.store(on);
+    }
+
+    [[nodiscard]] std::int64_t live_blocks() const noexcept
+    {
+        return live_blocks_.load();
+    }
+    [[nodiscard]] std::int64_t live_bytes() const noexcept
+    {
+        return live_bytes_.load();
+    }
+    // Allocation attempts so far, failed ones included.
+    [[nodiscard]] std::uint64_t allocations() const noexcept
+    {
+        return allocations_.load();
+    }
+    [[nodiscard]] std::uint64_t failed_allocations() const noexcept
+    {
+        return failed_.load();
+    }
+    [[nodiscard]] std::uint64_t misuse() const noexcept
+    {
+        return misuse_.load();
+    }
+
+private:
+    friend class fault_alloc;
+
+    std::atomic<std::uint64_t> allocations_{0};
+    std::atomic<std::uint64_t> fail_at_{0};
+    std::atomic<bool> fail_all_{false};
+    std::atomic<std::uint64_t> failed_{0};
+    std::atomic<std::int64_t> live_blocks_{0};
+    std::atomic<std::int64_t> live_bytes_{0};
+    std::atomic<std::uint64_t> misuse_{0};
+};
+
+class fault_alloc
+{
+public:
+    // Without a ledger it neither counts nor fails: a plain checked heap.
+    fault_alloc() noexcept = default;
+    explicit fault_alloc(alloc_ledger* ledger) noexcept : ledger_(ledger) {}
+
+    void* allocate(std::size_t size) noexcept
+    {
+        if (ledger_ != nullptr)
+        {
+            const std::uint64_t n = ledger_->allocations_.fetch_add(1) + 1;
+            if (ledger_->fail_all_.load() || n == ledger_->fail_at_.load())
+            {
+                ledger_->failed_.fetch_add(1);
+                return nullptr;
+            }
+        }
+        auto* block = static_cast<header*>(std::malloc(sizeof(header) + size));
+        if (block == nullptr)
+        {
+            return nullptr;
+        }
+        block->size = size;
+        block->magic = live_magic;
+        if (ledger_ != nullptr)
+        {
+            ledger_->live_blocks_.fetch_add(1);
+            ledger_->live_bytes_.fetch_add(static_cast<std::int64_t>(size));
+        }
+        return block + 1;
+    }
+
+    void deallocate(void* p, std::size_t size) noexcept
+    {
+        if (p == nullptr)
+        {
+            return;
+        }
+        auto* block = static_cast<header*>(p) - 1;
+        if (block->magic != live_magic || block->size != size)
+        {
+            if (ledger_ != nullptr)
+            {
+                ledger_->misuse_.fetch_add(1);
+            }
+            return; // leak rather than corrupt the heap
+        }
+        block->magic = freed_magic;
+        if (ledger_ != nullptr)
+        {
+            ledger_->live_blocks_.fetch_sub(1);
+            ledger_->live_bytes_.fetch_sub(static_cast<std::int64_t>(size));
+        }
+        std::free(block);
+    }
+
+private:
+    static constexpr std::uint64_t live_magic = 0xA11C0C0DEull;
+    static constexpr std::uint64_t freed_magic = 0xDEADF4EEull;
+
+    struct alignas(std::max_align_t) header
+    {
+        std::size_t size;
+        std::uint64_t magic;
+    };
+
+    alloc_ledger* ledger_ = nullptr;
+};
+
+} // namespace async_socket::testing

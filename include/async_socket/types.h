@@ -1,0 +1,61 @@
+/* async_socket: the vocabulary types of the async_socket contract.
+ *
+ * These are the spec's own names and layouts (ASYNC_SOCKET_BUFFER, the three result enums, the three
+ * callback typedefs). They are plain C so that the C-style API in <async_socket/c_api.h> and the C++
+ * template in <async_socket/async_socket.hpp> share them: a callback written against the spec can be
+ * handed to either without a cast or a wrapper.
+ */
+#ifndef ASYNC_SOCKET_TYPES_H
+#define ASYNC_SOCKET_TYPES_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C"
+{
+#endif
+
+    /* The caller's socket (a Win32 SOCKET on Windows), passed through as an opaque pointer-sized value. */
+    typedef void* SOCKET_HANDLE;
+
+    /* Each enum starts with an _INVALID value, as the seed's enum macro did, so that 0 is never a result. */
+    typedef enum ASYNC_SOCKET_OPEN_RESULT_TAG
+    {
+        ASYNC_SOCKET_OPEN_RESULT_INVALID,
+        ASYNC_SOCKET_OPEN_OK,
+        ASYNC_SOCKET_OPEN_ERROR
+    } ASYNC_SOCKET_OPEN_RESULT;
+
+    typedef enum ASYNC_SOCKET_SEND_RESULT_TAG
+    {
+        ASYNC_SOCKET_SEND_RESULT_INVALID,
+        ASYNC_SOCKET_SEND_OK,
+        ASYNC_SOCKET_SEND_ERROR,
+        ASYNC_SOCKET_SEND_BECAUSE_CLOSE
+    } ASYNC_SOCKET_SEND_RESULT;
+
+    typedef enum ASYNC_SOCKET_RECEIVE_RESULT_TAG
+    {
+        ASYNC_SOCKET_RECEIVE_RESULT_INVALID,
+        ASYNC_SOCKET_RECEIVE_OK,
+        ASYNC_SOCKET_RECEIVE_ERROR,
+        ASYNC_SOCKET_RECEIVE_BECAUSE_CLOSE
+    } ASYNC_SOCKET_RECEIVE_RESULT;
+
+    typedef void (*ON_ASYNC_SOCKET_OPEN_COMPLETE)(void* context, ASYNC_SOCKET_OPEN_RESULT open_result);
+    typedef void (*ON_ASYNC_SOCKET_SEND_COMPLETE)(void* context, ASYNC_SOCKET_SEND_RESULT send_result);
+    typedef void (*ON_ASYNC_SOCKET_RECEIVE_COMPLETE)(void* context, ASYNC_SOCKET_RECEIVE_RESULT receive_result,
+                                                     uint32_t bytes_received);
+
+    /* One piece of a scatter/gather payload: `length` bytes at `buffer`. */
+    typedef struct ASYNC_SOCKET_BUFFER_TAG
+    {
+        void* buffer;
+        uint32_t length;
+    } ASYNC_SOCKET_BUFFER;
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ASYNC_SOCKET_TYPES_H */
