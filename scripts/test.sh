@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# The whole test suite, from a bare machine: installs what is missing, then
+#   1. checks formatting (clang-format) and requirement traceability (scripts/check_requirements.py),
+#   2. builds and runs the native unit tests under AddressSanitizer + UndefinedBehaviorSanitizer,
+#   3. builds and runs the concurrency tests under ThreadSanitizer,
+#   4. builds the optimised native build (benchmarks compile) and an installed-package consumer,
+#   5. cross-compiles for Windows with mingw-w64 and runs the Windows tests under Wine.
+# Every stage runs even when an earlier one failed; the exit code is non-zero if any failed.
+#   scripts/test.sh [--skip-wine]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+skip_wine=0
+for argument in "$@"; do
+    case "$argument" in
+    --skip-wine) skip_wine=1 ;;
+    *)
+        echo "usage: scripts/test.sh [--skip-wine]" >&2
+        exit 2
+        ;;
+    esac
+done
+
+jobs=$(nproc 2>/dev/null || echo 2)
+failed_stages=()
+tests_passed=0
+tests_failed=0
+
+stage() {
+    local name=$1
+    shift
+    echo
+    echo "=== $name"
+    local started=$SECONDS
+    if "$@"; then
+        echo "=== $name: ok ($((SECONDS - started)) s)"
+    else
+        echo "=== $name: FAILED ($((SECONDS - started)) s)"
+        failed_stages+=("$name")
+    fi
+}
+
+# Runs ctest and adds its counts to the totals.
+run_ctest() {
+    local log
+    log=$(mktemp)
+    ctest "$@" 2>&1 | tee "$log"
+    local status=${PIPESTATUS[0]}
+    local line
+    line=$(grep -E 'tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -1)
+    if [ -n "$line" ]; then
+        local total failed
+        total=$(sed -E 's/.* out of ([0-9]+).*/\1/' <<<"$line")
+        failed=$(sed -E 's/.*tests passed, ([0-9]+) tests? failed.*/\1/' <<<"$line")
+        tests_passed=$((tests_passed + total - failed))
+        tests_failed=$((tests_failed + failed))
+    elif [ "$status" -ne 0 ]; then
+        tests_failed=$((tests_failed + 1))
+    fi
+    rm -f "$log"
+    return "$status"
+}
+
+build_preset() {
+    cmake --preset "$1" >/dev/null && cmake --build --preset "$1" -j "$jobs"
+}
+
+native_asan() {
+    build_preset asan && run_ctest --preset asan -j "$jobs"
+}
+
+native_tsan() {
+    build_preset tsan && run_ctest --preset tsan -j "$jobs"
+}
+
+release_and_consumer() {
+    build_preset release || return 1
+    local prefix
+    prefix=$(mktemp -d)
+    cmake --install build/release --prefix "$prefix" >/dev/null &&
+        cmake -S tests/consumer -B build/consumer -DCMAKE_PREFIX_PATH="$prefix" >/dev/null &&
+        cmake --build build/consumer -j "$jobs" && ./build/consumer/consumer
+}
+
+windows_under_wine() {
+    scripts/wine-run.sh --init && build_preset mingw && run_ctest --preset mingw -j "$jobs"
+}
+
+stage "install dependencies" scripts/install-deps.sh
+stage "format" scripts/check-format.sh
+stage "requirements" python3 scripts/check_requirements.py
+stage "native unit tests (ASan+UBSan)" native_asan
+stage "concurrency tests (TSan)" native_tsan
+stage "release build and find_package consumer" release_and_consumer
+if [ "$skip_wine" -eq 0 ]; then
+    stage "Windows tests under Wine" windows_under_wine
+fi
+
+echo
+if [ ${#failed_stages[@]} -ne 0 ]; then
+    echo "failed stages: ${failed_stages[*]}"
+fi
+echo "summary: $tests_passed passed, $tests_failed failed"
+[ ${#failed_stages[@]} -eq 0 ]
