@@ -1,0 +1,222 @@
+// Test support for the Win32 integration tests: Winsock start-up, a connected pair of real overlapped TCP
+// sockets over 127.0.0.1, and a waiter that lets a test block until a condition holds (with a deadline)
+// without ever sleeping to "let things settle".
+//
+// Header-only; only Win32 and the standard library.
+#pragma once
+
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#include <windows.h>
+
+#include <async_socket/types.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <utility>
+
+namespace win32_test
+{
+
+// WSAStartup in the constructor, WSACleanup in the destructor. ok() says whether WSAStartup succeeded.
+struct wsa_session
+{
+    wsa_session() noexcept
+    {
+        WSADATA data{};
+        result = WSAStartup(MAKEWORD(2, 2), &data);
+    }
+    ~wsa_session()
+    {
+        if (result == 0)
+        {
+            WSACleanup();
+        }
+    }
+    wsa_session(const wsa_session&) = delete;
+    wsa_session& operator=(const wsa_session&) = delete;
+
+    [[nodiscard]] bool ok() const noexcept
+    {
+        return result == 0;
+    }
+
+    int result = -1;
+};
+
+// Two connected TCP sockets, closed (closesocket) by the destructor. Movable, not copyable.
+struct socket_pair
+{
+    SOCKET client = INVALID_SOCKET;
+    SOCKET server = INVALID_SOCKET;
+
+    socket_pair() noexcept = default;
+    socket_pair(socket_pair&& other) noexcept
+        : client(std::exchange(other.client, INVALID_SOCKET)), server(std::exchange(other.server, INVALID_SOCKET))
+    {
+    }
+    socket_pair& operator=(socket_pair&& other) noexcept
+    {
+        if (this != &other)
+        {
+            close();
+            client = std::exchange(other.client, INVALID_SOCKET);
+            server = std::exchange(other.server, INVALID_SOCKET);
+        }
+        return *this;
+    }
+    socket_pair(const socket_pair&) = delete;
+    socket_pair& operator=(const socket_pair&) = delete;
+    ~socket_pair()
+    {
+        close();
+    }
+
+    [[nodiscard]] bool valid() const noexcept
+    {
+        return client != INVALID_SOCKET && server != INVALID_SOCKET;
+    }
+
+    // Closes both sockets now (idempotent).
+    void close() noexcept
+    {
+        close_client();
+        close_server();
+    }
+    void close_client() noexcept
+    {
+        if (client != INVALID_SOCKET)
+        {
+            closesocket(client);
+            client = INVALID_SOCKET;
+        }
+    }
+    void close_server() noexcept
+    {
+        if (server != INVALID_SOCKET)
+        {
+            closesocket(server);
+            server = INVALID_SOCKET;
+        }
+    }
+};
+
+// A socket that can be used with overlapped IO (and so with threadpool IO).
+inline SOCKET make_overlapped_tcp_socket() noexcept
+{
+    return WSASocketW(AF_INET, SOCK_STREAM, IPPROTO_TCP, nullptr, 0, WSA_FLAG_OVERLAPPED);
+}
+
+// Two connected overlapped TCP sockets over 127.0.0.1: listens on an ephemeral port, connects, accepts.
+// TCP_NODELAY is set on both so that small writes are not held back. On any failure both members are
+// INVALID_SOCKET (WSAStartup must have been called).
+inline socket_pair make_loopback_pair() noexcept
+{
+    socket_pair pair;
+    SOCKET listener = make_overlapped_tcp_socket();
+    if (listener == INVALID_SOCKET)
+    {
+        return pair;
+    }
+
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    address.sin_port = 0;
+    int address_length = sizeof(address);
+    bool ok = bind(listener, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == 0 &&
+              listen(listener, 1) == 0 &&
+              getsockname(listener, reinterpret_cast<sockaddr*>(&address), &address_length) == 0;
+    if (ok)
+    {
+        pair.client = make_overlapped_tcp_socket();
+        ok = pair.client != INVALID_SOCKET &&
+             connect(pair.client, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == 0;
+    }
+    if (ok)
+    {
+        // A socket made by accept has the overlapped attribute, like the listening socket.
+        pair.server = accept(listener, nullptr, nullptr);
+        ok = pair.server != INVALID_SOCKET;
+    }
+    closesocket(listener);
+    if (!ok)
+    {
+        pair.close();
+        return pair;
+    }
+    const BOOL no_delay = TRUE;
+    setsockopt(pair.client, IPPROTO_TCP, TCP_NODELAY, reinterpret_cast<const char*>(&no_delay), sizeof(no_delay));
+    setsockopt(pair.server, IPPROTO_TCP, TCP_NODELAY, reinterpret_cast<const char*>(&no_delay), sizeof(no_delay));
+    return pair;
+}
+
+// The SOCKET as the opaque SOCKET_HANDLE the async_socket API takes.
+inline SOCKET_HANDLE as_handle(SOCKET socket) noexcept
+{
+    return reinterpret_cast<SOCKET_HANDLE>(socket);
+}
+
+// Lets a test wait, with a deadline, for a condition that callbacks on other threads make true.
+// Callbacks change the shared state inside update(); the test calls wait_for(pred, seconds), which returns
+// as soon as pred() holds (true) or when the deadline passes (false). pred() runs under the waiter's mutex
+// and is also re-checked every 100 ms, so a missed wake costs time, never a hang.
+//
+// update() wakes the waiting thread while it still holds the mutex, so the waiting thread sees the change
+// only once the notifier is done with the waiter: it may destroy the waiter (and whatever the callback
+// used) as soon as wait_for returns. A change made outside update() (e.g. to an atomic) followed by
+// notify() does not have that property: the waiting thread can see it on a re-check and return while the
+// notifier is still about to touch the waiter.
+class waiter
+{
+public:
+    // Runs f() under the mutex and wakes the waiting thread, still under the mutex.
+    template <class F>
+    void update(F&& f)
+    {
+        std::lock_guard lock(mutex_);
+        std::forward<F>(f)();
+        changed_.notify_all();
+    }
+
+    // Wakes the waiting thread (see the class comment for when that is safe).
+    void notify()
+    {
+        update([] {});
+    }
+
+    template <class Pred>
+    [[nodiscard]] bool wait_for(Pred pred, double seconds)
+    {
+        const auto deadline =
+            std::chrono::steady_clock::now() +
+            std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(seconds));
+        std::unique_lock lock(mutex_);
+        while (!pred())
+        {
+            const auto now = std::chrono::steady_clock::now();
+            if (now >= deadline)
+            {
+                return false;
+            }
+            const auto slice =
+                std::min<std::chrono::steady_clock::duration>(deadline - now, std::chrono::milliseconds(100));
+            changed_.wait_for(lock, slice);
+        }
+        return true;
+    }
+
+    // The mutex update() and wait_for() use, for a test that reads shared state itself.
+    std::mutex& mutex() noexcept
+    {
+        return mutex_;
+    }
+
+private:
+    std::mutex mutex_;
+    std::condition_variable changed_;
+};
+
+} // namespace win32_test
