@@ -107,8 +107,7 @@ public:
     // Makes a CLOSED socket over `socket_handle`, which stays the caller's (it is never closed here).
     // Returns null when engine or socket_handle is null, or when memory or the pool cannot be had.
     [[nodiscard]] static handle create(engine_type engine, SOCKET_HANDLE socket_handle,
-                                       ThreadpoolPolicy threadpool = {}, AllocPolicy alloc = {},
-                                       SyncPolicy sync = {}) noexcept
+                                       ThreadpoolPolicy threadpool = {}, AllocPolicy alloc = {}) noexcept
     {
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_002: [ If execution_engine is NULL, async_socket_create shall fail and
         // return NULL. ]
@@ -131,7 +130,7 @@ public:
             // NULL. ]
             return nullptr;
         }
-        auto* socket = ::new (memory) basic_async_socket(socket_handle, std::move(threadpool), alloc, std::move(sync));
+        auto* socket = ::new (memory) basic_async_socket(socket_handle, std::move(threadpool), alloc);
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_035: [ Otherwise, async_socket_open_async shall obtain the PTP_POOL from
         // the execution engine passed to async_socket_create by calling execution_engine_win32_get_threadpool. ]
         if (!socket->threadpool_.acquire_pool(engine))
@@ -223,10 +222,7 @@ public:
 
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_020: [ async_socket_close shall wait for all executing
         // async_socket_send_async and async_socket_receive_async APIs. ]
-        for (std::int32_t calls = sync_.load(pending_calls_); calls != 0; calls = sync_.load(pending_calls_))
-        {
-            sync_.wait(pending_calls_, calls);
-        }
+        wait_for_api_calls();
 
         // Every IO now started has been issued; cancel them all so that the wait below cannot hang on a
         // receive that never gets data. They complete with an error, reported as BECAUSE_CLOSE.
@@ -410,7 +406,7 @@ public:
 
     [[nodiscard]] socket_state state() const noexcept
     {
-        return static_cast<socket_state>(sync_.load(state_));
+        return static_cast<socket_state>(SyncPolicy::load(state_));
     }
 
     [[nodiscard]] SOCKET_HANDLE socket_handle() const noexcept
@@ -438,9 +434,8 @@ private:
     using context_header = detail::io_context_header<overlapped_type, event_type>;
     using layout = detail::io_context_layout<context_header, buffer_type>;
 
-    basic_async_socket(SOCKET_HANDLE socket, ThreadpoolPolicy&& threadpool, const AllocPolicy& alloc,
-                       SyncPolicy&& sync) noexcept
-        : socket_(socket), threadpool_(std::move(threadpool)), alloc_(alloc), sync_(std::move(sync))
+    basic_async_socket(SOCKET_HANDLE socket, ThreadpoolPolicy&& threadpool, const AllocPolicy& alloc) noexcept
+        : socket_(socket), threadpool_(std::move(threadpool)), alloc_(alloc)
     {
     }
 
@@ -453,11 +448,11 @@ private:
 
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_093: [ While async_socket is OPENING or CLOSING, async_socket_destroy shall
         // wait for the open to complete either successfully or with error. ]
-        for (std::int32_t seen = sync_.load(state_); seen == static_cast<std::int32_t>(socket_state::opening) ||
-                                                     seen == static_cast<std::int32_t>(socket_state::closing);
-             seen = sync_.load(state_))
+        for (std::int32_t seen = SyncPolicy::load(state_); seen == static_cast<std::int32_t>(socket_state::opening) ||
+                                                           seen == static_cast<std::int32_t>(socket_state::closing);
+             seen = SyncPolicy::load(state_))
         {
-            sync_.wait(state_, seen);
+            SyncPolicy::wait(state_, seen);
         }
 
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_006: [ async_socket_destroy shall perform an implicit close if
@@ -472,19 +467,26 @@ private:
     // Counts a send_async/receive_async under way, so that close can wait for it (SRS 01_020). The count is
     // raised before the state is read and lowered on every way out: close switches to CLOSING first and
     // then waits for zero, so no call can slip past a close.
+    //
+    // A closer that waits adds closer_waiting to the count, so the call that lowers the count to
+    // closer_waiting knows from the decrement's own result that it must wake it: nothing of the socket is
+    // read after the decrement (the closer may return and the socket be destroyed at once), and calls
+    // pay no wake when nobody closes.
+    static constexpr std::int32_t closer_waiting = 0x40000000;
+
     class api_call_guard
     {
     public:
-        explicit api_call_guard(basic_async_socket& socket) noexcept : socket_(socket)
+        explicit api_call_guard(basic_async_socket& socket) noexcept
+            : calls_(socket.pending_calls_), state_(socket.state_)
         {
-            socket_.sync_.increment(socket_.pending_calls_);
+            SyncPolicy::increment(calls_);
         }
         ~api_call_guard()
         {
-            if (socket_.sync_.decrement(socket_.pending_calls_) == 0 &&
-                socket_.sync_.load(socket_.state_) == static_cast<std::int32_t>(socket_state::closing))
+            if (SyncPolicy::decrement(calls_) == closer_waiting)
             {
-                socket_.sync_.wake_all(socket_.pending_calls_);
+                SyncPolicy::wake_all(calls_); // by address only
             }
         }
         api_call_guard(const api_call_guard&) = delete;
@@ -492,23 +494,51 @@ private:
 
         [[nodiscard]] bool socket_is_open() const noexcept
         {
-            return socket_.sync_.load(socket_.state_) == static_cast<std::int32_t>(socket_state::open);
+            return SyncPolicy::load(state_) == static_cast<std::int32_t>(socket_state::open);
         }
 
     private:
-        basic_async_socket& socket_;
+        typename SyncPolicy::word_type& calls_;
+        typename SyncPolicy::word_type& state_;
     };
+
+    // close: waits until no send_async/receive_async is under way (SRS 01_020).
+    void wait_for_api_calls() noexcept
+    {
+        add_to_calls(closer_waiting);
+        for (std::int32_t calls = SyncPolicy::load(pending_calls_); calls != closer_waiting;
+             calls = SyncPolicy::load(pending_calls_))
+        {
+            SyncPolicy::wait(pending_calls_, calls);
+        }
+        add_to_calls(-closer_waiting);
+    }
+
+    // Adds to the count with a compare-exchange loop: calls may raise and lower it meanwhile.
+    void add_to_calls(std::int32_t amount) noexcept
+    {
+        std::int32_t seen = SyncPolicy::load(pending_calls_);
+        for (;;)
+        {
+            const std::int32_t previous = SyncPolicy::compare_exchange(pending_calls_, seen + amount, seen);
+            if (previous == seen)
+            {
+                return;
+            }
+            seen = previous;
+        }
+    }
 
     bool transition(socket_state from, socket_state to) noexcept
     {
-        return sync_.compare_exchange(state_, static_cast<std::int32_t>(to), static_cast<std::int32_t>(from)) ==
+        return SyncPolicy::compare_exchange(state_, static_cast<std::int32_t>(to), static_cast<std::int32_t>(from)) ==
                static_cast<std::int32_t>(from);
     }
 
     void set_state(socket_state to) noexcept
     {
-        sync_.store(state_, static_cast<std::int32_t>(to));
-        sync_.wake_all(state_);
+        SyncPolicy::store(state_, static_cast<std::int32_t>(to));
+        SyncPolicy::wake_all(state_);
     }
 
     // The threadpool binding is made once and kept until destroy (see the header comment).
@@ -643,7 +673,7 @@ private:
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_064: [ overlapped shall be used to determine the context of the IO. ]
         auto* context = reinterpret_cast<context_header*>(overlapped);
 
-        const bool closing = self->sync_.load(self->state_) == static_cast<std::int32_t>(socket_state::closing);
+        const bool closing = SyncPolicy::load(self->state_) == static_cast<std::int32_t>(socket_state::closing);
         const detail::io_kind kind = context->kind;
         const std::uint32_t total_length = context->total_length;
         void* const user_context = context->callback_context;
@@ -734,7 +764,6 @@ private:
     SOCKET_HANDLE socket_;
     ASYNC_SOCKET_NO_UNIQUE_ADDRESS ThreadpoolPolicy threadpool_;
     ASYNC_SOCKET_NO_UNIQUE_ADDRESS AllocPolicy alloc_;
-    ASYNC_SOCKET_NO_UNIQUE_ADDRESS mutable SyncPolicy sync_;
     mutable typename SyncPolicy::word_type state_{static_cast<std::int32_t>(socket_state::closed)};
     mutable typename SyncPolicy::word_type pending_calls_{0};
     bool bound_ = false; // the threadpool IO exists (made at the first open, released at destroy)

@@ -202,50 +202,52 @@ concept alloc_policy = std::is_nothrow_copy_constructible_v<A> && requires(A& al
 // ---------------------------------------------------------------------------------------------------
 // SyncPolicy: the atomics and the wait/wake behind the state word and the pending-call counter.
 //
+// Stateless: every member is static, so that nothing but the word itself is touched.
 //   word_type                  a 32-bit word, list-initialisable from an int32_t, that the members
 //                              below operate on (std::atomic<int32_t>, or volatile LONG on Win32).
 //   load(w), store(w, v)       sequentially consistent
 //   compare_exchange(w, desired, expected) -> previous value (InterlockedCompareExchange order)
-//   increment(w), decrement(w) -> the new value
+//   increment(w), decrement(w) -> the new value; they must not touch the word after the atomic step
 //   wait(w, v)                 blocks while w holds v; may return spuriously
-//   wake_one(w), wake_all(w)   wake waiters of w
+//   wake_one(w), wake_all(w)   wake waiters of w, using only its address: the word may already be freed
+//                              when a wake runs (the woken thread may have seen the new value and
+//                              destroyed the socket), as with WaitOnAddress/WakeByAddress* and futexes
 // All noexcept; all safe to call concurrently.
 // ---------------------------------------------------------------------------------------------------
 template <class S>
-concept sync_policy = std::is_nothrow_move_constructible_v<S> &&
-    requires(S& sync, typename S::word_type& word, std::int32_t value)
+concept sync_policy = requires(typename S::word_type& word, std::int32_t value)
 {
     typename S::word_type;
     {
-        sync.load(word)
+        S::load(word)
     }
     noexcept->std::same_as<std::int32_t>;
     {
-        sync.store(word, value)
+        S::store(word, value)
     }
     noexcept;
     {
-        sync.compare_exchange(word, value, value)
+        S::compare_exchange(word, value, value)
     }
     noexcept->std::same_as<std::int32_t>;
     {
-        sync.increment(word)
+        S::increment(word)
     }
     noexcept->std::same_as<std::int32_t>;
     {
-        sync.decrement(word)
+        S::decrement(word)
     }
     noexcept->std::same_as<std::int32_t>;
     {
-        sync.wait(word, value)
+        S::wait(word, value)
     }
     noexcept;
     {
-        sync.wake_one(word)
+        S::wake_one(word)
     }
     noexcept;
     {
-        sync.wake_all(word)
+        S::wake_all(word)
     }
     noexcept;
 };
@@ -278,7 +280,7 @@ constexpr bool check_alloc_policy() noexcept
 template <class S>
 constexpr bool check_sync_policy() noexcept
 {
-    static_assert(sync_policy<S>, "SyncPolicy needs word_type and noexcept load, store, compare_exchange, "
+    static_assert(sync_policy<S>, "SyncPolicy needs word_type and static noexcept load, store, compare_exchange, "
                                   "increment, decrement, wait, wake_one, wake_all on it");
     return sync_policy<S>;
 }

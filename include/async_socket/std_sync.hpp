@@ -2,13 +2,41 @@
 //
 // Works on every platform with a C++20 standard library; the Win32 policy (win32_sync) does the same
 // with Interlocked* and WaitOnAddress.
+//
+// Where libstdc++ has no platform wait (no futex: mingw-w64, for one), its std::atomic::wait can miss a
+// notify (it checks the value outside the lock that notify does not take; a wake_one check hung about
+// one run in six under Wine). There std_sync parks waiters on a small table of mutex + condition
+// variable pairs instead, checking the value under the lock that the waker takes.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 
+#if defined(__GLIBCXX__) && !defined(_GLIBCXX_HAVE_PLATFORM_WAIT)
+#define ASYNC_SOCKET_STD_SYNC_PARKING 1
+#include <condition_variable>
+#include <mutex>
+#endif
+
 namespace async_socket
 {
+
+#ifdef ASYNC_SOCKET_STD_SYNC_PARKING
+namespace detail
+{
+struct parking_slot
+{
+    std::mutex mutex;
+    std::condition_variable changed;
+};
+
+inline parking_slot& parking_slot_for(const void* address) noexcept
+{
+    static parking_slot slots[64];
+    return slots[(reinterpret_cast<std::uintptr_t>(address) / alignof(std::int32_t)) % 64];
+}
+} // namespace detail
+#endif
 
 struct std_sync
 {
@@ -41,6 +69,32 @@ struct std_sync
         return word.fetch_sub(1) - 1;
     }
 
+#ifdef ASYNC_SOCKET_STD_SYNC_PARKING
+    static void wait(const word_type& word, std::int32_t value) noexcept
+    {
+        detail::parking_slot& slot = detail::parking_slot_for(&word);
+        std::unique_lock lock(slot.mutex);
+        while (word.load() == value)
+        {
+            slot.changed.wait(lock);
+        }
+    }
+
+    // Slots are shared between addresses, so every waiter of the slot is woken; each checks its word.
+    static void wake_one(word_type& word) noexcept
+    {
+        wake_all(word);
+    }
+
+    static void wake_all(word_type& word) noexcept
+    {
+        detail::parking_slot& slot = detail::parking_slot_for(&word);
+        {
+            std::lock_guard lock(slot.mutex);
+        }
+        slot.changed.notify_all();
+    }
+#else
     static void wait(const word_type& word, std::int32_t value) noexcept
     {
         word.wait(value);
@@ -55,6 +109,7 @@ struct std_sync
     {
         word.notify_all();
     }
+#endif
 };
 
 } // namespace async_socket

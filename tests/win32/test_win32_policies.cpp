@@ -15,16 +15,9 @@
 #include <thread>
 #include <vector>
 
-// The wait/wake checks run on win32_sync and, where the standard library's atomic wait is sound, on
-// std_sync too. libstdc++ without a futex (mingw-w64, GCC 12) waits on a shared condition variable after
-// reading the value outside its mutex, and notifies without taking the mutex: a notify between the two is
-// lost and the waiter sleeps for ever (seen here as an occasional hang of the wake_one check). On those
-// builds std_sync is left out of the wait/wake checks.
-#if defined(__GLIBCXX__) && !defined(_GLIBCXX_HAVE_PLATFORM_WAIT)
-#define WAIT_WAKE_SYNC_POLICIES async_socket::win32_sync
-#else
+// The wait/wake checks run on both policies. std_sync parks its waiters itself where libstdc++ has no
+// platform wait (mingw-w64): its std::atomic::wait there could lose a notify (std_sync.hpp says how).
 #define WAIT_WAKE_SYNC_POLICIES async_socket::std_sync, async_socket::win32_sync
-#endif
 
 namespace
 {
