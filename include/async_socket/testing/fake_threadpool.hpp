@@ -132,6 +132,7 @@ struct pending_io
     void* overlapped = nullptr;
     std::vector<fake_wsabuf> buffers;
     std::uint64_t total_length = 0;
+    bool completion_queued = false; // its completion waits for a worker: CancelIoEx can no longer touch it
 };
 
 // What CancelIoEx does with the socket's outstanding IO.
@@ -216,11 +217,22 @@ public:
 
     // ---- failing on demand ----------------------------------------------------------------------
     // Makes the (skip + 1)-th next call of `call` fail: create_* and get_threadpool return failure,
-    // WSASend/WSARecv return `error`. Calls without a failure result (StartThreadpoolIo, ...) ignore it.
+    // WSASend/WSARecv return `error`. Calls without a failure result (StartThreadpoolIo, CloseHandle, ...)
+    // never fail: a failure planned for them never happens.
     void fail(fake_call call, unsigned skip = 0, io_error error = 10055 /* WSAENOBUFS */)
     {
         std::lock_guard lock(mutex_);
         failures_[static_cast<std::size_t>(call)] = planned_failure{skip, error};
+    }
+
+    // Drops every planned failure that has not happened yet.
+    void clear_failures()
+    {
+        std::lock_guard lock(mutex_);
+        for (auto& planned : failures_)
+        {
+            planned.reset();
+        }
     }
 
     // ---- delivering completions ----------------------------------------------------------------
@@ -247,14 +259,16 @@ public:
     }
 
     // Completes an accepted IO on the calling thread: runs the socket's completion routine with these
-    // values. Returns false (and calls nothing) when no IO with that OVERLAPPED is outstanding.
+    // values. Returns false (and calls nothing) when no IO with that OVERLAPPED is outstanding, or when its
+    // completion is already queued to a worker.
     bool complete(void* overlapped, io_error io_result, std::size_t bytes_transferred)
     {
         std::unique_lock lock(mutex_);
-        return deliver(lock, overlapped, io_result, bytes_transferred);
+        const pending_io* io = find_pending(overlapped);
+        return io != nullptr && !io->completion_queued && deliver(lock, overlapped, io_result, bytes_transferred);
     }
 
-    // Completes the oldest outstanding IO. Returns false when there is none.
+    // Completes the oldest outstanding IO whose completion is not queued. Returns false when there is none.
     bool complete_oldest(io_error io_result, std::size_t bytes_transferred)
     {
         std::unique_lock lock(mutex_);
@@ -268,7 +282,7 @@ public:
     {
         std::unique_lock lock(mutex_);
         const pending_io* io = find_pending(overlapped);
-        if (io == nullptr || io->kind != fake_call::wsa_recv)
+        if (io == nullptr || io->kind != fake_call::wsa_recv || io->completion_queued)
         {
             return false;
         }
@@ -282,15 +296,21 @@ public:
         return deliver(lock, overlapped, io_no_error, copied);
     }
 
-    // Queues the completion to a worker thread (see set_worker_count) and returns at once.
-    void complete_on_worker(void* overlapped, io_error io_result, std::size_t bytes_transferred)
+    // Queues the completion to a worker thread (see set_worker_count) and returns at once. From then on
+    // the IO is no longer cancellable, as on Windows once its completion packet is queued. Returns false
+    // (a violation) when the IO is not outstanding or already has a completion queued.
+    bool complete_on_worker(void* overlapped, io_error io_result, std::size_t bytes_transferred)
     {
         {
             std::lock_guard lock(mutex_);
-            start_workers();
-            work_.push_back(work_item{overlapped, io_result, bytes_transferred});
+            if (!queue_completion(overlapped, io_result, bytes_transferred))
+            {
+                violation("a completion was queued for an IO that is not outstanding or already completing");
+                return false;
+            }
         }
         work_ready_.notify_one();
+        return true;
     }
 
     // Called (outside the fake's lock, on the thread of WSASend/WSARecv) for every IO the fake
@@ -367,7 +387,7 @@ private:
     {
         std::optional<io_error> failure;
         auto& planned = failures_[static_cast<std::size_t>(record.call)];
-        if (planned)
+        if (planned && can_fail(record.call))
         {
             if (planned->skip == 0)
             {
@@ -382,6 +402,23 @@ private:
         record.failed = failure.has_value();
         calls_.push_back(std::move(record));
         return failure;
+    }
+
+    // The calls that have a failure result; a planned failure of any other call never happens.
+    static constexpr bool can_fail(fake_call call) noexcept
+    {
+        switch (call)
+        {
+        case fake_call::get_threadpool:
+        case fake_call::create_cleanup_group:
+        case fake_call::create_io:
+        case fake_call::create_event:
+        case fake_call::wsa_send:
+        case fake_call::wsa_recv:
+            return true;
+        default:
+            return false;
+        }
     }
 
     void violation(std::string what)
@@ -420,12 +457,29 @@ private:
     {
         for (auto& io : ios_)
         {
-            if (!io.in_flight.empty())
+            for (auto& p : io.in_flight)
             {
-                return io.in_flight.front().overlapped;
+                if (!p.completion_queued)
+                {
+                    return p.overlapped;
+                }
             }
         }
         return nullptr;
+    }
+
+    // Under the lock: marks the IO's completion as queued and queues it for the workers.
+    bool queue_completion(void* overlapped, io_error io_result, std::size_t bytes_transferred)
+    {
+        pending_io* io = find_pending(overlapped);
+        if (io == nullptr || io->completion_queued)
+        {
+            return false;
+        }
+        io->completion_queued = true;
+        start_workers();
+        work_.push_back(work_item{overlapped, io_result, bytes_transferred});
+        return true;
     }
 
     bool idle() const
@@ -718,35 +772,47 @@ public:
         return issue(fake_call::wsa_recv, socket, buffers, count, bytes_received, *flags, overlapped);
     }
 
+    // Aborts every IO of the socket whose completion is not queued yet; one already queued completes as it
+    // was going to, as on Windows.
     void cancel_socket_io(SOCKET_HANDLE socket) noexcept
     {
         std::vector<void*> aborted;
-        cancel_behavior behavior{};
+        bool queued = false;
         {
             std::lock_guard lock(os_->mutex_);
             os_->record({.call = fake_call::cancel_socket_io, .io_id = io_id_, .socket = socket});
-            behavior = os_->cancel_behavior_;
+            const cancel_behavior behavior = os_->cancel_behavior_;
+            if (behavior == cancel_behavior::ignore)
+            {
+                return;
+            }
             for (const auto& io : os_->ios_)
             {
                 for (const auto& p : io.in_flight)
                 {
-                    if (p.socket == socket)
+                    if (p.socket == socket && !p.completion_queued)
                     {
                         aborted.push_back(p.overlapped);
                     }
                 }
             }
+            if (behavior == cancel_behavior::abort_on_worker)
+            {
+                for (void* overlapped : aborted)
+                {
+                    queued = os_->queue_completion(overlapped, io_error_operation_aborted, 0) || queued;
+                }
+                aborted.clear();
+            }
+        }
+        if (queued)
+        {
+            os_->work_ready_.notify_all();
         }
         for (void* overlapped : aborted)
         {
-            if (behavior == cancel_behavior::abort_inline)
-            {
-                os_->complete(overlapped, io_error_operation_aborted, 0);
-            }
-            else if (behavior == cancel_behavior::abort_on_worker)
-            {
-                os_->complete_on_worker(overlapped, io_error_operation_aborted, 0);
-            }
+            // abort_inline: one that got a completion queued meanwhile is left to it.
+            (void)os_->complete(overlapped, io_error_operation_aborted, 0);
         }
     }
 
