@@ -1,0 +1,534 @@
+// Tests of create and destroy (SRS 01_001, 002, 034, 035, 003, 004, 005, 093, 006) against the fake
+// threadpool: what create checks, asks for and allocates; what destroy waits for, closes and frees.
+#include <async_socket/basic_async_socket.hpp>
+
+#include "../support/fixtures.hpp"
+#include "../support/probe_sync.hpp"
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+using namespace test_support;
+using async_socket::socket_state;
+
+namespace doctest
+{
+template <>
+struct StringMaker<std::vector<std::string>>
+{
+    static String convert(const std::vector<std::string>& names)
+    {
+        std::string text = "{";
+        for (const auto& name : names)
+        {
+            text += (text.size() > 1 ? ", " : "") + name;
+        }
+        return (text + "}").c_str();
+    }
+};
+} // namespace doctest
+
+namespace
+{
+
+using names = std::vector<std::string>;
+
+// Every wait of these tests gives up after this long, and the test then fails with a message.
+constexpr std::chrono::seconds deadline{30};
+
+// Polls `done` until it holds or the deadline passes (the fake's record has no notification of its own).
+template <class Condition>
+bool eventually(Condition done)
+{
+    const auto give_up = std::chrono::steady_clock::now() + deadline;
+    while (!done())
+    {
+        if (std::chrono::steady_clock::now() > give_up)
+        {
+            return false;
+        }
+        std::this_thread::yield();
+    }
+    return true;
+}
+
+// What every test ends with, once its sockets are destroyed: no OS rule broken, nothing left behind.
+void expect_nothing_left(const fake_os& os, const alloc_ledger& ledger)
+{
+    const names violations = os.violations();
+    CHECK_MESSAGE(violations.empty(), doctest::toString(violations));
+    CHECK(os.live_events() == 0);
+    CHECK(os.live_ios() == 0);
+    CHECK(ledger.live_blocks() == 0);
+    CHECK(ledger.misuse() == 0);
+}
+
+// An AllocPolicy for the lifetime test at the end: a freed block is filled with 0xDD and kept until the test
+// ends, so that a core that still uses a destroyed socket reads dead but mapped memory and the probe can
+// report it (under ASan the read would end the whole run instead of failing one test).
+struct kept_blocks
+{
+    std::mutex mutex;
+    std::int64_t live = 0;
+    std::vector<void*> freed;
+
+    kept_blocks() = default;
+    kept_blocks(const kept_blocks&) = delete;
+    kept_blocks& operator=(const kept_blocks&) = delete;
+    ~kept_blocks()
+    {
+        for (void* block : freed)
+        {
+            std::free(block);
+        }
+    }
+};
+
+struct keep_freed_alloc
+{
+    kept_blocks* blocks = nullptr;
+
+    void* allocate(std::size_t size) noexcept
+    {
+        void* block = std::malloc(size);
+        if (block != nullptr)
+        {
+            std::lock_guard lock(blocks->mutex);
+            ++blocks->live;
+        }
+        return block;
+    }
+
+    void deallocate(void* block, std::size_t size) noexcept
+    {
+        std::memset(block, 0xDD, size);
+        std::lock_guard lock(blocks->mutex);
+        --blocks->live;
+        blocks->freed.push_back(block);
+    }
+};
+
+char payload[16] = "lifecycle bytes";
+
+const names binding_calls{"InitializeThreadpoolEnvironment", "SetThreadpoolCallbackPool",
+                          "CreateThreadpoolCleanupGroup", "CreateThreadpoolIo"};
+const names release_calls{"CloseThreadpoolIo", "CloseThreadpoolCleanupGroup", "DestroyThreadpoolEnvironment"};
+
+names concat(std::initializer_list<names> parts)
+{
+    names all;
+    for (const auto& part : parts)
+    {
+        all.insert(all.end(), part.begin(), part.end());
+    }
+    return all;
+}
+
+} // namespace
+
+// ---- create -------------------------------------------------------------------------------------------
+
+// Tests_SRS_ASYNC_SOCKET_WIN32_01_001: [ async_socket_create shall allocate a new async socket and on success shall
+// return a non-NULL handle. ]
+TEST_CASE("create allocates one block and returns a non-NULL CLOSED socket over the given handle")
+{
+    fake_os os;
+    alloc_ledger ledger;
+
+    auto socket = fake_socket_type::create(&os, fake_socket(42), {}, fault_alloc{&ledger});
+
+    REQUIRE(socket);
+    CHECK(socket->state() == socket_state::closed);
+    CHECK(socket->socket_handle() == fake_socket(42));
+    CHECK(ledger.allocations() == 1);
+    CHECK(ledger.live_blocks() == 1);
+    CHECK(socket->threadpool().os() == &os);
+    socket.reset();
+    expect_nothing_left(os, ledger);
+}
+
+// Tests_SRS_ASYNC_SOCKET_WIN32_01_002: [ If execution_engine is NULL, async_socket_create shall fail and return NULL. ]
+TEST_CASE("create fails and returns NULL when the execution engine is NULL, allocating nothing")
+{
+    fake_os os;
+    alloc_ledger ledger;
+
+    auto socket = fake_socket_type::create(nullptr, fake_socket(42), {}, fault_alloc{&ledger});
+
+    CHECK_FALSE(socket);
+    CHECK(ledger.allocations() == 0);
+    CHECK(os.calls().empty());
+    expect_nothing_left(os, ledger);
+}
+
+// Tests_SRS_ASYNC_SOCKET_WIN32_01_034: [ If socket_handle is NULL, async_socket_create shall fail and return NULL. ]
+TEST_CASE("create fails and returns NULL when the socket handle is NULL, allocating nothing")
+{
+    fake_os os;
+    alloc_ledger ledger;
+
+    auto socket = fake_socket_type::create(&os, nullptr, {}, fault_alloc{&ledger});
+
+    CHECK_FALSE(socket);
+    CHECK(ledger.allocations() == 0);
+    CHECK(os.calls().empty());
+    expect_nothing_left(os, ledger);
+}
+
+// Tests_SRS_ASYNC_SOCKET_WIN32_01_035: [ Otherwise, async_socket_open_async shall obtain the PTP_POOL from the
+// execution engine passed to async_socket_create by calling execution_engine_win32_get_threadpool. ]
+TEST_CASE("create obtains the pool from the execution engine once, and open does not ask for it again")
+{
+    fake_os os;
+    alloc_ledger ledger;
+    open_recorder opened;
+
+    auto socket = fake_socket_type::create(&os, fake_socket(42), {}, fault_alloc{&ledger});
+    REQUIRE(socket);
+    CHECK(os.call_names() == names{"execution_engine_win32_get_threadpool"});
+
+    REQUIRE(socket->open_async(&open_recorder::callback, &opened) == status::ok);
+    CHECK(os.count(fake_call::get_threadpool) == 1);
+    // The environment is bound to that pool right after it is initialized.
+    CHECK(os.call_names() == concat({{"execution_engine_win32_get_threadpool"}, binding_calls}));
+
+    socket.reset();
+    expect_nothing_left(os, ledger);
+}
+
+// Tests_SRS_ASYNC_SOCKET_WIN32_01_003: [ If any error occurs, async_socket_create shall fail and return NULL. ]
+TEST_CASE("create fails and returns NULL when the socket cannot be allocated, calling no OS function")
+{
+    fake_os os;
+    alloc_ledger ledger;
+    ledger.fail_nth(1);
+
+    auto socket = fake_socket_type::create(&os, fake_socket(42), {}, fault_alloc{&ledger});
+
+    CHECK_FALSE(socket);
+    CHECK(ledger.failed_allocations() == 1);
+    CHECK(os.calls().empty());
+
+    // The failure was the allocation only: the next create works.
+    auto next = fake_socket_type::create(&os, fake_socket(42), {}, fault_alloc{&ledger});
+    CHECK(next);
+    next.reset();
+    expect_nothing_left(os, ledger);
+}
+
+// Tests_SRS_ASYNC_SOCKET_WIN32_01_003: [ If any error occurs, async_socket_create shall fail and return NULL. ]
+TEST_CASE("create fails and returns NULL, freeing what it allocated, when the engine gives no pool")
+{
+    fake_os os;
+    alloc_ledger ledger;
+    os.fail(fake_call::get_threadpool);
+
+    auto socket = fake_socket_type::create(&os, fake_socket(42), {}, fault_alloc{&ledger});
+
+    CHECK_FALSE(socket);
+    CHECK(ledger.allocations() == 1);
+    CHECK(ledger.live_blocks() == 0);
+    const auto calls = os.calls();
+    REQUIRE(calls.size() == 1);
+    CHECK(calls[0].call == fake_call::get_threadpool);
+    CHECK(calls[0].failed);
+
+    auto next = fake_socket_type::create(&os, fake_socket(42), {}, fault_alloc{&ledger});
+    CHECK(next);
+    next.reset();
+    expect_nothing_left(os, ledger);
+}
+
+// ---- destroy ------------------------------------------------------------------------------------------
+
+// Tests_SRS_ASYNC_SOCKET_WIN32_01_004: [ If async_socket is NULL, async_socket_destroy shall return. ]
+TEST_CASE("destroy of a NULL socket returns and touches nothing")
+{
+    fixture f;
+    REQUIRE(f.socket);
+    f.os.clear_calls();
+    const auto blocks = f.ledger.live_blocks();
+
+    fake_socket_type::destroy(nullptr);
+    fake_socket_type::handle empty;
+    empty.reset();
+
+    CHECK(f.os.calls().empty());
+    CHECK(f.ledger.live_blocks() == blocks);
+    CHECK(f.socket->state() == socket_state::open);
+    f.socket.reset();
+    expect_nothing_left(f.os, f.ledger);
+}
+
+// Tests_SRS_ASYNC_SOCKET_WIN32_01_005: [ Otherwise, async_socket_destroy shall free all resources associated with
+// async_socket. ]
+TEST_CASE("destroy of a socket that was never opened frees its memory and calls no OS function")
+{
+    fixture f(false);
+    REQUIRE(f.socket);
+    CHECK(f.ledger.live_blocks() == 1);
+    f.os.clear_calls();
+
+    f.socket.reset();
+
+    CHECK(f.os.calls().empty());
+    expect_nothing_left(f.os, f.ledger);
+}
+
+// Tests_SRS_ASYNC_SOCKET_WIN32_01_005: [ Otherwise, async_socket_destroy shall free all resources associated with
+// async_socket. ]
+TEST_CASE("destroy after a life of IO releases the threadpool IO, cleanup group, environment, events and memory")
+{
+    fixture f(false);
+    REQUIRE(f.socket);
+    REQUIRE(f.socket->open_async(&open_recorder::callback, &f.opened) == status::ok);
+    ASYNC_SOCKET_BUFFER buffer{payload, sizeof(payload)};
+    send_recorder sent;
+    receive_recorder received;
+    REQUIRE(f.socket->send_async(&buffer, 1, &send_recorder::callback, &sent) == status::ok);
+    REQUIRE(f.socket->receive_async(&buffer, 1, &receive_recorder::callback, &received) == status::ok);
+    REQUIRE(f.os.complete_oldest(async_socket::io_no_error, sizeof(payload)));
+    REQUIRE(f.os.complete_oldest(async_socket::io_no_error, 3));
+    CHECK(f.socket->close() == status::ok);
+    CHECK(f.os.live_ios() == 1);
+    f.os.clear_calls();
+
+    f.socket.reset();
+
+    CHECK(f.os.call_names() == release_calls);
+    CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_OK});
+    REQUIRE(received.seen().size() == 1);
+    CHECK(received.seen()[0].result == ASYNC_SOCKET_RECEIVE_OK);
+    expect_nothing_left(f.os, f.ledger);
+}
+
+// Tests_SRS_ASYNC_SOCKET_WIN32_01_006: [ async_socket_destroy shall perform an implicit close if async_socket is OPEN.
+// ]
+TEST_CASE("destroy of an OPEN socket closes it first: cancel, wait for callbacks, then release")
+{
+    fixture f;
+    REQUIRE(f.socket);
+    REQUIRE(f.socket->state() == socket_state::open);
+    f.os.clear_calls();
+
+    f.socket.reset();
+
+    CHECK(f.os.call_names() == concat({{"CancelIoEx", "WaitForThreadpoolIoCallbacks"}, release_calls}));
+    const auto calls = f.os.calls();
+    REQUIRE(calls.size() == 5);
+    CHECK(calls[0].socket == fake_socket(42));
+    CHECK_FALSE(calls[1].cancel_pending);
+    expect_nothing_left(f.os, f.ledger);
+}
+
+// Tests_SRS_ASYNC_SOCKET_WIN32_01_006: [ async_socket_destroy shall perform an implicit close if async_socket is OPEN.
+// ]
+TEST_CASE("destroy of an OPEN socket with IO pending completes each send and receive once with BECAUSE_CLOSE")
+{
+    fixture f;
+    REQUIRE(f.socket);
+    ASYNC_SOCKET_BUFFER buffer{payload, sizeof(payload)};
+    send_recorder sent;
+    receive_recorder received;
+    REQUIRE(f.socket->send_async(&buffer, 1, &send_recorder::callback, &sent) == status::ok);
+    REQUIRE(f.socket->receive_async(&buffer, 1, &receive_recorder::callback, &received) == status::ok);
+    REQUIRE(f.os.pending_count() == 2);
+
+    f.socket.reset();
+
+    CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_BECAUSE_CLOSE});
+    REQUIRE(received.seen().size() == 1);
+    CHECK(received.seen()[0].result == ASYNC_SOCKET_RECEIVE_BECAUSE_CLOSE);
+    CHECK(received.seen()[0].bytes == 0);
+    CHECK(f.os.pending_count() == 0);
+    CHECK_FALSE(f.os.complete_oldest(async_socket::io_no_error, 1));
+    expect_nothing_left(f.os, f.ledger);
+}
+
+// Tests_SRS_ASYNC_SOCKET_WIN32_01_006: [ async_socket_destroy shall perform an implicit close if async_socket is OPEN.
+// ]
+TEST_CASE("destroy of a socket that was closed does not close it again")
+{
+    fixture f;
+    REQUIRE(f.socket);
+    REQUIRE(f.socket->close() == status::ok);
+    f.os.clear_calls();
+
+    f.socket.reset();
+
+    CHECK(f.os.call_names() == release_calls);
+    expect_nothing_left(f.os, f.ledger);
+}
+
+// Tests_SRS_ASYNC_SOCKET_WIN32_01_093: [ While async_socket is OPENING or CLOSING, async_socket_destroy shall wait for
+// the open to complete either successfully or with error. ]
+TEST_CASE("destroy while the socket is OPENING waits for the open to finish, then closes the socket")
+{
+    sync_probe probe;
+    probe_scope scope(probe);
+    fake_os os;
+    alloc_ledger ledger;
+    open_recorder opened;
+    auto socket = probed_socket_type::create(&os, fake_socket(42), {}, fault_alloc{&ledger});
+    REQUIRE(socket);
+    probed_socket_type* const raw = socket.get();
+    probe.update([&] { probe.hold = socket_state::open; });
+
+    std::atomic<status> open_result{status::invalid_argument};
+    std::thread opener([&] { open_result = raw->open_async(&open_recorder::callback, &opened); });
+    CHECK_MESSAGE(probe.wait_until([&] { return probe.holding; }), "open never reached the store of OPEN");
+    CHECK(raw->state() == socket_state::opening);
+
+    std::atomic<bool> destroyed{false};
+    std::thread destroyer(
+        [&]
+        {
+            socket.reset();
+            destroyed = true;
+        });
+    CHECK_MESSAGE(probe.wait_until([&] { return probe.state_waits >= 1; }), "destroy never waited on the state");
+    // destroy waits: the socket is neither closed nor freed while the open is under way.
+    CHECK_FALSE(destroyed.load());
+    CHECK(ledger.live_blocks() == 1);
+    CHECK(os.count(fake_call::cancel_socket_io) == 0);
+    CHECK(os.count(fake_call::close_io) == 0);
+
+    probe.update([&] { probe.released = true; });
+    opener.join();
+    destroyer.join();
+
+    CHECK(open_result.load() == status::ok);
+    CHECK(opened.calls.load() == 1);
+    CHECK(opened.last.load() == ASYNC_SOCKET_OPEN_OK);
+    // The open finished (OPEN), then destroy closed the socket implicitly and released it.
+    CHECK(probe.read([&] { return probe.transitions; }) ==
+          "closed->opening, opening->open, open->closing, closing->closed");
+    CHECK(os.call_names() == concat({{"execution_engine_win32_get_threadpool"},
+                                     binding_calls,
+                                     {"CancelIoEx", "WaitForThreadpoolIoCallbacks"},
+                                     release_calls}));
+    expect_nothing_left(os, ledger);
+}
+
+// Tests_SRS_ASYNC_SOCKET_WIN32_01_093: [ While async_socket is OPENING or CLOSING, async_socket_destroy shall wait for
+// the open to complete either successfully or with error. ]
+TEST_CASE("destroy while the socket is CLOSING waits until the close has finished")
+{
+    sync_probe probe;
+    probe_scope scope(probe);
+    fake_os os;
+    alloc_ledger ledger;
+    open_recorder opened;
+    os.set_cancel_behavior(cancel_behavior::ignore); // close blocks until this test completes the receive
+    auto socket = probed_socket_type::create(&os, fake_socket(42), {}, fault_alloc{&ledger});
+    REQUIRE(socket);
+    probed_socket_type* const raw = socket.get();
+    REQUIRE(raw->open_async(&open_recorder::callback, &opened) == status::ok);
+    ASYNC_SOCKET_BUFFER buffer{payload, sizeof(payload)};
+    receive_recorder received;
+    REQUIRE(raw->receive_async(&buffer, 1, &receive_recorder::callback, &received) == status::ok);
+
+    std::atomic<bool> closed{false};
+    std::atomic<status> close_result{status::invalid_argument};
+    std::thread closer(
+        [&]
+        {
+            close_result = raw->close();
+            closed = true;
+        });
+    CHECK_MESSAGE(eventually([&] { return os.count(fake_call::wait_for_io_callbacks) == 1; }),
+                  "close never reached WaitForThreadpoolIoCallbacks");
+
+    std::atomic<bool> destroyed{false};
+    std::thread destroyer(
+        [&]
+        {
+            socket.reset();
+            destroyed = true;
+        });
+    CHECK_MESSAGE(probe.wait_until([&] { return probe.state_waits >= 1; }), "destroy never waited on the state");
+    CHECK(raw->state() == socket_state::closing);
+    CHECK_FALSE(closed.load());
+    CHECK_FALSE(destroyed.load());
+    CHECK(os.count(fake_call::close_io) == 0);
+    CHECK(ledger.live_blocks() == 2); // the socket and the receive's context
+
+    // The receive completes (as the cancelled IO would): close ends, and then destroy.
+    CHECK(os.complete_oldest(async_socket::io_error_operation_aborted, 0));
+    closer.join();
+    destroyer.join();
+
+    CHECK(close_result.load() == status::ok);
+    REQUIRE(received.seen().size() == 1);
+    CHECK(received.seen()[0].result == ASYNC_SOCKET_RECEIVE_BECAUSE_CLOSE);
+    // One close only (destroy found the socket CLOSED), and the release after it.
+    CHECK(probe.read([&] { return probe.transitions; }) ==
+          "closed->opening, opening->open, open->closing, closing->closed");
+    const names calls = os.call_names();
+    REQUIRE(calls.size() >= 3);
+    CHECK(names(calls.end() - 3, calls.end()) == release_calls);
+    CHECK(os.count(fake_call::cancel_socket_io) == 1);
+    CHECK(os.count(fake_call::wait_for_io_callbacks) == 1);
+    expect_nothing_left(os, ledger);
+}
+
+// Regression: a destroy that waits while the socket is CLOSING may see CLOSED as soon as close stores it (a
+// wait may return spuriously, or the closing thread may be preempted before its wake), run to the end and
+// free the socket. After that store the closing thread may only wake waiters by the word's address (the
+// SyncPolicy contract: static members, address-only wakes). The probe pauses the closing thread right after
+// the store until destroy has returned, then counts the core's calls after it (wakes excepted).
+// Tests_SRS_ASYNC_SOCKET_WIN32_01_093: [ While async_socket is OPENING or CLOSING, async_socket_destroy shall wait for
+// the open to complete either successfully or with error. ]
+TEST_CASE("a close that ends while destroy waits makes no call on the socket after destroy has returned")
+{
+    using kept_socket_type = async_socket::basic_async_socket<fake_threadpool, keep_freed_alloc, probe_sync>;
+    sync_probe probe;
+    probe_scope scope(probe);
+    kept_blocks blocks;
+    fake_os os;
+    open_recorder opened;
+    os.set_cancel_behavior(cancel_behavior::ignore);
+    auto socket = kept_socket_type::create(&os, fake_socket(42), {}, keep_freed_alloc{&blocks});
+    REQUIRE(socket);
+    kept_socket_type* const raw = socket.get();
+    REQUIRE(raw->open_async(&open_recorder::callback, &opened) == status::ok);
+    ASYNC_SOCKET_BUFFER buffer{payload, sizeof(payload)};
+    receive_recorder received;
+    REQUIRE(raw->receive_async(&buffer, 1, &receive_recorder::callback, &received) == status::ok);
+
+    std::thread closer([&] { (void)raw->close(); });
+    CHECK(eventually([&] { return os.count(fake_call::wait_for_io_callbacks) == 1; }));
+    std::thread destroyer(
+        [&]
+        {
+            socket.reset();
+            probe.update([&] { probe.destroyed = true; });
+        });
+    CHECK(probe.wait_until([&] { return probe.state_waits >= 1; }));
+    probe.update([&] { probe.pause_after_store = socket_state::closed; });
+
+    CHECK(os.complete_oldest(async_socket::io_error_operation_aborted, 0));
+    closer.join();
+    destroyer.join();
+
+    CHECK_MESSAGE(probe.read([&] { return probe.calls_after_destroy; }) == 0,
+                  "the closing thread called the SyncPolicy of the socket after destroy had freed it");
+    REQUIRE(received.seen().size() == 1);
+    CHECK(received.seen()[0].result == ASYNC_SOCKET_RECEIVE_BECAUSE_CLOSE);
+    CHECK(blocks.live == 0);
+    CHECK(os.violations().empty());
+    CHECK(os.live_events() == 0);
+    CHECK(os.live_ios() == 0);
+}
