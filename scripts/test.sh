@@ -2,7 +2,7 @@
 # The whole test suite, from a bare machine: installs what is missing, then
 #   1. checks formatting (clang-format) and requirement traceability (scripts/check_requirements.py),
 #   2. builds and runs the native unit tests under AddressSanitizer + UndefinedBehaviorSanitizer,
-#   3. builds and runs the concurrency tests under ThreadSanitizer,
+#   3. builds and runs the concurrency tests under ThreadSanitizer, and fuzzes the buffer validation (60 s),
 #   4. builds the optimised native build (benchmarks compile) and an installed-package consumer,
 #   5. cross-compiles for Windows with mingw-w64 and runs the Windows tests under Wine.
 # Every stage runs even when an earlier one failed; the exit code is non-zero if any failed.
@@ -91,6 +91,7 @@ stage "format" scripts/check-format.sh
 stage "requirements" python3 scripts/check_requirements.py
 stage "native unit tests (ASan+UBSan)" native_asan
 stage "concurrency tests (TSan)" native_tsan
+stage "fuzzing (libFuzzer, bounded)" scripts/fuzz.sh --seconds 60
 stage "release build and find_package consumer" release_and_consumer
 if [ "$skip_wine" -eq 0 ]; then
     stage "Windows tests under Wine" windows_under_wine
