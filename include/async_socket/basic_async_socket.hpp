@@ -303,8 +303,15 @@ public:
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_061: [ The WSABUF array associated with the context shall be sent by
         // calling WSASend and passing to it the OVERLAPPED structure with the event that was just created, dwFlags
         // set to 0, lpNumberOfBytesSent set to NULL and lpCompletionRoutine set to NULL. ]
-        const io_error sent =
-            threadpool_.send(socket_, layout::buffers(context), buffer_count, nullptr, 0, &context->overlapped);
+        // (With skip_completion_on_success the policy is given a byte count to fill: see complete_at_once.)
+        std::uint32_t bytes_at_once = 0;
+        const io_error sent = threadpool_.send(socket_, layout::buffers(context), buffer_count,
+                                               skip_mode ? &bytes_at_once : nullptr, 0, &context->overlapped);
+        if (skip_mode && sent == io_completed_synchronously)
+        {
+            complete_at_once(context, bytes_at_once);
+            return status::ok;
+        }
         if (sent != io_no_error)
         {
             // Codes_SRS_ASYNC_SOCKET_WIN32_01_062: [ If net_comm_send_async fails, async_socket_send_async shall call
@@ -387,8 +394,15 @@ public:
         // context calling WSARecv and passing to it the OVERLAPPED structure with the event that was just created,
         // dwFlags set to 0, lpNumberOfBytesSent set to NULL and lpCompletionRoutine set to NULL.. ]
         std::uint32_t flags = 0;
+        std::uint32_t bytes_at_once = 0;
         const io_error received =
-            threadpool_.receive(socket_, layout::buffers(context), buffer_count, nullptr, &flags, &context->overlapped);
+            threadpool_.receive(socket_, layout::buffers(context), buffer_count, skip_mode ? &bytes_at_once : nullptr,
+                                &flags, &context->overlapped);
+        if (skip_mode && received == io_completed_synchronously)
+        {
+            complete_at_once(context, bytes_at_once);
+            return status::ok;
+        }
         if (received != io_no_error)
         {
             // Codes_SRS_ASYNC_SOCKET_WIN32_01_054: [ If WSARecv fails, async_socket_receive_async shall call
@@ -433,6 +447,20 @@ private:
     using event_type = typename ThreadpoolPolicy::event_type;
     using context_header = detail::io_context_header<overlapped_type, event_type>;
     using layout = detail::io_context_layout<context_header, buffer_type>;
+
+    static constexpr bool uses_events = uses_io_events<ThreadpoolPolicy>();
+    static constexpr bool skip_mode = skips_completion_on_success<ThreadpoolPolicy>();
+
+    // Completions that finished at once (skip mode) while this thread was already completing one: a
+    // callback that starts the next IO, which finishes at once too, must not recurse without bound. The
+    // outermost completion on the thread runs them in order, one after another.
+    struct inline_completions
+    {
+        context_header* head = nullptr;
+        context_header* tail = nullptr;
+        bool running = false;
+    };
+    static inline thread_local inline_completions inline_queue_{};
 
     basic_async_socket(SOCKET_HANDLE socket, ThreadpoolPolicy&& threadpool, const AllocPolicy& alloc) noexcept
         : socket_(socket), threadpool_(std::move(threadpool)), alloc_(alloc)
@@ -566,6 +594,17 @@ private:
             threadpool_.destroy_environment();
             return false;
         }
+        if constexpr (skip_mode)
+        {
+            // An IO that finishes at once then completes without a trip through the pool (complete_at_once).
+            if (!threadpool_.set_skip_completion_on_success(socket_))
+            {
+                threadpool_.close_io();
+                threadpool_.close_cleanup_group();
+                threadpool_.destroy_environment();
+                return false;
+            }
+        }
         bound_ = true;
         return true;
     }
@@ -636,11 +675,14 @@ private:
         {
             ThreadpoolPolicy::set_buffer(*::new (&os_buffers[i]) buffer_type{}, buffers[i].buffer, buffers[i].length);
         }
-        made->event = threadpool_.create_event();
-        if (made->event == event_type{})
+        if constexpr (uses_events)
         {
-            dealloc_context(made);
-            return status::os_error;
+            made->event = threadpool_.create_event();
+            if (made->event == event_type{})
+            {
+                dealloc_context(made);
+                return status::os_error;
+            }
         }
         ThreadpoolPolicy::set_overlapped_event(made->overlapped, made->event);
         context = made;
@@ -649,7 +691,10 @@ private:
 
     void free_context(context_header* context) noexcept
     {
-        threadpool_.close_event(context->event);
+        if constexpr (uses_events)
+        {
+            threadpool_.close_event(context->event);
+        }
         dealloc_context(context);
     }
 
@@ -658,6 +703,42 @@ private:
         const auto size = static_cast<std::size_t>(layout::size(context->buffer_count));
         context->~context_header();
         alloc_.deallocate(context, size);
+    }
+
+    // Skip mode: the IO finished at once and no completion will be delivered for it. Its StartThreadpoolIo is
+    // cancelled and the IO completed here, on the calling thread, like any other: once, context freed first.
+    void complete_at_once(context_header* context, std::uint32_t bytes) noexcept
+    {
+        threadpool_.cancel_io();
+        context->owner = this;
+        context->bytes_at_once = bytes;
+        context->next_at_once = nullptr;
+        inline_completions& queue = inline_queue_;
+        if (queue.tail != nullptr)
+        {
+            queue.tail->next_at_once = context;
+        }
+        else
+        {
+            queue.head = context;
+        }
+        queue.tail = context;
+        if (queue.running)
+        {
+            return; // an outer complete_at_once on this thread runs it when its callback returns
+        }
+        queue.running = true;
+        while (queue.head != nullptr)
+        {
+            context_header* next = queue.head;
+            queue.head = next->next_at_once;
+            if (queue.head == nullptr)
+            {
+                queue.tail = nullptr;
+            }
+            on_io_complete(next->owner, &next->overlapped, io_no_error, next->bytes_at_once);
+        }
+        queue.running = false;
     }
 
     // The completion routine for every IO of this socket (given to the ThreadpoolPolicy's create_io).

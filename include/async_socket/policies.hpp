@@ -174,8 +174,57 @@ concept threadpool_policy_io = threadpool_policy_types<T> &&
     noexcept;
 };
 
+// Optional ThreadpoolPolicy traits. A policy that says nothing gets the spec's behaviour.
+//
+//   static constexpr bool uses_io_events = false;
+//       No event per IO: create_event/close_event are never called and the OVERLAPPED's hEvent stays
+//       NULL. Threadpool IO completes through the completion port and does not need the event.
+//   static constexpr bool skip_completion_on_success = true;
+//       The socket is put in FILE_SKIP_COMPLETION_PORT_ON_SUCCESS mode at the first open
+//       (set_skip_completion_on_success(socket) -> bool, SetFileCompletionNotificationModes). send and
+//       receive are then handed a byte-count pointer and may return io_completed_synchronously: the IO
+//       finished at once, its byte count is in *bytes and no completion will be delivered for it. The
+//       core then cancels its StartThreadpoolIo and completes the IO itself.
+inline constexpr io_error io_completed_synchronously = 0xFFFFFFFFu; // never a Win32 error code
+
 template <class T>
-concept threadpool_policy = threadpool_policy_environment<T> && threadpool_policy_io<T>;
+constexpr bool uses_io_events() noexcept
+{
+    if constexpr (requires { T::uses_io_events; })
+    {
+        return T::uses_io_events;
+    }
+    else
+    {
+        return true;
+    }
+}
+
+template <class T>
+constexpr bool skips_completion_on_success() noexcept
+{
+    if constexpr (requires { T::skip_completion_on_success; })
+    {
+        return T::skip_completion_on_success;
+    }
+    else
+    {
+        return false;
+    }
+}
+
+template <class T>
+concept threadpool_policy_skip_mode = !skips_completion_on_success<T>() || requires(T & tp, SOCKET_HANDLE socket)
+{
+    {
+        tp.set_skip_completion_on_success(socket)
+    }
+    noexcept->std::same_as<bool>;
+};
+
+template <class T>
+concept threadpool_policy =
+    threadpool_policy_environment<T> && threadpool_policy_io<T> && threadpool_policy_skip_mode<T>;
 
 // ---------------------------------------------------------------------------------------------------
 // AllocPolicy: the memory of the socket object and of every IO context (OVERLAPPED, bookkeeping and
@@ -263,6 +312,8 @@ constexpr bool check_threadpool_policy() noexcept
                   "ThreadpoolPolicy needs noexcept acquire_pool, initialize_environment, set_callback_pool, "
                   "create_cleanup_group, create_io<Fn>, close_io, close_cleanup_group, destroy_environment, "
                   "and a noexcept move constructor");
+    static_assert(threadpool_policy_skip_mode<T>, "a ThreadpoolPolicy with skip_completion_on_success needs noexcept "
+                                                  "bool set_skip_completion_on_success(SOCKET_HANDLE)");
     static_assert(threadpool_policy_io<T>,
                   "ThreadpoolPolicy needs noexcept start_io, cancel_io, wait_for_io_callbacks, create_event, "
                   "close_event, static set_overlapped_event and set_buffer, send, receive, cancel_socket_io");

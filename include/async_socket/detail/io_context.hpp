@@ -30,6 +30,10 @@ struct io_context_header
     std::uint32_t total_length;                           // sum of the buffer lengths
     std::uint32_t buffer_count;
     io_kind kind;
+    // Skip-completion mode only: an IO that finished at once, waiting on its thread's queue to complete.
+    std::uint32_t bytes_at_once;
+    void* owner;                     // the socket
+    io_context_header* next_at_once; // the next one in the queue
 };
 
 constexpr std::uint64_t round_up(std::uint64_t value, std::uint64_t alignment) noexcept

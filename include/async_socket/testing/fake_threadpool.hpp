@@ -58,6 +58,7 @@ enum class fake_call : std::uint8_t
     wsa_send,               // WSASend
     wsa_recv,               // WSARecv
     cancel_socket_io,       // CancelIoEx
+    set_completion_modes,   // SetFileCompletionNotificationModes (skip completion port on success)
     count_
 };
 
@@ -80,6 +81,7 @@ constexpr const char* win32_name(fake_call call) noexcept
         "WSASend",
         "WSARecv",
         "CancelIoEx",
+        "SetFileCompletionNotificationModes",
     };
     const auto index = static_cast<std::size_t>(call);
     return index < std::size(names) ? names[index] : "?";
@@ -142,6 +144,16 @@ enum class cancel_behavior : std::uint8_t
     abort_inline,    // complete each with ERROR_OPERATION_ABORTED on the calling thread
     ignore,          // leave them; the test completes them itself
 };
+
+// The optional ThreadpoolPolicy traits (see policies.hpp) a fake_threadpool models.
+struct fake_features
+{
+    bool io_events = true;                   // false: uses_io_events = false (no event per IO)
+    bool skip_completion_on_success = false; // true: models FILE_SKIP_COMPLETION_PORT_ON_SUCCESS
+};
+
+template <class Buffer, fake_features Features>
+class basic_fake_threadpool;
 
 class fake_os
 {
@@ -316,6 +328,16 @@ public:
     // Called (outside the fake's lock, on the thread of WSASend/WSARecv) for every IO the fake
     // accepts, before the call returns. Lets a test complete IO automatically, e.g. every send with
     // all its bytes on a worker: os.on_issue([&](const pending_io& io) { os.complete_on_worker(...); }).
+    // Skip-completion mode (a fake_threadpool with fake_features::skip_completion_on_success): called for
+    // every IO the fake accepts on such a socket, outside the lock, before the on_issue hook. Returning a
+    // byte count makes the IO finish at once (WSASend/WSARecv return at once with that count and no
+    // completion is queued); std::nullopt leaves it pending as usual.
+    void at_once(std::function<std::optional<std::uint32_t>(const pending_io&)> decide)
+    {
+        std::lock_guard lock(mutex_);
+        at_once_ = std::move(decide);
+    }
+
     void on_issue(std::function<void(const pending_io&)> hook)
     {
         std::lock_guard lock(mutex_);
@@ -352,7 +374,7 @@ public:
     }
 
 private:
-    template <class Buffer>
+    template <class Buffer, fake_features Features>
     friend class basic_fake_threadpool;
 
     struct io_object
@@ -361,8 +383,9 @@ private:
         SOCKET_HANDLE socket = nullptr;
         io_completion_fn completion = nullptr;
         void* callback_context = nullptr;
-        int started = 0; // StartThreadpoolIo calls not yet matched by an issued IO or a cancel
-        int running = 0; // completion routines running now
+        int started = 0;        // StartThreadpoolIo calls not yet matched by an issued IO or a cancel
+        int running = 0;        // completion routines running now
+        bool skip_mode = false; // SetFileCompletionNotificationModes made it skip the port on success
         std::deque<pending_io> in_flight{};
         bool closed = false;
     };
@@ -415,6 +438,7 @@ private:
         case fake_call::create_event:
         case fake_call::wsa_send:
         case fake_call::wsa_recv:
+        case fake_call::set_completion_modes:
             return true;
         default:
             return false;
@@ -563,6 +587,7 @@ private:
     fake_event next_event_ = 0x1000;
     std::uint32_t next_io_id_ = 1;
     std::function<void(const pending_io&)> on_issue_;
+    std::function<std::optional<std::uint32_t>(const pending_io&)> at_once_;
     cancel_behavior cancel_behavior_ = cancel_behavior::abort_on_worker;
     std::chrono::milliseconds watchdog_{20000};
     std::deque<work_item> work_;
@@ -574,8 +599,8 @@ private:
 
 // The ThreadpoolPolicy: one object per socket, one fake threadpool IO. Buffer is the WSABUF stand-in
 // (a test may give a larger one to reach the UINT32_MAX context-size limit with little memory); it
-// needs the members `len` and `buf`.
-template <class Buffer = fake_wsabuf>
+// needs the members `len` and `buf`. Features selects the optional traits it models.
+template <class Buffer = fake_wsabuf, fake_features Features = fake_features{}>
 class basic_fake_threadpool
 {
 public:
@@ -583,6 +608,9 @@ public:
     using overlapped_type = fake_overlapped;
     using buffer_type = Buffer;
     using event_type = fake_event;
+
+    static constexpr bool uses_io_events = Features.io_events;
+    static constexpr bool skip_completion_on_success = Features.skip_completion_on_success;
 
     basic_fake_threadpool() noexcept = default;
     basic_fake_threadpool(basic_fake_threadpool&& other) noexcept : os_(other.os_), io_id_(other.io_id_)
@@ -643,6 +671,22 @@ public:
             {.id = io_id_, .socket = socket, .completion = Completion, .callback_context = callback_context});
         os_->calls_.back().io_id = io_id_;
         return true;
+    }
+
+    // SetFileCompletionNotificationModes(socket, FILE_SKIP_COMPLETION_PORT_ON_SUCCESS).
+    bool set_skip_completion_on_success(SOCKET_HANDLE socket) noexcept
+    {
+        std::lock_guard lock(os_->mutex_);
+        if (os_->record({.call = fake_call::set_completion_modes, .io_id = io_id_, .socket = socket}))
+        {
+            return false;
+        }
+        fake_os::io_object* io = live_io("SetFileCompletionNotificationModes");
+        if (io != nullptr)
+        {
+            io->skip_mode = true;
+        }
+        return io != nullptr;
     }
 
     void start_io() noexcept
@@ -839,7 +883,9 @@ private:
                    std::uint32_t flags, fake_overlapped* overlapped) noexcept
     {
         std::function<void(const pending_io&)> hook;
+        std::function<std::optional<std::uint32_t>(const pending_io&)> decide;
         pending_io accepted;
+        bool skip_mode = false;
         {
             std::lock_guard lock(os_->mutex_);
             call_record record{.call = kind,
@@ -871,11 +917,38 @@ private:
             {
                 return *failure; // the IO was not issued: the caller must cancel its StartThreadpoolIo
             }
-            if (io->started > 0)
+            skip_mode = io->skip_mode;
+            decide = skip_mode ? os_->at_once_ : nullptr;
+            if (!decide)
             {
-                --io->started;
+                issue_pending(*io, accepted);
+                hook = os_->on_issue_;
             }
-            io->in_flight.push_back(accepted);
+        }
+        if (decide)
+        {
+            // Skip mode: the IO may finish at once; then its StartThreadpoolIo stays until the caller
+            // cancels it, and no completion is queued.
+            const std::optional<std::uint32_t> at_once = decide(accepted);
+            std::lock_guard lock(os_->mutex_);
+            fake_os::io_object* io = live_io(win32_name(kind));
+            if (io == nullptr)
+            {
+                return 10038; // WSAENOTSOCK
+            }
+            if (at_once)
+            {
+                if (bytes == nullptr)
+                {
+                    os_->violation(std::string(win32_name(kind)) + " finished at once but had no byte count");
+                }
+                else
+                {
+                    *bytes = *at_once;
+                }
+                return io_completed_synchronously;
+            }
+            issue_pending(*io, accepted);
             hook = os_->on_issue_;
         }
         if (hook)
@@ -883,6 +956,16 @@ private:
             hook(accepted);
         }
         return io_no_error;
+    }
+
+    // Under the lock: the IO is accepted and its completion will be delivered.
+    static void issue_pending(fake_os::io_object& io, const pending_io& accepted)
+    {
+        if (io.started > 0)
+        {
+            --io.started;
+        }
+        io.in_flight.push_back(accepted);
     }
 
     fake_os* os_ = nullptr;

@@ -1,0 +1,251 @@
+// The optional ThreadpoolPolicy traits: no event per IO, and skip-completion-port-on-success.
+#include <async_socket/basic_async_socket.hpp>
+
+#include "../support/fixtures.hpp"
+
+#include <doctest/doctest.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+using namespace test_support;
+using async_socket::io_no_error;
+
+namespace
+{
+
+using names = std::vector<std::string>;
+
+using no_event_threadpool = basic_fake_threadpool<fake_wsabuf, fake_features{.io_events = false}>;
+using skip_threadpool = basic_fake_threadpool<fake_wsabuf, fake_features{.skip_completion_on_success = true}>;
+using fast_threadpool =
+    basic_fake_threadpool<fake_wsabuf, fake_features{.io_events = false, .skip_completion_on_success = true}>;
+
+template <class Threadpool>
+using socket_of = async_socket::basic_async_socket<Threadpool, fault_alloc, async_socket::std_sync>;
+
+void noop_open(void*, ASYNC_SOCKET_OPEN_RESULT) {}
+
+template <class Threadpool>
+typename socket_of<Threadpool>::handle open_socket(fake_os& os, alloc_ledger& ledger)
+{
+    auto socket = socket_of<Threadpool>::create(&os, fake_socket(5), {}, fault_alloc{&ledger});
+    REQUIRE(socket);
+    REQUIRE(socket->open_async(&noop_open, nullptr) == status::ok);
+    os.clear_calls();
+    return socket;
+}
+
+void expect_clean(const fake_os& os, const alloc_ledger& ledger)
+{
+    const names violations = os.violations();
+    CHECK_MESSAGE(violations.empty(), doctest::toString(violations.empty() ? std::string() : violations[0]));
+    CHECK(os.live_events() == 0);
+    CHECK(ledger.live_blocks() == 0);
+}
+
+} // namespace
+
+TEST_CASE("a threadpool policy without io events makes no event per IO and leaves hEvent null")
+{
+    fake_os os;
+    alloc_ledger ledger;
+    {
+        auto socket = open_socket<no_event_threadpool>(os, ledger);
+        char data[4] = {'a', 'b', 'c', 'd'};
+        ASYNC_SOCKET_BUFFER buffer{data, sizeof(data)};
+        send_recorder sent;
+        receive_recorder received;
+        REQUIRE(socket->send_async(&buffer, 1, &send_recorder::callback, &sent) == status::ok);
+        REQUIRE(socket->receive_async(&buffer, 1, &receive_recorder::callback, &received) == status::ok);
+        CHECK(os.call_names() == names{"StartThreadpoolIo", "WSASend", "StartThreadpoolIo", "WSARecv"});
+        for (const call_record& call : os.calls())
+        {
+            if (call.call == fake_call::wsa_send || call.call == fake_call::wsa_recv)
+            {
+                CHECK(call.event == 0);
+            }
+        }
+        REQUIRE(os.complete_oldest(io_no_error, sizeof(data)));
+        REQUIRE(os.complete_oldest(io_no_error, 2));
+        CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_OK});
+        REQUIRE(received.seen().size() == 1);
+        CHECK(received.seen()[0].bytes == 2);
+        CHECK(os.count(fake_call::create_event) == 0);
+        CHECK(os.count(fake_call::close_event) == 0);
+    }
+    expect_clean(os, ledger);
+}
+
+TEST_CASE("skip mode puts the socket in skip-completion-port-on-success mode once, at the first open")
+{
+    fake_os os;
+    alloc_ledger ledger;
+    {
+        auto socket = socket_of<skip_threadpool>::create(&os, fake_socket(5), {}, fault_alloc{&ledger});
+        REQUIRE(socket);
+        os.clear_calls();
+        REQUIRE(socket->open_async(&noop_open, nullptr) == status::ok);
+        CHECK(os.call_names() == names{"InitializeThreadpoolEnvironment", "SetThreadpoolCallbackPool",
+                                       "CreateThreadpoolCleanupGroup", "CreateThreadpoolIo",
+                                       "SetFileCompletionNotificationModes"});
+        CHECK(socket->close() == status::ok);
+        REQUIRE(socket->open_async(&noop_open, nullptr) == status::ok);
+        CHECK(os.count(fake_call::set_completion_modes) == 1);
+    }
+    expect_clean(os, ledger);
+}
+
+TEST_CASE("skip mode: a failed SetFileCompletionNotificationModes fails the open and undoes the binding")
+{
+    fake_os os;
+    alloc_ledger ledger;
+    {
+        auto socket = socket_of<skip_threadpool>::create(&os, fake_socket(5), {}, fault_alloc{&ledger});
+        REQUIRE(socket);
+        os.fail(fake_call::set_completion_modes);
+        open_recorder opened;
+        CHECK(socket->open_async(&open_recorder::callback, &opened) == status::os_error);
+        CHECK(opened.calls == 0);
+        const names calls = os.call_names();
+        REQUIRE(calls.size() >= 3);
+        CHECK(names(calls.end() - 3, calls.end()) ==
+              names{"CloseThreadpoolIo", "CloseThreadpoolCleanupGroup", "DestroyThreadpoolEnvironment"});
+        CHECK(socket->state() == async_socket::socket_state::closed);
+    }
+    expect_clean(os, ledger);
+}
+
+TEST_CASE("skip mode: a send that finishes at once completes on the calling thread, once, after CancelThreadpoolIo")
+{
+    fake_os os;
+    alloc_ledger ledger;
+    os.at_once([](const pending_io& io)
+               { return std::optional<std::uint32_t>(static_cast<std::uint32_t>(io.total_length)); });
+    {
+        auto socket = open_socket<skip_threadpool>(os, ledger);
+        char data[6] = "hello";
+        ASYNC_SOCKET_BUFFER buffer{data, sizeof(data)};
+        send_recorder sent;
+        REQUIRE(socket->send_async(&buffer, 1, &send_recorder::callback, &sent) == status::ok);
+        // The callback already ran, before send_async returned.
+        CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_OK});
+        CHECK(os.call_names() ==
+              names{"CreateEvent", "StartThreadpoolIo", "WSASend", "CancelThreadpoolIo", "CloseHandle"});
+        const std::vector<call_record> calls = os.calls();
+        CHECK_FALSE(calls[2].bytes_pointer_is_null); // the byte count of an IO that finishes at once
+        CHECK(os.pending_count() == 0);
+    }
+    expect_clean(os, ledger);
+}
+
+TEST_CASE("skip mode: a receive that finishes at once reports its bytes; one that does not completes as usual")
+{
+    fake_os os;
+    alloc_ledger ledger;
+    bool finish_at_once = true;
+    os.at_once([&](const pending_io&) { return finish_at_once ? std::optional<std::uint32_t>(3) : std::nullopt; });
+    {
+        auto socket = open_socket<fast_threadpool>(os, ledger);
+        char data[8] = {};
+        ASYNC_SOCKET_BUFFER buffer{data, sizeof(data)};
+        receive_recorder received;
+        REQUIRE(socket->receive_async(&buffer, 1, &receive_recorder::callback, &received) == status::ok);
+        REQUIRE(received.seen().size() == 1);
+        CHECK(received.seen()[0].result == ASYNC_SOCKET_RECEIVE_OK);
+        CHECK(received.seen()[0].bytes == 3);
+
+        finish_at_once = false;
+        REQUIRE(socket->receive_async(&buffer, 1, &receive_recorder::callback, &received) == status::ok);
+        CHECK(received.seen().size() == 1);
+        REQUIRE(os.pending_count() == 1);
+        REQUIRE(os.complete_oldest(io_no_error, 7));
+        REQUIRE(received.seen().size() == 2);
+        CHECK(received.seen()[1].bytes == 7);
+        CHECK(os.call_names() ==
+              names{"StartThreadpoolIo", "WSARecv", "CancelThreadpoolIo", "StartThreadpoolIo", "WSARecv"});
+    }
+    expect_clean(os, ledger);
+}
+
+namespace
+{
+// A chain of sends, each started from the callback of the previous one, all finishing at once.
+struct send_chain
+{
+    socket_of<fast_threadpool>* socket = nullptr;
+    char data[2] = {'x', 'y'};
+    ASYNC_SOCKET_BUFFER buffer{data, sizeof(data)};
+    int remaining = 0;
+    int completed = 0;
+    int depth = 0;
+    int deepest = 0;
+    bool start_failed = false;
+
+    static void on_sent(void* context, ASYNC_SOCKET_SEND_RESULT result)
+    {
+        auto* self = static_cast<send_chain*>(context);
+        ++self->depth;
+        self->deepest = self->depth > self->deepest ? self->depth : self->deepest;
+        self->completed += result == ASYNC_SOCKET_SEND_OK ? 1 : 0;
+        if (self->remaining > 0)
+        {
+            --self->remaining;
+            self->start_failed =
+                self->start_failed || self->socket->send_async(&self->buffer, 1, &on_sent, self) != status::ok;
+        }
+        --self->depth;
+    }
+};
+} // namespace
+
+TEST_CASE("skip mode: callbacks that start IO finishing at once do not recurse: a chain of 10000 runs one deep")
+{
+    fake_os os;
+    alloc_ledger ledger;
+    os.at_once([](const pending_io& io)
+               { return std::optional<std::uint32_t>(static_cast<std::uint32_t>(io.total_length)); });
+    {
+        auto socket = open_socket<fast_threadpool>(os, ledger);
+        send_chain chain;
+        chain.socket = socket.get();
+        chain.remaining = 9999;
+        REQUIRE(socket->send_async(&chain.buffer, 1, &send_chain::on_sent, &chain) == status::ok);
+        CHECK_FALSE(chain.start_failed);
+        CHECK(chain.completed == 10000);
+        CHECK(chain.deepest == 1);
+        CHECK(os.count(fake_call::cancel_io) == 10000);
+        CHECK(ledger.live_blocks() == 1); // only the socket: every context was freed
+    }
+    expect_clean(os, ledger);
+}
+
+TEST_CASE("skip mode: close from a callback of an IO that finished at once is refused")
+{
+    fake_os os;
+    alloc_ledger ledger;
+    os.at_once([](const pending_io& io)
+               { return std::optional<std::uint32_t>(static_cast<std::uint32_t>(io.total_length)); });
+    {
+        auto socket = open_socket<fast_threadpool>(os, ledger);
+        struct closer
+        {
+            socket_of<fast_threadpool>* socket;
+            status seen = status::ok;
+            static void on_sent(void* context, ASYNC_SOCKET_SEND_RESULT)
+            {
+                auto* self = static_cast<closer*>(context);
+                self->seen = self->socket->close();
+            }
+        } attempt{socket.get()};
+        char data[1] = {'z'};
+        ASYNC_SOCKET_BUFFER buffer{data, sizeof(data)};
+        REQUIRE(socket->send_async(&buffer, 1, &closer::on_sent, &attempt) == status::ok);
+        CHECK(attempt.seen == status::called_from_callback);
+        CHECK(socket->state() == async_socket::socket_state::open);
+        CHECK(socket->close() == status::ok);
+    }
+    expect_clean(os, ledger);
+}
