@@ -70,7 +70,8 @@ native_asan() {
 }
 
 native_tsan() {
-    build_preset tsan && run_ctest --preset tsan -j "$jobs"
+    cmake --preset tsan >/dev/null && cmake --build --preset tsan -j "$jobs" --target concurrency_tests &&
+        run_ctest --preset tsan -j "$jobs"
 }
 
 release_and_consumer() {
