@@ -4,6 +4,7 @@
 #include <async_socket/basic_async_socket.hpp>
 
 #include "../support/fixtures.hpp"
+#include "../support/lifecycle.hpp"
 #include "../support/probe_sync.hpp"
 
 #include <doctest/doctest.h>
@@ -22,57 +23,8 @@
 using namespace test_support;
 using async_socket::socket_state;
 
-namespace doctest
-{
-template <>
-struct StringMaker<std::vector<std::string>>
-{
-    static String convert(const std::vector<std::string>& names)
-    {
-        std::string text = "{";
-        for (const auto& name : names)
-        {
-            text += (text.size() > 1 ? ", " : "") + name;
-        }
-        return (text + "}").c_str();
-    }
-};
-} // namespace doctest
-
 namespace
 {
-
-using names = std::vector<std::string>;
-
-// Every wait of these tests gives up after this long, and the test then fails with a message.
-constexpr std::chrono::seconds deadline{30};
-
-// Polls `done` until it holds or the deadline passes (the fake's record has no notification of its own).
-template <class Condition>
-bool eventually(Condition done)
-{
-    const auto give_up = std::chrono::steady_clock::now() + deadline;
-    while (!done())
-    {
-        if (std::chrono::steady_clock::now() > give_up)
-        {
-            return false;
-        }
-        std::this_thread::yield();
-    }
-    return true;
-}
-
-// What every test ends with, once its sockets are destroyed: no OS rule broken, nothing left behind.
-void expect_nothing_left(const fake_os& os, const alloc_ledger& ledger)
-{
-    const names violations = os.violations();
-    CHECK_MESSAGE(violations.empty(), doctest::toString(violations));
-    CHECK(os.live_events() == 0);
-    CHECK(os.live_ios() == 0);
-    CHECK(ledger.live_blocks() == 0);
-    CHECK(ledger.misuse() == 0);
-}
 
 char payload[16] = "lifecycle bytes";
 
