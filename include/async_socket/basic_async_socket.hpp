@@ -207,7 +207,7 @@ public:
     // (doing nothing) when called from one of this socket's own completion callbacks.
     status close() noexcept
     {
-        if (detail::dispatching_socket == this)
+        if (detail::dispatching_socket == this || completing_at_once_here())
         {
             return status::called_from_callback;
         }
@@ -451,16 +451,36 @@ private:
     static constexpr bool uses_events = uses_io_events<ThreadpoolPolicy>();
     static constexpr bool skip_mode = skips_completion_on_success<ThreadpoolPolicy>();
 
-    // Completions that finished at once (skip mode) while this thread was already completing one: a
-    // callback that starts the next IO, which finishes at once too, must not recurse without bound. The
-    // outermost completion on the thread runs them in order, one after another.
-    struct inline_completions
+    // Skip mode: one complete_at_once running on this thread, for one socket. An IO of that socket that
+    // finishes at once while it runs (started from a callback it called) is appended here and completed when
+    // that callback returns, so that a chain of such IO does not recurse without bound. The frames of one
+    // thread form a stack, at most one per socket; a frame runs inside the send_async/receive_async that made
+    // it, so close() of its socket (on another thread) waits for it through the pending-call count.
+    struct inline_frame
     {
-        context_header* head = nullptr;
-        context_header* tail = nullptr;
-        bool running = false;
+        const basic_async_socket* owner;
+        context_header* head;
+        context_header* tail;
+        inline_frame* outer;
     };
-    static inline thread_local inline_completions inline_queue_{};
+    static inline thread_local inline_frame* inline_frames_ = nullptr;
+
+    // True when this thread is completing, at once, an IO of this socket: close() would then wait for the
+    // send_async/receive_async further out on this very thread.
+    [[nodiscard]] bool completing_at_once_here() const noexcept
+    {
+        if constexpr (skip_mode)
+        {
+            for (const inline_frame* frame = inline_frames_; frame != nullptr; frame = frame->outer)
+            {
+                if (frame->owner == this)
+                {
+                    return true;
+                }
+            }
+        }
+        return false;
+    }
 
     basic_async_socket(SOCKET_HANDLE socket, ThreadpoolPolicy&& threadpool, const AllocPolicy& alloc) noexcept
         : socket_(socket), threadpool_(std::move(threadpool)), alloc_(alloc)
@@ -469,7 +489,7 @@ private:
 
     ~basic_async_socket()
     {
-        if (detail::dispatching_socket == this)
+        if (detail::dispatching_socket == this || completing_at_once_here())
         {
             detail::usage_violation("a socket was destroyed from inside one of its own completion callbacks");
         }
@@ -710,35 +730,38 @@ private:
     void complete_at_once(context_header* context, std::uint32_t bytes) noexcept
     {
         threadpool_.cancel_io();
-        context->owner = this;
         context->bytes_at_once = bytes;
         context->next_at_once = nullptr;
-        inline_completions& queue = inline_queue_;
-        if (queue.tail != nullptr)
+        for (inline_frame* frame = inline_frames_; frame != nullptr; frame = frame->outer)
         {
-            queue.tail->next_at_once = context;
-        }
-        else
-        {
-            queue.head = context;
-        }
-        queue.tail = context;
-        if (queue.running)
-        {
-            return; // an outer complete_at_once on this thread runs it when its callback returns
-        }
-        queue.running = true;
-        while (queue.head != nullptr)
-        {
-            context_header* next = queue.head;
-            queue.head = next->next_at_once;
-            if (queue.head == nullptr)
+            if (frame->owner == this)
             {
-                queue.tail = nullptr;
+                // This socket's complete_at_once further out on this thread runs it when its callback returns.
+                if (frame->tail != nullptr)
+                {
+                    frame->tail->next_at_once = context;
+                }
+                else
+                {
+                    frame->head = context;
+                }
+                frame->tail = context;
+                return;
             }
-            on_io_complete(next->owner, &next->overlapped, io_no_error, next->bytes_at_once);
         }
-        queue.running = false;
+        inline_frame frame{this, context, context, inline_frames_};
+        inline_frames_ = &frame;
+        while (frame.head != nullptr)
+        {
+            context_header* next = frame.head;
+            frame.head = next->next_at_once;
+            if (frame.head == nullptr)
+            {
+                frame.tail = nullptr;
+            }
+            on_io_complete(this, &next->overlapped, io_no_error, next->bytes_at_once);
+        }
+        inline_frames_ = frame.outer;
     }
 
     // The completion routine for every IO of this socket (given to the ThreadpoolPolicy's create_io).

@@ -249,3 +249,93 @@ TEST_CASE("skip mode: close from a callback of an IO that finished at once is re
     }
     expect_clean(os, ledger);
 }
+
+namespace
+{
+// Two sockets of one type: from X's callback (X's send finished at once), Y sends (finishing at once too),
+// then closes and destroys Y.
+struct cross_socket
+{
+    socket_of<fast_threadpool>* x = nullptr;
+    socket_of<fast_threadpool>::handle y;
+    char data[2] = {'p', 'q'};
+    ASYNC_SOCKET_BUFFER buffer{data, sizeof(data)};
+    send_recorder y_sent;
+    std::size_t y_callbacks_when_closed = 99;
+    status y_close = status::ok;
+    status x_close = status::ok;
+    bool close_x = false;
+
+    static void on_y_sent(void* context, ASYNC_SOCKET_SEND_RESULT result)
+    {
+        auto* self = static_cast<cross_socket*>(context);
+        send_recorder::callback(&self->y_sent, result);
+        if (self->close_x)
+        {
+            self->x_close = self->x->close(); // X's send_async is further out on this thread
+        }
+    }
+
+    static void on_x_sent(void* context, ASYNC_SOCKET_SEND_RESULT)
+    {
+        auto* self = static_cast<cross_socket*>(context);
+        REQUIRE(self->y->send_async(&self->buffer, 1, &on_y_sent, self) == status::ok);
+        if (!self->close_x)
+        {
+            self->y_close = self->y->close();
+            self->y_callbacks_when_closed = self->y_sent.seen().size();
+            self->y.reset();
+        }
+    }
+};
+} // namespace
+
+TEST_CASE("skip mode: an IO of another socket that finishes at once in a callback completes before its close returns")
+{
+    fake_os os;
+    alloc_ledger ledger;
+    os.at_once([](const pending_io& io)
+               { return std::optional<std::uint32_t>(static_cast<std::uint32_t>(io.total_length)); });
+    {
+        auto x = socket_of<fast_threadpool>::create(&os, fake_socket(5), {}, fault_alloc{&ledger});
+        REQUIRE(x);
+        REQUIRE(x->open_async(&noop_open, nullptr) == status::ok);
+        cross_socket test;
+        test.x = x.get();
+        test.y = socket_of<fast_threadpool>::create(&os, fake_socket(6), {}, fault_alloc{&ledger});
+        REQUIRE(test.y);
+        REQUIRE(test.y->open_async(&noop_open, nullptr) == status::ok);
+
+        REQUIRE(x->send_async(&test.buffer, 1, &cross_socket::on_x_sent, &test) == status::ok);
+        CHECK(test.y_close == status::ok);
+        CHECK(test.y_callbacks_when_closed == 1);
+        CHECK(test.y_sent.seen().size() == 1);
+        CHECK_FALSE(test.y);
+    }
+    expect_clean(os, ledger);
+}
+
+TEST_CASE("skip mode: close of a socket from a callback nested in its own IO finishing at once is refused")
+{
+    fake_os os;
+    alloc_ledger ledger;
+    os.at_once([](const pending_io& io)
+               { return std::optional<std::uint32_t>(static_cast<std::uint32_t>(io.total_length)); });
+    {
+        auto x = socket_of<fast_threadpool>::create(&os, fake_socket(5), {}, fault_alloc{&ledger});
+        REQUIRE(x);
+        REQUIRE(x->open_async(&noop_open, nullptr) == status::ok);
+        cross_socket test;
+        test.x = x.get();
+        test.close_x = true;
+        test.y = socket_of<fast_threadpool>::create(&os, fake_socket(6), {}, fault_alloc{&ledger});
+        REQUIRE(test.y);
+        REQUIRE(test.y->open_async(&noop_open, nullptr) == status::ok);
+
+        REQUIRE(x->send_async(&test.buffer, 1, &cross_socket::on_x_sent, &test) == status::ok);
+        CHECK(test.x_close == status::called_from_callback); // would otherwise wait for itself forever
+        CHECK(x->state() == async_socket::socket_state::open);
+        CHECK(x->close() == status::ok);
+    }
+    expect_clean(os, ledger);
+}

@@ -32,7 +32,6 @@ struct io_context_header
     io_kind kind;
     // Skip-completion mode only: an IO that finished at once, waiting on its thread's queue to complete.
     std::uint32_t bytes_at_once;
-    void* owner;                     // the socket
     io_context_header* next_at_once; // the next one in the queue
 };
 
