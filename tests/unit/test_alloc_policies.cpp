@@ -1,0 +1,760 @@
+// The shipped AllocPolicies beyond heap_alloc: recycling_pool_alloc (size classes, reuse, the cap, sharing,
+// release with the last copy, threads, no heap allocation per IO once warm) and std_allocator_alloc (any
+// standard allocator; exceptions become nullptr, and then out_of_memory).
+#include <async_socket/recycling_pool_alloc.hpp>
+#include <async_socket/std_allocator_alloc.hpp>
+
+#include "../support/fixtures.hpp"
+
+#include <async_socket/testing/inline_threadpool.hpp>
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <memory_resource>
+#include <mutex>
+#include <new>
+#include <optional>
+#include <random>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+using namespace test_support;
+using async_socket::io_no_error;
+
+namespace
+{
+
+// A pool over the test's ledger: every block the pool takes from or gives back to the heap is counted there,
+// and so is the pool's own state.
+using ledger_pool = async_socket::basic_recycling_pool_alloc<fault_alloc>;
+using std_alloc = async_socket::std_allocator_alloc<std::allocator<std::byte>>;
+using pmr_alloc = async_socket::std_allocator_alloc<std::pmr::polymorphic_allocator<std::byte>>;
+
+ledger_pool make_pool(alloc_ledger& ledger, std::uint32_t max_cached_per_class = 64)
+{
+    return ledger_pool{async_socket::recycling_pool_options{.max_cached_per_class = max_cached_per_class},
+                       fault_alloc{&ledger}};
+}
+
+bool is_max_aligned(const void* p)
+{
+    return reinterpret_cast<std::uintptr_t>(p) % alignof(std::max_align_t) == 0;
+}
+
+bool holds(const unsigned char* p, std::size_t size, unsigned char value)
+{
+    return std::all_of(p, p + size, [value](unsigned char c) { return c == value; });
+}
+
+// The context layout over the fake threadpool: the size each IO asks for.
+using fake_layout =
+    async_socket::detail::io_context_layout<async_socket::detail::io_context_header<fake_overlapped, fake_event>,
+                                            fake_wsabuf>;
+
+void noop_open(void*, ASYNC_SOCKET_OPEN_RESULT) {}
+
+// A std::pmr memory resource that counts what it hands out and can be told to throw.
+class counting_resource : public std::pmr::memory_resource
+{
+public:
+    std::atomic<std::uint64_t> allocations{0};
+    std::atomic<std::uint64_t> deallocations{0};
+    std::atomic<std::int64_t> live_bytes{0};
+    std::atomic<std::size_t> last_bytes{0};
+    std::atomic<std::size_t> smallest_alignment{SIZE_MAX};
+    std::atomic<bool> fail{false};
+
+private:
+    void* do_allocate(std::size_t bytes, std::size_t alignment) override
+    {
+        if (fail.load())
+        {
+            throw std::bad_alloc();
+        }
+        void* p = std::pmr::new_delete_resource()->allocate(bytes, alignment);
+        allocations.fetch_add(1);
+        live_bytes.fetch_add(static_cast<std::int64_t>(bytes));
+        last_bytes.store(bytes);
+        std::size_t seen = smallest_alignment.load();
+        while (alignment < seen && !smallest_alignment.compare_exchange_weak(seen, alignment))
+        {
+        }
+        return p;
+    }
+
+    void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override
+    {
+        deallocations.fetch_add(1);
+        live_bytes.fetch_sub(static_cast<std::int64_t>(bytes));
+        std::pmr::new_delete_resource()->deallocate(p, bytes, alignment);
+    }
+
+    bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override
+    {
+        return this == &other;
+    }
+};
+
+// A standard allocator that throws something other than bad_alloc.
+template <class T>
+struct throwing_allocator
+{
+    using value_type = T;
+    throwing_allocator() noexcept = default;
+    template <class U>
+    throwing_allocator(const throwing_allocator<U>&) noexcept
+    {
+    }
+    T* allocate(std::size_t)
+    {
+        throw std::runtime_error("no memory today");
+    }
+    void deallocate(T*, std::size_t) noexcept {}
+    template <class U>
+    bool operator==(const throwing_allocator<U>&) const noexcept
+    {
+        return true;
+    }
+};
+
+} // namespace
+
+// ---- both policies ----------------------------------------------------------------------------------------
+
+TEST_CASE("recycling_pool_alloc and std_allocator_alloc model alloc_policy")
+{
+    static_assert(async_socket::check_alloc_policy<async_socket::recycling_pool_alloc>());
+    static_assert(async_socket::check_alloc_policy<ledger_pool>());
+    static_assert(async_socket::check_alloc_policy<std_alloc>());
+    static_assert(async_socket::check_alloc_policy<pmr_alloc>());
+    static_assert(async_socket::check_alloc_policy<async_socket::std_allocator_alloc<throwing_allocator<int>>>());
+    CHECK(async_socket::alloc_policy<async_socket::recycling_pool_alloc>);
+    CHECK(async_socket::alloc_policy<std_alloc>);
+    CHECK(async_socket::alloc_policy<pmr_alloc>);
+}
+
+// ---- recycling_pool_alloc ---------------------------------------------------------------------------------
+
+TEST_CASE("recycling_pool_alloc: size classes are the powers of two from 64 bytes to 64 KiB")
+{
+    using pool = async_socket::recycling_pool_alloc;
+    CHECK(pool::class_index(1) == 0);
+    CHECK(pool::class_index(64) == 0);
+    CHECK(pool::class_index(65) == 1);
+    CHECK(pool::class_index(128) == 1);
+    CHECK(pool::class_index(129) == 2);
+    CHECK(pool::class_index(4096) == 6);
+    CHECK(pool::class_index(65536) == 10);
+    CHECK(pool::class_index(65537) >= pool::class_count);
+    CHECK(pool::class_index(SIZE_MAX) >= pool::class_count);
+    CHECK(pool::class_size(0) == 64);
+    CHECK(pool::class_size(pool::class_count - 1) == 65536);
+}
+
+TEST_CASE("recycling_pool_alloc: live blocks are aligned for max_align_t, writable and distinct")
+{
+    alloc_ledger ledger;
+    {
+        ledger_pool pool = make_pool(ledger);
+        const std::size_t sizes[] = {1, 8, 63, 64, 65, 100, 128, 129, 1000, 4096, 65536, 65537, 200000};
+        struct block
+        {
+            unsigned char* p;
+            std::size_t size;
+            unsigned char tag;
+        };
+        std::vector<block> blocks;
+        for (int round = 0; round < 3; ++round)
+        {
+            for (const std::size_t size : sizes)
+            {
+                auto* p = static_cast<unsigned char*>(pool.allocate(size));
+                REQUIRE(p != nullptr);
+                CHECK_MESSAGE(is_max_aligned(p), "a block of ", size, " bytes is not aligned for max_align_t");
+                const auto tag = static_cast<unsigned char>(blocks.size() + 1);
+                std::memset(p, tag, size);
+                blocks.push_back({p, size, tag});
+            }
+        }
+        for (const block& b : blocks)
+        {
+            CHECK_MESSAGE(holds(b.p, b.size, b.tag), "the block of ", b.size, " bytes was overwritten");
+        }
+        for (const block& b : blocks)
+        {
+            pool.deallocate(b.p, b.size);
+        }
+    }
+    CHECK(ledger.misuse() == 0);
+    CHECK(ledger.live_blocks() == 0);
+}
+
+TEST_CASE("recycling_pool_alloc: a freed block is handed out again for a request of its class, from no new heap "
+          "allocation")
+{
+    alloc_ledger ledger;
+    ledger_pool pool = make_pool(ledger);
+    void* first = pool.allocate(100);
+    REQUIRE(first != nullptr);
+    CHECK(pool.stats().heap_allocations == 1);
+    pool.deallocate(first, 100);
+    CHECK(pool.stats().cached_blocks == 1);
+    CHECK(pool.stats().cached_bytes == 128);
+
+    void* again = pool.allocate(128); // the same class (65..128 bytes)
+    CHECK(again == first);
+    CHECK(pool.stats().heap_allocations == 1);
+    CHECK(pool.stats().cached_blocks == 0);
+
+    void* other_class = pool.allocate(64);
+    REQUIRE(other_class != nullptr);
+    CHECK(other_class != first);
+    CHECK(pool.stats().heap_allocations == 2);
+    pool.deallocate(other_class, 64);
+    pool.deallocate(again, 128);
+    CHECK(pool.stats().cached_blocks == 2);
+    CHECK(pool.stats().heap_deallocations == 0);
+}
+
+TEST_CASE("recycling_pool_alloc: a block larger than 64 KiB goes straight to the heap and back")
+{
+    alloc_ledger ledger;
+    ledger_pool pool = make_pool(ledger);
+    void* big = pool.allocate(65537);
+    REQUIRE(big != nullptr);
+    CHECK(ledger.live_bytes() >= 65537);
+    pool.deallocate(big, 65537);
+    const async_socket::recycling_pool_stats stats = pool.stats();
+    CHECK(stats.heap_allocations == 1);
+    CHECK(stats.heap_deallocations == 1);
+    CHECK(stats.cached_blocks == 0);
+    CHECK(ledger.live_blocks() == 1); // the pool's own state
+    CHECK(ledger.misuse() == 0);
+}
+
+TEST_CASE("recycling_pool_alloc: a class caches at most max_cached_per_class blocks and frees the excess at once")
+{
+    alloc_ledger ledger;
+    ledger_pool pool = make_pool(ledger, 4);
+    std::vector<void*> blocks;
+    for (int i = 0; i < 10; ++i)
+    {
+        blocks.push_back(pool.allocate(200));
+        REQUIRE(blocks.back() != nullptr);
+    }
+    for (void* p : blocks)
+    {
+        pool.deallocate(p, 200);
+    }
+    async_socket::recycling_pool_stats stats = pool.stats();
+    CHECK(stats.cached_blocks == 4);
+    CHECK(stats.cached_bytes == 4 * 256);
+    CHECK(stats.heap_allocations == 10);
+    CHECK(stats.heap_deallocations == 6);
+    CHECK(ledger.live_blocks() == 4 + 1); // the cached blocks and the pool's state
+
+    // Ten again: four come from the cache, six from the heap.
+    blocks.clear();
+    for (int i = 0; i < 10; ++i)
+    {
+        blocks.push_back(pool.allocate(150));
+    }
+    CHECK(pool.stats().heap_allocations == 16);
+    for (void* p : blocks)
+    {
+        pool.deallocate(p, 150);
+    }
+    CHECK(pool.stats().cached_blocks == 4);
+    CHECK(ledger.misuse() == 0);
+}
+
+TEST_CASE("recycling_pool_alloc: trim returns every cached block to the heap and leaves blocks in use alone")
+{
+    alloc_ledger ledger;
+    ledger_pool pool = make_pool(ledger);
+    void* in_use = pool.allocate(300);
+    void* a = pool.allocate(300);
+    void* b = pool.allocate(40);
+    pool.deallocate(a, 300);
+    pool.deallocate(b, 40);
+    CHECK(pool.stats().cached_blocks == 2);
+    pool.trim();
+    CHECK(pool.stats().cached_blocks == 0);
+    CHECK(pool.stats().heap_deallocations == 2);
+    CHECK(ledger.live_blocks() == 1 + 1); // in_use and the pool's state
+    std::memset(in_use, 0x5A, 300);
+    pool.deallocate(in_use, 300);
+    CHECK(ledger.misuse() == 0);
+}
+
+TEST_CASE("recycling_pool_alloc: the last copy to go returns every cached block and the pool itself to the heap")
+{
+    alloc_ledger ledger;
+    auto original = std::make_unique<ledger_pool>(make_pool(ledger));
+    void* kept = original->allocate(1000);
+    auto copy = std::make_unique<ledger_pool>(*original);
+    auto assigned = std::make_unique<ledger_pool>(make_pool(ledger));
+    *assigned = *copy;
+    ledger_pool moved_from = *copy;
+    auto moved = std::make_unique<ledger_pool>(std::move(moved_from));
+    CHECK(copy->shares_pool_with(*original));
+    CHECK(assigned->shares_pool_with(*original));
+    CHECK(moved->shares_pool_with(*original));
+
+    // Blocks go back through any copy.
+    for (std::size_t size : {10u, 100u, 1000u, 10000u})
+    {
+        void* p = copy->allocate(size);
+        REQUIRE(p != nullptr);
+        assigned->deallocate(p, size);
+    }
+    moved->deallocate(kept, 1000);
+    CHECK(original->stats().cached_blocks == 5);
+    const std::int64_t held = ledger.live_blocks();
+    CHECK(held == 5 + 1);
+
+    original.reset();
+    copy.reset();
+    assigned.reset();
+    CHECK(ledger.live_blocks() == held); // one copy still holds the pool
+    moved.reset();
+    CHECK(ledger.live_blocks() == 0);
+    CHECK(ledger.live_bytes() == 0);
+    CHECK(ledger.misuse() == 0);
+}
+
+TEST_CASE("recycling_pool_alloc: a default-constructed allocator makes its pool at the first use, and its copies "
+          "share it")
+{
+    async_socket::recycling_pool_alloc unused;
+    CHECK(unused.stats().heap_allocations == 0);
+    CHECK(unused.stats().cached_blocks == 0);
+
+    async_socket::recycling_pool_alloc original;
+    async_socket::recycling_pool_alloc copy = original; // before any allocation: the copy makes the pool
+    CHECK(copy.shares_pool_with(original));
+    void* p = copy.allocate(100);
+    REQUIRE(p != nullptr);
+    original.deallocate(p, 100);
+    CHECK(original.stats().cached_blocks == 1);
+    CHECK(copy.stats().cached_blocks == 1);
+    CHECK(original.allocate(90) == p);
+    original.deallocate(p, 90);
+
+    async_socket::recycling_pool_alloc first_use;
+    void* q = first_use.allocate(64);
+    REQUIRE(q != nullptr);
+    CHECK(first_use.stats().heap_allocations == 1);
+    first_use.deallocate(q, 64);
+}
+
+TEST_CASE("recycling_pool_alloc: an allocation the heap refuses gives nullptr")
+{
+    alloc_ledger ledger;
+    SUBCASE("the pool cannot even be made")
+    {
+        ledger_pool pool = make_pool(ledger);
+        ledger.fail_all(true);
+        CHECK(pool.allocate(100) == nullptr);
+        CHECK(pool.allocate(100000) == nullptr);
+        ledger.fail_all(false);
+    }
+    SUBCASE("the pool exists but its class is empty")
+    {
+        ledger_pool pool = make_pool(ledger);
+        pool.deallocate(pool.allocate(10), 10); // makes the pool
+        ledger.fail_all(true);
+        void* cached = pool.allocate(10); // the class-64 block comes from the cache
+        CHECK(cached != nullptr);
+        CHECK(pool.allocate(10) == nullptr);
+        CHECK(pool.allocate(1000) == nullptr);
+        ledger.fail_all(false);
+        pool.deallocate(cached, 10);
+        CHECK(pool.stats().heap_allocations == 1);
+    }
+    CHECK(ledger.live_blocks() == 0);
+    CHECK(ledger.misuse() == 0);
+}
+
+TEST_CASE("recycling_pool_alloc: a block made while the pool could not be made is class-sized and recycles safely")
+{
+    alloc_ledger ledger;
+    ledger_pool without_pool = make_pool(ledger);
+    ledger.fail_nth(1); // the pool's state: the block passes straight through
+    auto* p = static_cast<unsigned char*>(without_pool.allocate(70));
+    REQUIRE(p != nullptr);
+    CHECK(without_pool.stats().heap_allocations == 0); // still no pool
+
+    ledger_pool with_pool = without_pool; // this copy makes the pool
+    with_pool.deallocate(p, 70);
+    CHECK(with_pool.stats().cached_blocks == 1);
+    auto* reused = static_cast<unsigned char*>(with_pool.allocate(128)); // the whole class
+    CHECK(reused == p);
+    std::memset(reused, 0x77, 128);
+    with_pool.deallocate(reused, 128);
+    CHECK(ledger.misuse() == 0);
+}
+
+TEST_CASE("recycling_pool_alloc: four threads allocating and freeing at once, each other's blocks too, never share a "
+          "block")
+{
+    alloc_ledger ledger;
+    constexpr int threads = 4;
+    constexpr int iterations = 4000;
+    std::atomic<int> corrupted{0};
+    std::atomic<int> failed{0};
+    {
+        ledger_pool pool = make_pool(ledger, 8);
+        struct block
+        {
+            unsigned char* p;
+            std::size_t size;
+            unsigned char tag;
+        };
+        // Blocks handed to another thread to free, as completions free contexts on threadpool threads.
+        std::mutex handoff_mutex;
+        std::deque<block> handoff;
+
+        const auto check_and_free = [&](ledger_pool& alloc, const block& b)
+        {
+            if (!holds(b.p, b.size, b.tag))
+            {
+                ++corrupted;
+            }
+            alloc.deallocate(b.p, b.size);
+        };
+
+        std::vector<std::thread> workers;
+        for (int t = 0; t < threads; ++t)
+        {
+            workers.emplace_back(
+                [&, t]
+                {
+                    ledger_pool alloc = pool; // each thread its own copy, as each socket has
+                    std::minstd_rand random(static_cast<unsigned>(t + 1));
+                    std::vector<block> held;
+                    for (int i = 0; i < iterations; ++i)
+                    {
+                        const std::size_t size = 1 + random() % 2000;
+                        auto* p = static_cast<unsigned char*>(alloc.allocate(size));
+                        if (p == nullptr || !is_max_aligned(p))
+                        {
+                            ++failed;
+                            continue;
+                        }
+                        const auto tag = static_cast<unsigned char>(1 + (t * 61 + i) % 250);
+                        std::memset(p, tag, size);
+                        held.push_back({p, size, tag});
+                        if (held.size() > 12)
+                        {
+                            const std::size_t victim = random() % held.size();
+                            const block chosen = held[victim];
+                            held[victim] = held.back();
+                            held.pop_back();
+                            if (random() % 2 == 0)
+                            {
+                                check_and_free(alloc, chosen);
+                            }
+                            else
+                            {
+                                std::lock_guard lock(handoff_mutex);
+                                handoff.push_back(chosen);
+                            }
+                        }
+                        std::optional<block> theirs;
+                        {
+                            std::lock_guard lock(handoff_mutex);
+                            if (!handoff.empty() && random() % 2 == 0)
+                            {
+                                theirs = handoff.front();
+                                handoff.pop_front();
+                            }
+                        }
+                        if (theirs)
+                        {
+                            check_and_free(alloc, *theirs);
+                        }
+                    }
+                    for (const block& b : held)
+                    {
+                        check_and_free(alloc, b);
+                    }
+                });
+        }
+        for (auto& worker : workers)
+        {
+            worker.join();
+        }
+        for (const block& b : handoff)
+        {
+            check_and_free(pool, b);
+        }
+        const async_socket::recycling_pool_stats stats = pool.stats();
+        CHECK(stats.cached_blocks <= 8 * async_socket::recycling_pool_alloc::class_count);
+        CHECK(ledger.live_blocks() == static_cast<std::int64_t>(stats.cached_blocks) + 1);
+    }
+    CHECK(corrupted.load() == 0);
+    CHECK(failed.load() == 0);
+    CHECK(ledger.live_blocks() == 0);
+    CHECK(ledger.misuse() == 0);
+}
+
+// ---- recycling_pool_alloc under a socket ------------------------------------------------------------------
+
+TEST_CASE("a socket over recycling_pool_alloc makes no heap allocation per IO once warm, and reuses the context a "
+          "completion freed")
+{
+    using pool_socket = async_socket::basic_async_socket<fake_threadpool, ledger_pool, async_socket::std_sync>;
+    fake_os os;
+    alloc_ledger ledger;
+    ledger_pool pool = make_pool(ledger);
+    constexpr int rounds = 1000;
+    int sends_ok = 0;
+    int receives_ok = 0;
+    {
+        auto socket = pool_socket::create(&os, fake_socket(7), {}, pool);
+        REQUIRE(socket);
+        REQUIRE(socket->open_async(&noop_open, nullptr) == status::ok);
+
+        std::array<char, 4096> memory{};
+        std::array<ASYNC_SOCKET_BUFFER, 16> buffers{};
+        for (std::size_t i = 0; i < buffers.size(); ++i)
+        {
+            buffers[i] = ASYNC_SOCKET_BUFFER{memory.data() + i * 256, 256};
+        }
+        send_recorder sent;
+        receive_recorder received;
+        // One round: a 1-buffer send, a 4-buffer send and a 16-buffer receive outstanding together (three
+        // classes), completed in an order that changes from round to round.
+        const auto round = [&](int n)
+        {
+            REQUIRE(socket->send_async(buffers.data(), 1, &send_recorder::callback, &sent) == status::ok);
+            REQUIRE(socket->send_async(buffers.data(), 4, &send_recorder::callback, &sent) == status::ok);
+            REQUIRE(socket->receive_async(buffers.data(), 16, &receive_recorder::callback, &received) == status::ok);
+            std::vector<pending_io> pending = os.pending();
+            REQUIRE(pending.size() == 3);
+            std::rotate(pending.begin(), pending.begin() + n % 3, pending.end());
+            for (const pending_io& io : pending)
+            {
+                REQUIRE(os.complete(io.overlapped, io_no_error,
+                                    io.kind == fake_call::wsa_send ? static_cast<std::size_t>(io.total_length) : 100));
+            }
+        };
+        round(0); // warm-up: each class gets its block
+        const async_socket::recycling_pool_stats warm = pool.stats();
+        const std::uint64_t upstream_allocations = ledger.allocations();
+        CHECK(warm.heap_allocations == 1 + 3); // the socket and one context per class
+
+        for (int n = 1; n <= rounds; ++n)
+        {
+            round(n);
+        }
+        CHECK(pool.stats().heap_allocations == warm.heap_allocations);
+        CHECK(pool.stats().heap_deallocations == warm.heap_deallocations);
+        CHECK(ledger.allocations() == upstream_allocations);
+
+        // A completed IO's context is the next IO's context.
+        os.clear_calls();
+        REQUIRE(socket->send_async(buffers.data(), 1, &send_recorder::callback, &sent) == status::ok);
+        void* const first = os.pending().back().overlapped;
+        REQUIRE(os.complete(first, io_no_error, 256));
+        REQUIRE(socket->send_async(buffers.data(), 1, &send_recorder::callback, &sent) == status::ok);
+        CHECK(os.pending().back().overlapped == first);
+        REQUIRE(os.complete_oldest(io_no_error, 256));
+
+        for (const ASYNC_SOCKET_SEND_RESULT result : sent.seen())
+        {
+            sends_ok += result == ASYNC_SOCKET_SEND_OK ? 1 : 0;
+        }
+        for (const receive_recorder::completion& c : received.seen())
+        {
+            receives_ok += c.result == ASYNC_SOCKET_RECEIVE_OK && c.bytes == 100 ? 1 : 0;
+        }
+        CHECK(os.violations().empty());
+    }
+    CHECK(sends_ok == 2 * (rounds + 1) + 2);
+    CHECK(receives_ok == rounds + 1);
+    CHECK(pool.stats().cached_blocks == 4); // three contexts and the socket, back in the pool
+    CHECK(ledger.live_blocks() == 4 + 1);
+    CHECK(ledger.misuse() == 0);
+}
+
+TEST_CASE("a socket over recycling_pool_alloc and the inline threadpool makes no heap allocation per IO once warm")
+{
+    using inline_socket =
+        async_socket::basic_async_socket<async_socket::testing::inline_threadpool, ledger_pool, async_socket::std_sync>;
+    async_socket::testing::inline_engine engine;
+    alloc_ledger ledger;
+    constexpr int cycles = 2000;
+    {
+        ledger_pool pool = make_pool(ledger);
+        auto socket = inline_socket::create(&engine, fake_socket(3), {}, pool);
+        REQUIRE(socket);
+        REQUIRE(socket->open_async(&noop_open, nullptr) == status::ok);
+        char memory[64 * 8] = {};
+        ASYNC_SOCKET_BUFFER buffers[64];
+        for (std::size_t i = 0; i < 64; ++i)
+        {
+            buffers[i] = ASYNC_SOCKET_BUFFER{memory + i * 8, 8};
+        }
+        send_recorder sent;
+        receive_recorder received;
+        const std::uint32_t counts[] = {1, 4, 16, 64};
+        for (const std::uint32_t count : counts) // warm-up
+        {
+            REQUIRE(socket->send_async(buffers, count, &send_recorder::callback, &sent) == status::ok);
+            REQUIRE(socket->receive_async(buffers, count, &receive_recorder::callback, &received) == status::ok);
+        }
+        const std::uint64_t warm = pool.stats().heap_allocations;
+        const std::uint64_t upstream = ledger.allocations();
+        for (int i = 0; i < cycles; ++i)
+        {
+            const std::uint32_t count = counts[i % 4];
+            REQUIRE(socket->send_async(buffers, count, &send_recorder::callback, &sent) == status::ok);
+            REQUIRE(socket->receive_async(buffers, count, &receive_recorder::callback, &received) == status::ok);
+        }
+        CHECK(pool.stats().heap_allocations == warm);
+        CHECK(ledger.allocations() == upstream);
+        CHECK(sent.seen().size() == cycles + 4);
+        CHECK(received.seen().size() == cycles + 4);
+        const std::vector<ASYNC_SOCKET_SEND_RESULT> results = sent.seen();
+        CHECK(std::all_of(results.begin(), results.end(),
+                          [](ASYNC_SOCKET_SEND_RESULT r) { return r == ASYNC_SOCKET_SEND_OK; }));
+    }
+    CHECK(ledger.live_blocks() == 0);
+    CHECK(ledger.misuse() == 0);
+}
+
+// ---- std_allocator_alloc ----------------------------------------------------------------------------------
+
+TEST_CASE("std_allocator_alloc rounds a request up to whole max_align_t units and aligns every block")
+{
+    counting_resource resource;
+    pmr_alloc alloc{&resource}; // from anything the allocator is constructible from
+    const std::size_t unit = alignof(std::max_align_t);
+    void* one = alloc.allocate(1);
+    CHECK(resource.last_bytes.load() == unit);
+    void* more = alloc.allocate(unit + 1);
+    CHECK(resource.last_bytes.load() == 2 * unit);
+    void* none = alloc.allocate(0);
+    CHECK(resource.last_bytes.load() == unit);
+    CHECK(resource.smallest_alignment.load() == alignof(std::max_align_t));
+    for (void* p : {one, more, none})
+    {
+        REQUIRE(p != nullptr);
+        CHECK(is_max_aligned(p));
+    }
+    CHECK(one != more);
+    CHECK(none != one);
+    alloc.deallocate(one, 1);
+    alloc.deallocate(more, unit + 1);
+    alloc.deallocate(none, 0);
+    CHECK(resource.live_bytes.load() == 0);
+
+    std_alloc plain;
+    void* p = plain.allocate(100);
+    REQUIRE(p != nullptr);
+    CHECK(is_max_aligned(p));
+    std::memset(p, 1, 100);
+    plain.deallocate(p, 100);
+}
+
+TEST_CASE("std_allocator_alloc over std::pmr: the memory resource sees the socket and one block per IO, and gets "
+          "every byte back")
+{
+    using pmr_socket = async_socket::basic_async_socket<fake_threadpool, pmr_alloc, async_socket::std_sync>;
+    fake_os os;
+    counting_resource resource;
+    {
+        auto socket = pmr_socket::create(&os, fake_socket(9), {},
+                                         pmr_alloc{std::pmr::polymorphic_allocator<std::byte>{&resource}});
+        REQUIRE(socket);
+        CHECK(resource.allocations.load() == 1); // the socket object
+        REQUIRE(socket->open_async(&noop_open, nullptr) == status::ok);
+        CHECK(resource.allocations.load() == 1);
+
+        char memory[8][32] = {};
+        ASYNC_SOCKET_BUFFER buffers[8];
+        for (std::size_t i = 0; i < 8; ++i)
+        {
+            buffers[i] = ASYNC_SOCKET_BUFFER{memory[i], 32};
+        }
+        send_recorder sent;
+        receive_recorder received;
+        const std::size_t unit = alignof(std::max_align_t);
+        for (std::uint32_t count = 1; count <= 8; ++count)
+        {
+            const std::uint64_t before = resource.allocations.load();
+            REQUIRE(socket->send_async(buffers, count, &send_recorder::callback, &sent) == status::ok);
+            CHECK(resource.allocations.load() == before + 1);
+            const auto context_size = static_cast<std::size_t>(fake_layout::size(count));
+            CHECK(resource.last_bytes.load() == (context_size + unit - 1) / unit * unit);
+            REQUIRE(socket->receive_async(buffers, count, &receive_recorder::callback, &received) == status::ok);
+            CHECK(resource.allocations.load() == before + 2);
+            CHECK(resource.deallocations.load() == before - 1); // the IOs of earlier rounds only
+            REQUIRE(os.complete_oldest(io_no_error, count * 32));
+            REQUIRE(os.complete_oldest(io_no_error, 5));
+            CHECK(resource.deallocations.load() == before + 1);
+        }
+        CHECK(sent.seen().size() == 8);
+        CHECK(received.seen().size() == 8);
+        CHECK(resource.allocations.load() == 1 + 16);
+        CHECK(resource.live_bytes.load() > 0); // the socket
+    }
+    CHECK(resource.deallocations.load() == resource.allocations.load());
+    CHECK(resource.live_bytes.load() == 0);
+    CHECK(resource.smallest_alignment.load() == alignof(std::max_align_t));
+    CHECK(os.violations().empty());
+}
+
+TEST_CASE("std_allocator_alloc: an allocator that throws gives nullptr, and send_async and receive_async fail with "
+          "out_of_memory")
+{
+    using pmr_socket = async_socket::basic_async_socket<fake_threadpool, pmr_alloc, async_socket::std_sync>;
+    fake_os os;
+    counting_resource resource;
+    {
+        auto socket = pmr_socket::create(&os, fake_socket(9), {},
+                                         pmr_alloc{std::pmr::polymorphic_allocator<std::byte>{&resource}});
+        REQUIRE(socket);
+        REQUIRE(socket->open_async(&noop_open, nullptr) == status::ok);
+        os.clear_calls();
+
+        resource.fail = true;
+        char data[16] = {};
+        ASYNC_SOCKET_BUFFER buffer{data, sizeof(data)};
+        send_recorder sent;
+        receive_recorder received;
+        CHECK(socket->send_async(&buffer, 1, &send_recorder::callback, &sent) == status::out_of_memory);
+        CHECK(socket->receive_async(&buffer, 1, &receive_recorder::callback, &received) == status::out_of_memory);
+        CHECK(os.calls().empty()); // not even StartThreadpoolIo
+        CHECK(sent.seen().empty());
+        CHECK(received.seen().empty());
+
+        resource.fail = false; // and the socket works again
+        REQUIRE(socket->send_async(&buffer, 1, &send_recorder::callback, &sent) == status::ok);
+        REQUIRE(os.complete_oldest(io_no_error, sizeof(data)));
+        CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_OK});
+
+        resource.fail = true;
+        CHECK(pmr_socket::create(&os, fake_socket(10), {},
+                                 pmr_alloc{std::pmr::polymorphic_allocator<std::byte>{&resource}}) == nullptr);
+        resource.fail = false;
+    }
+    CHECK(resource.live_bytes.load() == 0);
+
+    async_socket::std_allocator_alloc<throwing_allocator<int>> throwing;
+    CHECK(throwing.allocate(64) == nullptr); // std::runtime_error, not only bad_alloc
+
+    std_alloc plain;
+    CHECK(plain.allocate(SIZE_MAX) == nullptr); // more than the allocator can ever give: it throws
+}
