@@ -1,8 +1,10 @@
 // async_socket: the one header a C++ user includes.
 //
-// Brings in basic_async_socket (the template), the portable policies (std_sync, heap_alloc) and, on
-// Windows, the Win32 policies (win32_threadpool, win32_sync), the execution engine and the alias
-// win32_async_socket for the usual choice. The C-style API of the contract is in <async_socket/c_api.h>.
+// Brings in basic_async_socket (the template), the portable policies (std_sync, heap_alloc,
+// recycling_pool_alloc) and, on Windows, the Win32 policies (basic_win32_threadpool and its options,
+// win32_sync), the execution engine and two aliases: win32_async_socket (the spec's behaviour) and
+// win32_fast_async_socket (the fastest configuration). The C-style API of the contract is in
+// <async_socket/c_api.h>.
 #pragma once
 
 #ifdef _WIN32
@@ -13,6 +15,7 @@
 #include <async_socket/basic_async_socket.hpp>
 #include <async_socket/heap_alloc.hpp>
 #include <async_socket/policies.hpp>
+#include <async_socket/recycling_pool_alloc.hpp>
 #include <async_socket/status.hpp>
 #include <async_socket/std_sync.hpp>
 #include <async_socket/types.h>
@@ -24,8 +27,14 @@
 
 namespace async_socket
 {
-// The async socket on the Win32 threadpool, malloc'd IO contexts and Interlocked/WaitOnAddress sync.
-// Made with win32_async_socket::create(execution_engine, socket_handle); see basic_async_socket.
+// Both are made with X::create(execution_engine, socket_handle); see basic_async_socket.
+
+// The spec's behaviour: an event made and closed per IO, every completion through the pool, malloc'd contexts.
 using win32_async_socket = basic_async_socket<win32_threadpool, heap_alloc, win32_sync>;
+
+// The fastest: no event, IO done at once completed on the calling thread, contexts recycled (no malloc per IO).
+using win32_fast_async_socket = basic_async_socket<
+    basic_win32_threadpool<win32_options{.events = win32_event_mode::none, .skip_completion_on_success = true}>,
+    recycling_pool_alloc, win32_sync>;
 } // namespace async_socket
 #endif

@@ -4,6 +4,17 @@
 // no logic; basic_async_socket decides when to call what. The object keeps a reference to its execution
 // engine from acquire_pool until it is destroyed, so the pool outlives every threadpool IO made on it.
 //
+// basic_win32_threadpool<win32_options{...}> picks how IO is done; win32_threadpool (the default options)
+// is the spec's behaviour:
+// - events = per_io: an event per IO, made and closed around it (SRS 01_057/080/068).
+//   events = none: no event (uses_io_events = false, hEvent stays NULL). Threadpool IO completes through
+//   the completion port and never needs it; under Wine CreateEvent + CloseHandle cost about 70 us per IO.
+//   events = recycled: an event per IO as the spec says, taken from and given back to a few kept by the
+//   policy, so that in steady state no event is made or closed.
+// - skip_completion_on_success = true: the socket is put in FILE_SKIP_COMPLETION_PORT_ON_SUCCESS mode at
+//   its first open; an IO that finishes at once is then completed by the core on the calling thread
+//   instead of going through the pool (see skip_completion_on_success in policies.hpp).
+//
 // Choices:
 // - The cleanup group is created (SRS 01_037) but not attached to the callback environment
 //   (no SetThreadpoolCallbackCleanupGroup). The threadpool IO is released one by one, in the order
@@ -26,16 +37,127 @@
 #include <async_socket/types.h>
 #include <async_socket/win32/execution_engine.hpp>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 #include <utility>
+
+#ifndef ASYNC_SOCKET_NO_UNIQUE_ADDRESS
+#if defined(_MSC_VER) && !defined(__clang__)
+#define ASYNC_SOCKET_NO_UNIQUE_ADDRESS [[msvc::no_unique_address]]
+#else
+#define ASYNC_SOCKET_NO_UNIQUE_ADDRESS [[no_unique_address]]
+#endif
+#endif
 
 namespace async_socket
 {
 
 static_assert(sizeof(DWORD) == sizeof(std::uint32_t), "win32_threadpool needs DWORD to be 32 bits");
 
-class win32_threadpool
+// How a basic_win32_threadpool gives each IO's OVERLAPPED an event (see the header comment).
+enum class win32_event_mode
+{
+    per_io,   // CreateEvent before each IO, CloseHandle after it: the spec's behaviour
+    none,     // no event: hEvent is NULL
+    recycled, // an event per IO, reused from a few kept by the socket's policy
+};
+
+// The options of basic_win32_threadpool. The defaults are the spec's behaviour.
+struct win32_options
+{
+    win32_event_mode events = win32_event_mode::per_io;
+    bool skip_completion_on_success = false; // FILE_SKIP_COMPLETION_PORT_ON_SUCCESS on the socket
+};
+
+namespace detail
+{
+// The events a recycled-events policy keeps for its next IOs: up to `capacity`, each slot an atomic HANDLE
+// (null when empty). take() and give_back() run concurrently from user threads and pool threads and never
+// block: a slot is claimed by an exchange and filled by a compare-exchange, so each event is owned by one
+// slot or one IO at a time.
+//
+// No ResetEvent is needed before an event is used again. Nothing waits on it (the completion reaches the
+// pool through the completion port, or the core completes the IO at once in skip mode), and the OS itself
+// resets the OVERLAPPED's event when an IO starts and sets it when the IO ends: an event given back
+// signalled is reset by the next WSASend/WSARecv that uses it.
+class win32_event_cache
+{
+public:
+    // Enough for a send and a receive in flight, with room to spare; each kept event is a kernel handle.
+    static constexpr std::size_t capacity = 4;
+
+    win32_event_cache() noexcept = default;
+    // Only made before the socket uses it (create moves the policy in); takes over the other's events.
+    win32_event_cache(win32_event_cache&& other) noexcept
+    {
+        for (std::size_t i = 0; i < capacity; ++i)
+        {
+            slots_[i].store(other.slots_[i].exchange(nullptr, std::memory_order_acq_rel), std::memory_order_release);
+        }
+    }
+    win32_event_cache& operator=(win32_event_cache&&) = delete;
+    win32_event_cache(const win32_event_cache&) = delete;
+    win32_event_cache& operator=(const win32_event_cache&) = delete;
+
+    // CloseHandle on every kept event. Every IO has completed by then: the socket closes before it is freed.
+    ~win32_event_cache()
+    {
+        for (std::atomic<HANDLE>& slot : slots_)
+        {
+            if (HANDLE event = slot.exchange(nullptr, std::memory_order_acquire); event != nullptr)
+            {
+                (void)CloseHandle(event);
+            }
+        }
+    }
+
+    // A kept event, or nullptr when none is left. No OS call.
+    HANDLE take() noexcept
+    {
+        for (std::atomic<HANDLE>& slot : slots_)
+        {
+            if (slot.load(std::memory_order_relaxed) != nullptr)
+            {
+                if (HANDLE event = slot.exchange(nullptr, std::memory_order_acquire); event != nullptr)
+                {
+                    return event;
+                }
+            }
+        }
+        return nullptr;
+    }
+
+    // Keeps `event` for a later IO; false (the caller closes it) when every slot is full. No OS call.
+    bool give_back(HANDLE event) noexcept
+    {
+        for (std::atomic<HANDLE>& slot : slots_)
+        {
+            HANDLE empty = nullptr;
+            if (slot.load(std::memory_order_relaxed) == nullptr &&
+                slot.compare_exchange_strong(empty, event, std::memory_order_release, std::memory_order_relaxed))
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
+private:
+    std::atomic<HANDLE> slots_[capacity]{};
+};
+
+// What a policy that does not recycle events keeps instead: nothing.
+struct win32_no_event_cache
+{
+};
+} // namespace detail
+
+// The Win32 ThreadpoolPolicy, configured by Options (see the header comment). Use win32_threadpool for the
+// spec's behaviour.
+template <win32_options Options = win32_options{}>
+class basic_win32_threadpool
 {
 public:
     using engine_type = EXECUTION_ENGINE_HANDLE;
@@ -43,19 +165,29 @@ public:
     using buffer_type = WSABUF;
     using event_type = HANDLE;
 
-    win32_threadpool() noexcept = default;
-    win32_threadpool(win32_threadpool&& other) noexcept
+    static constexpr win32_options options = Options;
+
+    // false with events = none: the core then never calls create_event/close_event and hEvent stays NULL.
+    static constexpr bool uses_io_events = Options.events != win32_event_mode::none;
+
+    // true: the core calls set_skip_completion_on_success at the first open and accepts
+    // io_completed_synchronously from send and receive.
+    static constexpr bool skip_completion_on_success = Options.skip_completion_on_success;
+
+    basic_win32_threadpool() noexcept = default;
+    basic_win32_threadpool(basic_win32_threadpool&& other) noexcept
         : engine_(std::exchange(other.engine_, nullptr)), pool_(std::exchange(other.pool_, nullptr)),
           environment_(other.environment_), cleanup_group_(std::exchange(other.cleanup_group_, nullptr)),
-          io_(std::exchange(other.io_, nullptr))
+          io_(std::exchange(other.io_, nullptr)), events_(std::move(other.events_))
     {
     }
-    win32_threadpool& operator=(win32_threadpool&&) = delete;
-    win32_threadpool(const win32_threadpool&) = delete;
-    win32_threadpool& operator=(const win32_threadpool&) = delete;
+    basic_win32_threadpool& operator=(basic_win32_threadpool&&) = delete;
+    basic_win32_threadpool(const basic_win32_threadpool&) = delete;
+    basic_win32_threadpool& operator=(const basic_win32_threadpool&) = delete;
 
-    // Drops the reference to the execution engine taken by acquire_pool.
-    ~win32_threadpool()
+    // Drops the reference to the execution engine taken by acquire_pool (and, with events = recycled,
+    // closes the kept events).
+    ~basic_win32_threadpool()
     {
         execution_engine_dec_ref(engine_);
     }
@@ -145,15 +277,57 @@ public:
     }
 
     // CreateEventW: a manual-reset, non-signalled, unnamed event. nullptr when the OS refuses.
+    // events = recycled: a kept event when there is one (no OS call), else a new one.
+    // events = none: never called by the core (present because the concept asks for it).
     HANDLE create_event() noexcept
     {
+        if constexpr (Options.events == win32_event_mode::recycled)
+        {
+            if (HANDLE kept = events_.take(); kept != nullptr)
+            {
+                return kept;
+            }
+        }
         return CreateEventW(nullptr, TRUE, FALSE, nullptr);
     }
 
     // CloseHandle. Cannot fail on an event made by create_event.
+    // events = recycled: keeps the event for a later IO (no OS call) unless enough are kept already.
     void close_event(HANDLE event) noexcept
     {
+        if constexpr (Options.events == win32_event_mode::recycled)
+        {
+            if (events_.give_back(event))
+            {
+                return;
+            }
+        }
         (void)CloseHandle(event);
+    }
+
+    // SetFileCompletionNotificationModes(socket, FILE_SKIP_COMPLETION_PORT_ON_SUCCESS |
+    // FILE_SKIP_SET_EVENT_ON_HANDLE), after checking that the socket's provider makes IFS handles. Only with
+    // skip_completion_on_success; the core calls it once, at the first open. Fails (and the open with it) when
+    // the OS refuses, or when the socket comes from a non-IFS layered service provider: such a provider may
+    // still post a completion for an IO that succeeded at once (the SetFileCompletionNotificationModes
+    // documentation), which would complete that IO twice.
+    //
+    // FILE_SKIP_SET_EVENT_ON_HANDLE: the OS no longer signals the socket handle itself when an IO ends. Only a
+    // wait on the handle (GetOverlappedResult with a NULL hEvent) needs that signal; nothing waits on it here,
+    // since completions come through the port or at once. The OVERLAPPED's own event (events = per_io or
+    // recycled) is still set.
+    bool set_skip_completion_on_success(SOCKET_HANDLE socket) noexcept requires(Options.skip_completion_on_success)
+    {
+        WSAPROTOCOL_INFOW provider{};
+        int length = sizeof(provider);
+        if (getsockopt(to_socket(socket), SOL_SOCKET, SO_PROTOCOL_INFOW, reinterpret_cast<char*>(&provider), &length) !=
+                0 ||
+            (provider.dwServiceFlags1 & XP1_IFS_HANDLES) == 0)
+        {
+            return false;
+        }
+        return SetFileCompletionNotificationModes(to_handle(socket), FILE_SKIP_COMPLETION_PORT_ON_SUCCESS |
+                                                                         FILE_SKIP_SET_EVENT_ON_HANDLE) != FALSE;
     }
 
     // Zeroes the OVERLAPPED and sets its hEvent. No OS call.
@@ -170,8 +344,10 @@ public:
         buffer.len = static_cast<ULONG>(length);
     }
 
-    // WSASend without a completion routine. Returns io_no_error when the IO was accepted (done at once
-    // or WSA_IO_PENDING; its completion comes through the pool either way), else the WSA error code.
+    // WSASend without a completion routine. Returns io_no_error when the IO was accepted and its completion
+    // will come through the pool (WSA_IO_PENDING, or done at once without skip mode), else the WSA error
+    // code. With skip_completion_on_success, an IO done at once returns io_completed_synchronously with its
+    // byte count in *bytes_sent (never null then): no completion will come for it.
     io_error send(SOCKET_HANDLE socket, WSABUF* buffers, std::uint32_t count, std::uint32_t* bytes_sent,
                   std::uint32_t flags, OVERLAPPED* overlapped) noexcept
     {
@@ -218,11 +394,12 @@ private:
         Completion(context, overlapped, static_cast<io_error>(io_result), static_cast<std::size_t>(bytes_transferred));
     }
 
+    // 0 from WSASend/WSARecv: done at once. In skip mode no completion is queued for it.
     static io_error accepted_or_error(int result) noexcept
     {
         if (result == 0)
         {
-            return io_no_error;
+            return Options.skip_completion_on_success ? io_completed_synchronously : io_no_error;
         }
         const int error = WSAGetLastError();
         return error == WSA_IO_PENDING ? io_no_error : static_cast<io_error>(error);
@@ -243,8 +420,18 @@ private:
     TP_CALLBACK_ENVIRON environment_{};
     PTP_CLEANUP_GROUP cleanup_group_ = nullptr;
     PTP_IO io_ = nullptr;
+    ASYNC_SOCKET_NO_UNIQUE_ADDRESS std::conditional_t<Options.events == win32_event_mode::recycled,
+                                                      detail::win32_event_cache, detail::win32_no_event_cache>
+        events_;
 };
 
+// The spec's behaviour: an event made and closed per IO, every completion through the pool.
+using win32_threadpool = basic_win32_threadpool<>;
+
 static_assert(check_threadpool_policy<win32_threadpool>());
+static_assert(check_threadpool_policy<basic_win32_threadpool<win32_options{.events = win32_event_mode::recycled}>>());
+static_assert(
+    check_threadpool_policy<
+        basic_win32_threadpool<win32_options{.events = win32_event_mode::none, .skip_completion_on_success = true}>>());
 
 } // namespace async_socket
