@@ -4,7 +4,8 @@
 #   2. builds and runs the native unit tests under AddressSanitizer + UndefinedBehaviorSanitizer,
 #   3. builds and runs the concurrency tests under ThreadSanitizer, and fuzzes the buffer validation (60 s),
 #   4. builds the optimised native build (benchmarks compile) and an installed-package consumer,
-#   5. cross-compiles for Windows with mingw-w64 and runs the Windows tests under Wine.
+#   5. cross-compiles for Windows with mingw-w64, runs the Windows tests under Wine, and builds (does not
+#      run) the Wine benchmarks.
 # Every stage runs even when an earlier one failed; the exit code is non-zero if any failed.
 #   scripts/test.sh [--skip-wine]
 set -uo pipefail
@@ -96,6 +97,7 @@ stage "fuzzing (libFuzzer, bounded)" scripts/fuzz.sh --seconds 60
 stage "release build and find_package consumer" release_and_consumer
 if [ "$skip_wine" -eq 0 ]; then
     stage "Windows tests under Wine" windows_under_wine
+    stage "Wine benchmarks (build only)" scripts/bench.sh --build-only --skip-native
 fi
 
 echo
