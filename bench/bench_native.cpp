@@ -1,8 +1,8 @@
 // Native benchmarks: the cost of one send and one receive (submit + completion) through basic_async_socket
 // over the inline threadpool, for each AllocPolicy and for 1, 4, 16 and 64 buffers, beside a hand-written
 // baseline that does only the work no implementation can skip. Also: the cost of one allocate+deallocate
-// pair of an IO context's size for the ways a recycling pool could guard its free lists (the measurement
-// behind recycling_pool_alloc's spin lock), and the per-IO event path once.
+// pair of an IO context's size for recycling_pool_alloc, its shared lists alone (spin lock or std::mutex) and
+// a per-thread sketch, and the per-IO event path once.
 //
 // Run (docs/benchmarks.md, "Native"):
 //   cmake --preset release && cmake --build --preset release -j2 --target bench_native
@@ -241,10 +241,19 @@ private:
     std::mutex mutex_;
 };
 
-using mutex_pool_alloc = async_socket::basic_recycling_pool_alloc<async_socket::heap_alloc, mutex_lock>;
+// A pool without its thread caches: every block goes through the shared lists, under their lock. With the spin
+// lock, what the thread caches save; with std::mutex, the lock the shared lists could have had.
+template <class Pool>
+struct shared_only : Pool
+{
+    shared_only() noexcept : Pool(async_socket::recycling_pool_options{.thread_cache_blocks = 0}) {}
+};
 
-// A lower bound for a per-thread cache: one block per class per thread, no atomics at all. A sketch for
-// measuring only: it shares nothing between threads, so a block freed on a completion thread never
+using shared_only_pool_alloc = shared_only<async_socket::recycling_pool_alloc>;
+using mutex_pool_alloc = shared_only<async_socket::basic_recycling_pool_alloc<async_socket::heap_alloc, mutex_lock>>;
+
+// A lower bound for a per-thread cache: one block per class per thread, no atomics, no bookkeeping. A sketch
+// for measuring only: it shares nothing between threads, so a block freed on a completion thread never
 // returns to the thread that allocates, and its blocks outlive any pool (they go at thread exit).
 using size_classes = async_socket::recycling_pool_alloc;
 
@@ -336,6 +345,7 @@ void register_all()
     register_socket<inline_threadpool, async_socket::heap_alloc>("heap_alloc");
     register_socket<inline_threadpool, async_socket::recycling_pool_alloc>("recycling_pool_alloc");
     register_socket<inline_threadpool, std_alloc>("std_allocator_alloc");
+    register_socket<inline_threadpool, shared_only_pool_alloc>("recycling_pool_alloc_shared_only");
     register_socket<inline_threadpool, mutex_pool_alloc>("recycling_pool_alloc_mutex");
     register_socket<inline_threadpool, per_thread_sketch_alloc>("per_thread_sketch");
 
@@ -350,8 +360,9 @@ void register_all()
 
     const auto size = static_cast<std::int64_t>(one_buffer_context);
     benchmark::RegisterBenchmark("alloc_pair/heap_alloc", &bm_alloc_pair<async_socket::heap_alloc>)->Arg(size);
-    benchmark::RegisterBenchmark("alloc_pair/pool_spin_lock", &bm_alloc_pair<async_socket::recycling_pool_alloc>)
+    benchmark::RegisterBenchmark("alloc_pair/recycling_pool_alloc", &bm_alloc_pair<async_socket::recycling_pool_alloc>)
         ->Arg(size);
+    benchmark::RegisterBenchmark("alloc_pair/pool_shared_only", &bm_alloc_pair<shared_only_pool_alloc>)->Arg(size);
     benchmark::RegisterBenchmark("alloc_pair/pool_mutex", &bm_alloc_pair<mutex_pool_alloc>)->Arg(size);
     benchmark::RegisterBenchmark("alloc_pair/per_thread_sketch", &bm_alloc_pair<per_thread_sketch_alloc>)->Arg(size);
     benchmark::RegisterBenchmark("alloc_pair/std_allocator_alloc", &bm_alloc_pair<std_alloc>)->Arg(size);

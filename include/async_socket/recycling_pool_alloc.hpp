@@ -2,42 +2,48 @@
 // nothing per IO.
 //
 // A context's size is set by its buffer count, so the same few sizes come back again and again. The pool
-// keeps freed blocks in size classes (powers of two from 64 B to 64 KiB, one free list each) and hands
-// them out again; a block larger than 64 KiB goes straight to the upstream allocator and back. Blocks come
-// from an upstream AllocPolicy (heap_alloc, that is malloc, by default) only when their class is empty.
+// keeps freed blocks in size classes (powers of two from 64 B to 64 KiB) and hands them out again; a block
+// larger than 64 KiB goes straight to the upstream allocator and back. Blocks come from an upstream
+// AllocPolicy (heap_alloc, that is malloc, by default) only when their class is empty.
 //
 //   auto socket = basic_async_socket<win32_threadpool, recycling_pool_alloc, win32_sync>::create(engine, s);
+//
+// Two layers hold the freed blocks of a class:
+// - a thread cache: per thread and per pool, a few blocks (thread_cache_blocks, 8 by default, and at most
+//   8 KiB of them per class; classes above 8 KiB have none) that only that thread touches, with no atomic
+//   operation: a thread that frees a context and then starts the next IO (a completion callback does just
+//   that) reuses the block at the cost of a few loads and stores;
+// - the shared free list of the class (at most max_cached_per_class blocks, 64 by default), guarded by a
+//   spin lock. A thread cache that runs empty takes half its size from there in one go, and one that runs
+//   full gives half of it back in one go, so blocks flow from the threads that free them (completion
+//   threads) to the threads that allocate them at one lock per several IO.
 //
 // - Copies share one pool. The pool is made at the first allocate (or the first copy) of a
 //   default-constructed allocator, so the `AllocPolicy alloc = {}` of create works and the socket's copy
 //   shares the pool that allocated the socket. To share one pool among several sockets, make one
 //   recycling_pool_alloc and pass it to each create.
-// - The pool is reference-counted: when the last copy is destroyed, every cached block and the pool itself
-//   go back to the upstream allocator.
-// - Bounded: each class caches at most max_cached_per_class blocks (64 by default); a block freed into a
-//   full class goes back upstream at once. trim() returns every cached block now.
+// - Returned on destroy: the pool is reference-counted, and when the last copy is destroyed every cached
+//   block, in the shared lists and in every thread's cache of that pool, goes back to the upstream
+//   allocator, and so do the thread caches and the pool itself. (The pool owns its threads' caches; a
+//   thread finds its cache through a small thread-local table of pool ids that are never reused, so an
+//   entry of a destroyed pool is never followed.)
+// - Bounded: per class at most max_cached_per_class blocks in the shared list plus the thread-cache
+//   blocks of each thread that used the pool. A thread that exits gives its cache's blocks back to the
+//   shared lists (the excess goes upstream) and leaves the cache to the next thread that comes, so
+//   threads that come and go do not add caches. A thread using more than 8 pools at once hands back the
+//   cache of one to take one of another (a slow path, taken under a process-wide mutex).
+// - trim() returns the shared lists and the calling thread's cache to upstream now; blocks in other live
+//   threads' caches are theirs until they exit or the pool is destroyed.
 // - Thread-safe: allocate, deallocate, copies, stats() and trim() may run on any threads at once (a
 //   completion frees its context on a threadpool thread).
 // - noexcept throughout. allocate returns nullptr when upstream does; when even the pool cannot be made,
 //   the allocator passes every block through to upstream (still correct, just not recycling).
 //
-// Each class is guarded by a spin lock (detail::pool_spin_lock), chosen by measurement (bench_native;
-// docs/benchmarks.md, "Choosing the pool's lock"; medians on a 2-core AMD EPYC, g++ 12 -O3, glibc 2.36):
-//
-//   guard of a class        allocate+deallocate (112 B)   1-buffer send cycle (inline threadpool)
-//   spin lock               4.4 ns                        15.5 ns
-//   std::mutex              12.3 ns                       21.3 ns
-//   per-thread cache sketch 0.8 ns                        13.0 ns
-//   (malloc/free, no pool   9.0 ns                        19.2 ns)
-//
-// - std::mutex: two atomic read-modify-writes and two out-of-line calls per operation; slower than malloc.
-// - A per-thread cache has no atomics on a hit and saves a further 2.5 ns per IO, but it is not taken. A
-//   completion that frees a context often runs on another thread than the send that made it, so a correct
-//   one needs batches of blocks moving between threads; and a thread's cache cannot be emptied by another
-//   thread when the last copy of the pool dies, so cached memory would outlive the pool, against the
-//   guarantee above. glibc's malloc already is such a per-thread cache (tcache).
-// - The spin lock is held for a few instructions (push or pop one block), so a waiter spins briefly; one
-//   that sees it held for long (its holder was preempted) yields its time slice.
+// Why two layers, by measurement (bench_native; docs/benchmarks.md, "The pool's layers"): a 1-buffer send
+// cycle over the inline threadpool cost 14.0 ns with only the spin-locked lists and 15.7 ns over malloc;
+// the spin lock's two atomic operations per IO were most of the difference to the hand-written
+// baseline's 6.5 ns. The thread cache takes them off the path of an IO whose context is freed and
+// reallocated on one thread.
 #pragma once
 
 #include <async_socket/heap_alloc.hpp>
@@ -47,12 +53,18 @@
 #include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
 #include <new>
 #include <thread>
 #include <utility>
 
 #if defined(_MSC_VER) && !defined(__clang__) && (defined(_M_X64) || defined(_M_IX86))
 #include <intrin.h>
+#endif
+
+#if defined(_WIN32)
+#include <winsock2.h> // before windows.h, as everywhere in the library (windows.h alone brings winsock.h)
+#include <windows.h>  // FlsAlloc: the thread-exit hook of the thread caches
 #endif
 
 // Under AddressSanitizer a cached block is poisoned (all but its free-list link), and so are the bytes of a
@@ -83,15 +95,20 @@ namespace async_socket
 // Tuning of a recycling pool.
 struct recycling_pool_options
 {
-    // Blocks each size class keeps for reuse; a block freed into a full class is returned upstream.
+    // Blocks each size class keeps in its shared list; a block freed into a full list is returned upstream.
     std::uint32_t max_cached_per_class = 64;
+    // Blocks each thread keeps per size class for itself (at most 8, and at most 8 KiB of them per class);
+    // 0 turns the thread caches off, so that every block goes through the shared lists.
+    std::uint32_t thread_cache_blocks = 8;
 };
 
 // What a pool holds and has done, for tests and monitoring. Every field is a snapshot.
 struct recycling_pool_stats
 {
-    std::size_t cached_blocks = 0;        // blocks held for reuse
+    std::size_t cached_blocks = 0;        // blocks held for reuse, in the shared lists and the thread caches
     std::size_t cached_bytes = 0;         // their total size (class sizes)
+    std::size_t thread_cache_blocks = 0;  // of cached_blocks, those in thread caches
+    std::size_t thread_caches = 0;        // thread caches the pool owns (one per thread that used it, at most)
     std::uint64_t heap_allocations = 0;   // blocks taken from upstream so far (class misses and large blocks)
     std::uint64_t heap_deallocations = 0; // blocks given back to upstream so far (full classes, large, trim)
 };
@@ -162,6 +179,242 @@ inline void pool_unpoison(void* p, std::size_t size) noexcept
 #endif
 }
 
+// ---- thread caches ------------------------------------------------------------------------------------
+// Not templates, so that the thread-local table below is one table for every pool type.
+
+inline constexpr unsigned pool_class_count = 11;          // 64 B .. 64 KiB
+inline constexpr std::uint32_t pool_thread_cache_max = 8; // blocks per class per thread, at most
+
+// One thread's cached blocks of one pool. Only its owner thread touches the bins while it owns the cache;
+// the pool touches them when it is destroyed (no thread uses it then) and when the owner has let go.
+// Counts are atomics so that stats() may read them from another thread; the owner only loads and stores.
+struct pool_thread_cache
+{
+    struct bin
+    {
+        std::atomic<std::uint32_t> count{0};
+        void* blocks[pool_thread_cache_max];
+    };
+    bin bins[pool_class_count];
+    pool_thread_cache* next = nullptr; // in its pool's list of caches
+    bool owned = false;                // by a live thread; guarded by the pool's cache-list lock
+};
+
+// The part of every pool that a thread may need after it has lost track of whether the pool still lives:
+// its never-reused id and how to hand a cache back to it.
+struct pool_registration
+{
+    std::uint64_t id = 0;
+    pool_registration* next_live = nullptr;
+    void (*give_back_cache)(pool_registration* pool, pool_thread_cache* cache) noexcept = nullptr;
+};
+
+// The pools alive in the process. A thread that lets go of a cache looks its pool up here, under the
+// mutex, and a pool leaves it under the same mutex before it frees anything: a thread never hands a cache
+// back to a pool being destroyed.
+struct pool_registry
+{
+    std::mutex mutex;
+    pool_registration* live = nullptr;
+    std::uint64_t last_id = 0;
+
+    static pool_registry& instance() noexcept
+    {
+        static pool_registry registry;
+        return registry;
+    }
+
+    void add(pool_registration* pool) noexcept
+    {
+        std::lock_guard<std::mutex> hold(mutex);
+        pool->id = ++last_id;
+        pool->next_live = live;
+        live = pool;
+    }
+
+    void remove(pool_registration* pool) noexcept
+    {
+        std::lock_guard<std::mutex> hold(mutex);
+        for (pool_registration** link = &live; *link != nullptr; link = &(*link)->next_live)
+        {
+            if (*link == pool)
+            {
+                *link = pool->next_live;
+                break;
+            }
+        }
+    }
+
+    // Hands `cache` back to the pool with this id, if that pool still lives.
+    void give_back(std::uint64_t id, pool_registration* pool, pool_thread_cache* cache) noexcept
+    {
+        std::lock_guard<std::mutex> hold(mutex);
+        for (pool_registration* alive = live; alive != nullptr; alive = alive->next_live)
+        {
+            if (alive == pool && alive->id == id)
+            {
+                pool->give_back_cache(pool, cache);
+                return;
+            }
+        }
+    }
+};
+
+// The cache this thread used last, for the fast path: a trivially destructible thread-local is reached
+// without the guard a thread-local with a destructor needs. `closed` is set when the thread's table is gone
+// (the thread is exiting): from then on the thread uses the shared lists only.
+struct pool_last_cache
+{
+    std::uint64_t id = 0;
+    pool_thread_cache* cache = nullptr;
+    bool closed = false;
+};
+
+inline thread_local pool_last_cache pool_last_used;
+
+// This thread's caches, by pool id. When the thread exits, it hands every cache back to its pool (if the
+// pool still lives).
+struct pool_thread_cache_table
+{
+    struct entry
+    {
+        std::uint64_t id = 0; // 0: empty
+        pool_registration* pool = nullptr;
+        pool_thread_cache* cache = nullptr;
+    };
+    static constexpr unsigned capacity = 8;
+    entry entries[capacity];
+    unsigned next_victim = 0;
+
+    pool_thread_cache_table() noexcept = default;
+    pool_thread_cache_table(const pool_thread_cache_table&) = delete;
+    pool_thread_cache_table& operator=(const pool_thread_cache_table&) = delete;
+
+    // At thread exit: every cache goes back to its pool (if the pool still lives).
+    void let_go_all() noexcept
+    {
+        for (entry& held : entries)
+        {
+            let_go(held);
+        }
+    }
+
+    [[nodiscard]] pool_thread_cache* find(std::uint64_t id) const noexcept
+    {
+        for (const entry& held : entries)
+        {
+            if (held.id == id)
+            {
+                return held.cache;
+            }
+        }
+        return nullptr;
+    }
+
+    // An empty entry, handing back the cache of an occupied one (round robin) when none is empty.
+    entry& free_entry() noexcept
+    {
+        for (entry& held : entries)
+        {
+            if (held.id == 0)
+            {
+                return held;
+            }
+        }
+        entry& victim = entries[next_victim];
+        next_victim = (next_victim + 1) % capacity;
+        let_go(victim);
+        return victim;
+    }
+
+    static void let_go(entry& held) noexcept
+    {
+        if (held.id != 0)
+        {
+            if (pool_last_used.id == held.id)
+            {
+                pool_last_used.id = 0;
+                pool_last_used.cache = nullptr;
+            }
+            pool_registry::instance().give_back(held.id, held.pool, held.cache);
+            held = entry{};
+        }
+    }
+};
+
+// The thread's table lives on the heap, reached through a trivially destructible thread-local, and the thread's
+// exit is caught by a hook of the platform's: a fiber-local slot's callback on Windows, a thread-local object's
+// destructor elsewhere. Not a thread_local table with a destructor: with mingw-w64's emulated TLS the storage
+// of such an object can be freed before its destructor runs at thread exit (seen under Wine as a corrupted
+// heap, then a hang in free), while fiber-local callbacks run before any thread-detach processing.
+inline thread_local pool_thread_cache_table* pool_thread_table = nullptr;
+
+inline void pool_thread_exit(pool_thread_cache_table* table) noexcept
+{
+    pool_last_used = pool_last_cache{0, nullptr, true}; // from now on this thread uses the shared lists
+    pool_thread_table = nullptr;
+    table->let_go_all();
+    delete table;
+}
+
+#if defined(_WIN32)
+inline void WINAPI pool_thread_exit_callback(void* table) noexcept
+{
+    if (table != nullptr)
+    {
+        pool_thread_exit(static_cast<pool_thread_cache_table*>(table));
+    }
+}
+
+// Registers `table` to be handed back when the thread exits.
+inline bool pool_hook_thread_exit(pool_thread_cache_table* table) noexcept
+{
+    static const DWORD slot = FlsAlloc(&pool_thread_exit_callback);
+    return slot != FLS_OUT_OF_INDEXES && FlsSetValue(slot, table) != FALSE;
+}
+#else
+struct pool_thread_exit_hook
+{
+    pool_thread_cache_table* table = nullptr;
+    ~pool_thread_exit_hook()
+    {
+        if (table != nullptr)
+        {
+            pool_thread_exit(table);
+        }
+    }
+};
+
+inline thread_local pool_thread_exit_hook pool_exit_hook;
+
+inline bool pool_hook_thread_exit(pool_thread_cache_table* table) noexcept
+{
+    pool_exit_hook.table = table;
+    return true;
+}
+#endif
+
+// This thread's table, made at its first use; nullptr when it cannot be made or the thread is exiting.
+inline pool_thread_cache_table* this_thread_table() noexcept
+{
+    if (pool_thread_table != nullptr || pool_last_used.closed)
+    {
+        return pool_thread_table;
+    }
+    auto* table = new (std::nothrow) pool_thread_cache_table;
+    if (table == nullptr)
+    {
+        return nullptr;
+    }
+    if (!pool_hook_thread_exit(table))
+    {
+        delete table;
+        return nullptr;
+    }
+    pool_thread_table = table;
+    return table;
+}
+
 } // namespace detail
 
 // Upstream: the AllocPolicy blocks come from and go back to. Lock: guards one size class; default
@@ -174,8 +427,8 @@ class basic_recycling_pool_alloc
 
 public:
     static constexpr std::size_t min_class_size = 64;
-    static constexpr std::size_t max_class_size = 64 * 1024; // larger blocks bypass the pool
-    static constexpr unsigned class_count = 11;              // 64, 128, ..., 65536
+    static constexpr std::size_t max_class_size = 64 * 1024;          // larger blocks bypass the pool
+    static constexpr unsigned class_count = detail::pool_class_count; // 64, 128, ..., 65536
     static_assert(min_class_size << (class_count - 1) == max_class_size);
 
     // A pool with default options, made at the first allocate or copy.
@@ -234,73 +487,41 @@ public:
     {
         const unsigned index = class_index(size);
         pool_state* state = state_.load(std::memory_order_acquire);
-        if (state == nullptr)
+        if (state != nullptr && index < class_count && detail::pool_last_used.id == state->id)
         {
-            state = make_state();
+            // The fast path: a block from this thread's cache, no atomic operation.
+            detail::pool_thread_cache::bin& cached = detail::pool_last_used.cache->bins[index];
+            const std::uint32_t count = cached.count.load(std::memory_order_relaxed);
+            if (count != 0)
+            {
+                void* block = cached.blocks[count - 1];
+                cached.count.store(count - 1, std::memory_order_relaxed);
+                handed_out(block, size, index);
+                return block;
+            }
         }
-        if (index >= class_count)
-        {
-            return allocate_upstream(size, state);
-        }
-        if (state == nullptr)
-        {
-            return upstream_.allocate(class_size(index)); // no pool: pass through, at the class size
-        }
-        size_class& bin = state->classes[index];
-        bin.lock.lock();
-        free_block* block = bin.head;
-        if (block != nullptr)
-        {
-            bin.head = block->next;
-            --bin.cached;
-        }
-        bin.lock.unlock();
-        if (block != nullptr)
-        {
-            handed_out(block, size, index);
-            return block;
-        }
-        void* fresh = allocate_upstream(class_size(index), state);
-        if (fresh != nullptr)
-        {
-            handed_out(fresh, size, index);
-        }
-        return fresh;
+        return allocate_slow(size, index, state);
     }
 
     // Takes back a block from allocate (of this pool or of any copy), with the size given to allocate.
     void deallocate(void* p, std::size_t size) noexcept
     {
-        if (p == nullptr)
-        {
-            return;
-        }
         const unsigned index = class_index(size);
         pool_state* state = state_.load(std::memory_order_acquire);
-        if (index >= class_count)
+        if (p != nullptr && state != nullptr && index < class_count && detail::pool_last_used.id == state->id)
         {
-            deallocate_upstream(p, size, state);
-            return;
+            // The fast path: into this thread's cache, no atomic operation.
+            detail::pool_thread_cache::bin& cached = detail::pool_last_used.cache->bins[index];
+            const std::uint32_t count = cached.count.load(std::memory_order_relaxed);
+            if (count < state->cache_limit[index])
+            {
+                detail::pool_poison(p, class_size(index));
+                cached.blocks[count] = p;
+                cached.count.store(count + 1, std::memory_order_relaxed);
+                return;
+            }
         }
-        detail::pool_unpoison(p, class_size(index));
-        if (state == nullptr)
-        {
-            upstream_.deallocate(p, class_size(index)); // every block is class-sized, whoever made it
-            return;
-        }
-        size_class& bin = state->classes[index];
-        bin.lock.lock();
-        if (bin.cached < state->max_cached_per_class)
-        {
-            auto* block = ::new (p) free_block{bin.head};
-            bin.head = block;
-            ++bin.cached;
-            detail::pool_poison(block + 1, class_size(index) - sizeof(free_block));
-            bin.lock.unlock();
-            return;
-        }
-        bin.lock.unlock();
-        deallocate_upstream(p, class_size(index), state);
+        deallocate_slow(p, size, index, state);
     }
 
     // A snapshot of the pool shared by this copy (all zero before the pool is made).
@@ -321,19 +542,41 @@ public:
             result.cached_blocks += cached;
             result.cached_bytes += std::size_t{cached} * class_size(index);
         }
+        state->caches_lock.lock();
+        for (const detail::pool_thread_cache* cache = state->caches; cache != nullptr; cache = cache->next)
+        {
+            ++result.thread_caches;
+            for (unsigned index = 0; index < class_count; ++index)
+            {
+                const std::uint32_t cached = cache->bins[index].count.load(std::memory_order_relaxed);
+                result.thread_cache_blocks += cached;
+                result.cached_blocks += cached;
+                result.cached_bytes += std::size_t{cached} * class_size(index);
+            }
+        }
+        state->caches_lock.unlock();
         result.heap_allocations = state->heap_allocations.load(std::memory_order_relaxed);
         result.heap_deallocations = state->heap_deallocations.load(std::memory_order_relaxed);
         return result;
     }
 
-    // Returns every cached block to upstream now. Blocks in use are not affected.
+    // Returns the shared lists' blocks and the calling thread's cached blocks to upstream now. Blocks in use,
+    // and blocks in the caches of other threads, are not affected.
     void trim() noexcept
     {
         pool_state* state = state_.load(std::memory_order_acquire);
-        if (state != nullptr)
+        if (state == nullptr)
         {
-            state->free_cached_blocks();
+            return;
         }
+        if (detail::pool_thread_table != nullptr)
+        {
+            if (detail::pool_thread_cache* cache = detail::pool_thread_table->find(state->id))
+            {
+                state->free_cache_blocks(*cache);
+            }
+        }
+        state->free_shared_blocks();
     }
 
     // True when this copy and `other` share one pool.
@@ -370,7 +613,8 @@ private:
         detail::pool_poison(static_cast<std::byte*>(block) + size, class_size(index) - size);
     }
 
-    // One class on its own cache line, so that threads busy with different classes do not contend.
+    // One class on its own cache line, so that threads busy with different classes do not contend. A block
+    // in the list has its first bytes (the link) unpoisoned under ASan; a block in a thread cache has none.
     struct alignas(64) size_class
     {
         Lock lock;
@@ -378,14 +622,166 @@ private:
         std::uint32_t cached = 0;
     };
 
-    struct pool_state
+    // Thread-cache blocks per class: the option, at most pool_thread_cache_max, at most 8 KiB of blocks.
+    static constexpr std::uint32_t thread_cache_limit(std::uint32_t wanted, unsigned index) noexcept
     {
-        pool_state(const Upstream& upstream_alloc, void* raw_memory, std::uint32_t max_cached) noexcept
-            : upstream(upstream_alloc), raw(raw_memory), max_cached_per_class(max_cached)
+        const std::size_t by_bytes = std::size_t{8192} / class_size(index);
+        std::uint32_t limit = wanted < detail::pool_thread_cache_max ? wanted : detail::pool_thread_cache_max;
+        return by_bytes < limit ? static_cast<std::uint32_t>(by_bytes) : limit;
+    }
+
+    struct pool_state : detail::pool_registration
+    {
+        pool_state(const Upstream& upstream_alloc, void* raw_memory, recycling_pool_options options) noexcept
+            : upstream(upstream_alloc), raw(raw_memory), max_cached_per_class(options.max_cached_per_class)
         {
+            give_back_cache = &give_back;
+            for (unsigned index = 0; index < class_count; ++index)
+            {
+                cache_limit[index] = thread_cache_limit(options.thread_cache_blocks, index);
+            }
         }
 
-        void free_cached_blocks() noexcept
+        // A block from the shared list of the class, or nullptr when it is empty.
+        void* take_shared(unsigned index) noexcept
+        {
+            size_class& bin = classes[index];
+            bin.lock.lock();
+            free_block* block = bin.head;
+            if (block != nullptr)
+            {
+                bin.head = block->next;
+                --bin.cached;
+            }
+            bin.lock.unlock();
+            return block;
+        }
+
+        // Puts (wholly poisoned) blocks in the shared list of their class under one lock; what does not fit
+        // goes upstream.
+        void give_shared(unsigned index, void* const* blocks, std::uint32_t count) noexcept
+        {
+            size_class& bin = classes[index];
+            for (std::uint32_t i = 0; i < count; ++i)
+            {
+                detail::pool_unpoison(blocks[i], sizeof(free_block));
+            }
+            std::uint32_t kept = 0;
+            bin.lock.lock();
+            for (; kept < count && bin.cached < max_cached_per_class; ++kept)
+            {
+                bin.head = ::new (blocks[kept]) free_block{bin.head};
+                ++bin.cached;
+            }
+            bin.lock.unlock();
+            for (std::uint32_t i = kept; i < count; ++i)
+            {
+                detail::pool_unpoison(blocks[i], class_size(index));
+                upstream.deallocate(blocks[i], class_size(index));
+            }
+            heap_deallocations.fetch_add(count - kept, std::memory_order_relaxed);
+        }
+
+        // An empty thread-cache bin takes up to half its size from the shared list, under one lock.
+        std::uint32_t refill(detail::pool_thread_cache::bin& cached, unsigned index) noexcept
+        {
+            const std::uint32_t wanted = cache_limit[index] > 1 ? cache_limit[index] / 2 : 1;
+            size_class& bin = classes[index];
+            std::uint32_t taken = 0;
+            bin.lock.lock();
+            while (taken < wanted && bin.head != nullptr)
+            {
+                free_block* block = bin.head;
+                bin.head = block->next;
+                --bin.cached;
+                detail::pool_poison(block, sizeof(free_block));
+                cached.blocks[taken++] = block;
+            }
+            bin.lock.unlock();
+            cached.count.store(taken, std::memory_order_relaxed);
+            return taken;
+        }
+
+        // A full thread-cache bin of `count` blocks gives its older half to the shared list; returns what
+        // it keeps.
+        std::uint32_t spill(detail::pool_thread_cache::bin& cached, unsigned index, std::uint32_t count) noexcept
+        {
+            const std::uint32_t kept = count / 2;
+            const std::uint32_t given = count - kept;
+            give_shared(index, cached.blocks, given);
+            for (std::uint32_t i = 0; i < kept; ++i)
+            {
+                cached.blocks[i] = cached.blocks[given + i];
+            }
+            cached.count.store(kept, std::memory_order_relaxed);
+            return kept;
+        }
+
+        // The cache of a thread that lets go of it (it exits, or needs its table entry for another pool):
+        // its blocks go to the shared lists and the cache waits for the next thread.
+        static void give_back(detail::pool_registration* registration, detail::pool_thread_cache* cache) noexcept
+        {
+            auto* state = static_cast<pool_state*>(registration);
+            for (unsigned index = 0; index < class_count; ++index)
+            {
+                detail::pool_thread_cache::bin& cached = cache->bins[index];
+                state->give_shared(index, cached.blocks, cached.count.load(std::memory_order_relaxed));
+                cached.count.store(0, std::memory_order_relaxed);
+            }
+            state->caches_lock.lock();
+            cache->owned = false;
+            state->caches_lock.unlock();
+        }
+
+        // This thread's cache: a cache let go by an exited thread, or a new one; nullptr without memory.
+        detail::pool_thread_cache* adopt_cache() noexcept
+        {
+            caches_lock.lock();
+            detail::pool_thread_cache* cache = caches;
+            while (cache != nullptr && cache->owned)
+            {
+                cache = cache->next;
+            }
+            if (cache != nullptr)
+            {
+                cache->owned = true;
+            }
+            caches_lock.unlock();
+            if (cache != nullptr)
+            {
+                return cache;
+            }
+            void* memory = upstream.allocate(sizeof(detail::pool_thread_cache));
+            if (memory == nullptr)
+            {
+                return nullptr;
+            }
+            cache = ::new (memory) detail::pool_thread_cache{};
+            cache->owned = true;
+            caches_lock.lock();
+            cache->next = caches;
+            caches = cache;
+            caches_lock.unlock();
+            return cache;
+        }
+
+        void free_cache_blocks(detail::pool_thread_cache& cache) noexcept
+        {
+            for (unsigned index = 0; index < class_count; ++index)
+            {
+                detail::pool_thread_cache::bin& cached = cache.bins[index];
+                const std::uint32_t count = cached.count.load(std::memory_order_relaxed);
+                for (std::uint32_t i = 0; i < count; ++i)
+                {
+                    detail::pool_unpoison(cached.blocks[i], class_size(index));
+                    upstream.deallocate(cached.blocks[i], class_size(index));
+                }
+                cached.count.store(0, std::memory_order_relaxed);
+                heap_deallocations.fetch_add(count, std::memory_order_relaxed);
+            }
+        }
+
+        void free_shared_blocks() noexcept
         {
             for (unsigned index = 0; index < class_count; ++index)
             {
@@ -407,7 +803,26 @@ private:
             }
         }
 
+        // At destroy, when no thread uses the pool any more (the last copy is going) and no thread can hand
+        // a cache back (the pool has left the registry): every cache, with its blocks.
+        void free_thread_caches() noexcept
+        {
+            detail::pool_thread_cache* cache = caches;
+            caches = nullptr;
+            while (cache != nullptr)
+            {
+                detail::pool_thread_cache* next = cache->next;
+                free_cache_blocks(*cache);
+                cache->~pool_thread_cache();
+                upstream.deallocate(cache, sizeof(detail::pool_thread_cache));
+                cache = next;
+            }
+        }
+
         size_class classes[class_count];
+        Lock caches_lock;                            // guards the list below and each cache's `owned`
+        detail::pool_thread_cache* caches = nullptr; // every cache of this pool, owned or waiting
+        std::uint32_t cache_limit[class_count];
         std::atomic<std::uint32_t> references{1};
         std::atomic<std::uint64_t> heap_allocations{0};
         std::atomic<std::uint64_t> heap_deallocations{0};
@@ -415,6 +830,128 @@ private:
         void* raw; // what upstream returned for this state (it is aligned up from there)
         std::uint32_t max_cached_per_class;
     };
+
+    [[gnu::noinline]] void* allocate_slow(std::size_t size, unsigned index, pool_state* state) noexcept
+    {
+        if (state == nullptr)
+        {
+            state = make_state();
+        }
+        if (index >= class_count)
+        {
+            return allocate_upstream(size, state);
+        }
+        if (state == nullptr)
+        {
+            return upstream_.allocate(class_size(index)); // no pool: pass through, at the class size
+        }
+        void* block = nullptr;
+        if (detail::pool_thread_cache* cache = thread_cache(state, index))
+        {
+            block = take_from_cache(state, cache->bins[index], index);
+        }
+        else
+        {
+            block = state->take_shared(index);
+        }
+        if (block == nullptr)
+        {
+            block = allocate_upstream(class_size(index), state);
+        }
+        if (block != nullptr)
+        {
+            handed_out(block, size, index);
+        }
+        return block;
+    }
+
+    [[gnu::noinline]] void deallocate_slow(void* p, std::size_t size, unsigned index, pool_state* state) noexcept
+    {
+        if (p == nullptr)
+        {
+            return;
+        }
+        if (index >= class_count)
+        {
+            deallocate_upstream(p, size, state);
+            return;
+        }
+        if (state == nullptr)
+        {
+            detail::pool_unpoison(p, class_size(index));
+            upstream_.deallocate(p, class_size(index)); // every block is class-sized, whoever made it
+            return;
+        }
+        detail::pool_poison(p, class_size(index));
+        if (detail::pool_thread_cache* cache = thread_cache(state, index))
+        {
+            give_to_cache(state, cache->bins[index], index, p);
+            return;
+        }
+        state->give_shared(index, &p, 1);
+    }
+
+    // This thread's cache of the pool, when the class has thread caches: the one used last, one found in the
+    // thread's table, or one adopted or made now (nullptr when that fails or the thread is exiting: the
+    // shared list serves).
+    static detail::pool_thread_cache* thread_cache(pool_state* state, unsigned index) noexcept
+    {
+        if (state->cache_limit[index] == 0 || detail::pool_last_used.closed)
+        {
+            return nullptr;
+        }
+        if (detail::pool_last_used.id == state->id)
+        {
+            return detail::pool_last_used.cache;
+        }
+        detail::pool_thread_cache_table* table = detail::this_thread_table();
+        if (table == nullptr)
+        {
+            return nullptr;
+        }
+        detail::pool_thread_cache* cache = table->find(state->id);
+        if (cache == nullptr)
+        {
+            detail::pool_thread_cache_table::entry& entry = table->free_entry();
+            cache = state->adopt_cache();
+            if (cache == nullptr)
+            {
+                return nullptr;
+            }
+            entry = detail::pool_thread_cache_table::entry{state->id, state, cache};
+        }
+        detail::pool_last_used.id = state->id;
+        detail::pool_last_used.cache = cache;
+        return cache;
+    }
+
+    static void* take_from_cache(pool_state* state, detail::pool_thread_cache::bin& cached, unsigned index) noexcept
+    {
+        std::uint32_t count = cached.count.load(std::memory_order_relaxed);
+        if (count == 0)
+        {
+            count = state->refill(cached, index);
+            if (count == 0)
+            {
+                return nullptr;
+            }
+        }
+        void* block = cached.blocks[count - 1];
+        cached.count.store(count - 1, std::memory_order_relaxed);
+        return block;
+    }
+
+    static void give_to_cache(pool_state* state, detail::pool_thread_cache::bin& cached, unsigned index,
+                              void* block) noexcept
+    {
+        std::uint32_t count = cached.count.load(std::memory_order_relaxed);
+        if (count >= state->cache_limit[index])
+        {
+            count = state->spill(cached, index, count);
+        }
+        cached.blocks[count] = block;
+        cached.count.store(count + 1, std::memory_order_relaxed);
+    }
 
     // The state is over-aligned (its classes sit on cache lines); upstream guarantees max_align_t only.
     static constexpr std::size_t state_bytes = sizeof(pool_state) + alignof(pool_state) - alignof(std::max_align_t);
@@ -449,7 +986,8 @@ private:
         }
         const auto address = reinterpret_cast<std::uintptr_t>(raw);
         const std::uintptr_t aligned = (address + alignof(pool_state) - 1) & ~std::uintptr_t{alignof(pool_state) - 1};
-        auto* made = ::new (reinterpret_cast<void*>(aligned)) pool_state(upstream, raw, options_.max_cached_per_class);
+        auto* made = ::new (reinterpret_cast<void*>(aligned)) pool_state(upstream, raw, options_);
+        detail::pool_registry::instance().add(made); // its id, before any thread can see it
         pool_state* expected = nullptr;
         if (state_.compare_exchange_strong(expected, made, std::memory_order_acq_rel, std::memory_order_acquire))
         {
@@ -479,13 +1017,17 @@ private:
     {
         if (state != nullptr && state->references.fetch_sub(1, std::memory_order_acq_rel) == 1)
         {
-            state->free_cached_blocks();
             destroy_state(state);
         }
     }
 
+    // Returns everything the pool holds to upstream, the pool last. The pool leaves the registry first, so
+    // no exiting thread hands it a cache from then on; no thread uses it (its last copy is going).
     static void destroy_state(pool_state* state) noexcept
     {
+        detail::pool_registry::instance().remove(state);
+        state->free_thread_caches();
+        state->free_shared_blocks();
         Upstream upstream = state->upstream;
         void* raw = state->raw;
         state->~pool_state();

@@ -21,6 +21,7 @@
 #include <memory_resource>
 #include <mutex>
 #include <new>
+#include <future>
 #include <optional>
 #include <random>
 #include <stdexcept>
@@ -39,9 +40,12 @@ using ledger_pool = async_socket::basic_recycling_pool_alloc<fault_alloc>;
 using std_alloc = async_socket::std_allocator_alloc<std::allocator<std::byte>>;
 using pmr_alloc = async_socket::std_allocator_alloc<std::pmr::polymorphic_allocator<std::byte>>;
 
-ledger_pool make_pool(alloc_ledger& ledger, std::uint32_t max_cached_per_class = 64)
+// thread_cache_blocks = 0 leaves only the shared lists, for the tests of that layer on its own.
+ledger_pool make_pool(alloc_ledger& ledger, std::uint32_t max_cached_per_class = 64,
+                      std::uint32_t thread_cache_blocks = 8)
 {
-    return ledger_pool{async_socket::recycling_pool_options{.max_cached_per_class = max_cached_per_class},
+    return ledger_pool{async_socket::recycling_pool_options{.max_cached_per_class = max_cached_per_class,
+                                                            .thread_cache_blocks = thread_cache_blocks},
                        fault_alloc{&ledger}};
 }
 
@@ -244,7 +248,7 @@ TEST_CASE("recycling_pool_alloc: a block larger than 64 KiB goes straight to the
 TEST_CASE("recycling_pool_alloc: a class caches at most max_cached_per_class blocks and frees the excess at once")
 {
     alloc_ledger ledger;
-    ledger_pool pool = make_pool(ledger, 4);
+    ledger_pool pool = make_pool(ledger, 4, 0);
     std::vector<void*> blocks;
     for (int i = 0; i < 10; ++i)
     {
@@ -290,7 +294,8 @@ TEST_CASE("recycling_pool_alloc: trim returns every cached block to the heap and
     pool.trim();
     CHECK(pool.stats().cached_blocks == 0);
     CHECK(pool.stats().heap_deallocations == 2);
-    CHECK(ledger.live_blocks() == 1 + 1); // in_use and the pool's state
+    CHECK(pool.stats().thread_caches == 1);
+    CHECK(ledger.live_blocks() == 1 + 1 + 1); // in_use, the pool's state and this thread's (empty) cache
     std::memset(in_use, 0x5A, 300);
     pool.deallocate(in_use, 300);
     CHECK(ledger.misuse() == 0);
@@ -319,8 +324,9 @@ TEST_CASE("recycling_pool_alloc: the last copy to go returns every cached block 
     }
     moved->deallocate(kept, 1000);
     CHECK(original->stats().cached_blocks == 5);
+    CHECK(original->stats().thread_caches == 1);
     const std::int64_t held = ledger.live_blocks();
-    CHECK(held == 5 + 1);
+    CHECK(held == 5 + 1 + 1); // the blocks, the pool's state and this thread's cache
 
     original.reset();
     copy.reset();
@@ -499,11 +505,223 @@ TEST_CASE("recycling_pool_alloc: four threads allocating and freeing at once, ea
             check_and_free(pool, b);
         }
         const async_socket::recycling_pool_stats stats = pool.stats();
-        CHECK(stats.cached_blocks <= 8 * async_socket::recycling_pool_alloc::class_count);
-        CHECK(ledger.live_blocks() == static_cast<std::int64_t>(stats.cached_blocks) + 1);
+        // The workers have exited: their caches gave their blocks back to the shared lists (at most 8 per
+        // class); only this thread's cache may still hold blocks, and the caches wait for new threads.
+        CHECK(stats.cached_blocks - stats.thread_cache_blocks <= 8 * async_socket::recycling_pool_alloc::class_count);
+        CHECK(stats.thread_cache_blocks <= 8 * async_socket::recycling_pool_alloc::class_count);
+        CHECK(stats.thread_caches <= 5);
+        CHECK(ledger.live_blocks() ==
+              static_cast<std::int64_t>(stats.cached_blocks) + 1 + static_cast<std::int64_t>(stats.thread_caches));
     }
     CHECK(corrupted.load() == 0);
     CHECK(failed.load() == 0);
+    CHECK(ledger.live_blocks() == 0);
+    CHECK(ledger.misuse() == 0);
+}
+
+// ---- recycling_pool_alloc: the thread caches -------------------------------------------------------------
+
+TEST_CASE("recycling_pool_alloc: a block freed on a thread waits in that thread's cache and goes out again from there")
+{
+    alloc_ledger ledger;
+    ledger_pool pool = make_pool(ledger);
+    void* first = pool.allocate(100);
+    REQUIRE(first != nullptr);
+    pool.deallocate(first, 100);
+    async_socket::recycling_pool_stats stats = pool.stats();
+    CHECK(stats.cached_blocks == 1);
+    CHECK(stats.thread_cache_blocks == 1); // not in the shared list
+    CHECK(stats.thread_caches == 1);
+    CHECK(pool.allocate(120) == first);
+    CHECK(pool.stats().cached_blocks == 0);
+    CHECK(pool.stats().heap_allocations == 1);
+    pool.deallocate(first, 120);
+}
+
+TEST_CASE("recycling_pool_alloc: a full thread cache gives its older half to the shared list, and an empty one takes "
+          "half its size back in one go")
+{
+    alloc_ledger ledger;
+    ledger_pool pool = make_pool(ledger);
+    std::vector<void*> blocks;
+    for (int i = 0; i < 20; ++i)
+    {
+        blocks.push_back(pool.allocate(100));
+        REQUIRE(blocks.back() != nullptr);
+    }
+    for (void* p : blocks)
+    {
+        pool.deallocate(p, 100);
+    }
+    // 8 fit in the cache; the 9th, 13th and 17th frees each moved 4 to the shared list first.
+    async_socket::recycling_pool_stats stats = pool.stats();
+    CHECK(stats.cached_blocks == 20);
+    CHECK(stats.thread_cache_blocks == 8);
+    CHECK(stats.heap_deallocations == 0);
+
+    // The last freed goes out first; after the cache's 8, a refill brings 4 from the shared list.
+    std::vector<void*> again;
+    for (int i = 0; i < 10; ++i)
+    {
+        again.push_back(pool.allocate(100));
+        REQUIRE(again.back() != nullptr);
+    }
+    CHECK(again.front() == blocks.back());
+    stats = pool.stats();
+    CHECK(stats.heap_allocations == 20);
+    CHECK(stats.cached_blocks == 10);
+    CHECK(stats.thread_cache_blocks == 2);
+    pool.trim(); // the shared list and this thread's cache
+    CHECK(pool.stats().cached_blocks == 0);
+    CHECK(ledger.live_blocks() == 10 + 1 + 1); // the blocks handed out, the state and the cache
+    for (void* p : again)
+    {
+        pool.deallocate(p, 100);
+    }
+    CHECK(ledger.misuse() == 0);
+}
+
+TEST_CASE("recycling_pool_alloc: a thread caches at most 8 KiB per class, and classes above 8 KiB not at all")
+{
+    alloc_ledger ledger;
+    ledger_pool pool = make_pool(ledger);
+    std::vector<void*> blocks;
+    for (int i = 0; i < 5; ++i)
+    {
+        blocks.push_back(pool.allocate(3000)); // the 4 KiB class: 2 per thread
+    }
+    void* big = pool.allocate(10000); // the 16 KiB class: none per thread
+    for (void* p : blocks)
+    {
+        pool.deallocate(p, 3000);
+    }
+    pool.deallocate(big, 10000);
+    const async_socket::recycling_pool_stats stats = pool.stats();
+    CHECK(stats.cached_blocks == 6);
+    CHECK(stats.thread_cache_blocks <= 2);
+    CHECK(stats.cached_bytes == 5 * 4096 + 16384);
+}
+
+TEST_CASE("recycling_pool_alloc: with thread_cache_blocks = 0 every block goes through the shared lists")
+{
+    alloc_ledger ledger;
+    ledger_pool pool = make_pool(ledger, 64, 0);
+    void* p = pool.allocate(100);
+    pool.deallocate(p, 100);
+    const async_socket::recycling_pool_stats stats = pool.stats();
+    CHECK(stats.cached_blocks == 1);
+    CHECK(stats.thread_cache_blocks == 0);
+    CHECK(stats.thread_caches == 0);
+    CHECK(ledger.live_blocks() == 1 + 1);
+}
+
+TEST_CASE("recycling_pool_alloc: a thread that exits gives its cached blocks to the shared lists, and the next "
+          "thread takes over its cache")
+{
+    alloc_ledger ledger;
+    ledger_pool pool = make_pool(ledger);
+    const auto churn = [&pool]
+    {
+        void* blocks[3];
+        for (void*& p : blocks)
+        {
+            p = pool.allocate(200);
+        }
+        for (void* p : blocks)
+        {
+            pool.deallocate(p, 200);
+        }
+    };
+    std::thread(churn).join();
+    async_socket::recycling_pool_stats stats = pool.stats();
+    CHECK(stats.cached_blocks == 3);
+    CHECK(stats.thread_cache_blocks == 0); // given back when the thread exited
+    CHECK(stats.thread_caches == 1);
+    CHECK(stats.heap_allocations == 3);
+
+    for (int i = 0; i < 5; ++i)
+    {
+        std::thread(churn).join();
+    }
+    stats = pool.stats();
+    CHECK(stats.heap_allocations == 3); // each thread found the blocks in the shared list
+    CHECK(stats.thread_caches == 1);    // and took over the one cache
+    CHECK(stats.cached_blocks == 3);
+    CHECK(ledger.live_blocks() == 3 + 1 + 1);
+    CHECK(ledger.misuse() == 0);
+}
+
+TEST_CASE("recycling_pool_alloc: the last copy returns the blocks in a live thread's cache, and that thread then "
+          "leaves the dead pool alone")
+{
+    alloc_ledger ledger;
+    auto pool = std::make_unique<ledger_pool>(make_pool(ledger));
+    std::promise<void> cached;
+    std::promise<void> pool_gone;
+    std::atomic<std::uint64_t> misuse_after{UINT64_MAX};
+    std::thread holder(
+        [&]
+        {
+            void* blocks[5];
+            for (void*& p : blocks)
+            {
+                p = pool->allocate(100);
+            }
+            for (void* p : blocks)
+            {
+                pool->deallocate(p, 100);
+            }
+            cached.set_value();
+            pool_gone.get_future().wait();
+            // A new pool, on a thread whose table still names the dead one: the dead entry is never followed.
+            alloc_ledger other_ledger;
+            {
+                ledger_pool other = make_pool(other_ledger);
+                void* p = other.allocate(100);
+                other.deallocate(p, 100);
+            }
+            misuse_after = other_ledger.misuse() + static_cast<std::uint64_t>(other_ledger.live_blocks());
+        });
+    cached.get_future().wait();
+    CHECK(pool->stats().thread_cache_blocks == 5);
+    pool.reset();
+    CHECK(ledger.live_blocks() == 0); // the thread's cached blocks and its cache went with the pool
+    pool_gone.set_value();
+    holder.join(); // its exit hands back nothing to the dead pool
+    CHECK(misuse_after.load() == 0);
+    CHECK(ledger.live_blocks() == 0);
+    CHECK(ledger.misuse() == 0);
+}
+
+TEST_CASE("recycling_pool_alloc: a thread using more pools than its table holds hands caches back and goes on "
+          "recycling")
+{
+    constexpr int pools = 12; // the table holds 8
+    alloc_ledger ledger;
+    {
+        std::vector<ledger_pool> all;
+        for (int i = 0; i < pools; ++i)
+        {
+            all.push_back(make_pool(ledger));
+        }
+        for (int round = 0; round < 3; ++round)
+        {
+            for (ledger_pool& pool : all)
+            {
+                void* p = pool.allocate(100);
+                REQUIRE(p != nullptr);
+                std::memset(p, 0x3C, 100);
+                pool.deallocate(p, 100);
+            }
+        }
+        for (ledger_pool& pool : all)
+        {
+            const async_socket::recycling_pool_stats stats = pool.stats();
+            CHECK(stats.heap_allocations == 1); // a cache handed back left its block in the shared list
+            CHECK(stats.cached_blocks == 1);
+            CHECK(stats.thread_caches == 1); // this thread took the same cache again
+        }
+    }
     CHECK(ledger.live_blocks() == 0);
     CHECK(ledger.misuse() == 0);
 }
@@ -584,7 +802,9 @@ TEST_CASE("a socket over recycling_pool_alloc makes no heap allocation per IO on
     CHECK(sends_ok == 2 * (rounds + 1) + 2);
     CHECK(receives_ok == rounds + 1);
     CHECK(pool.stats().cached_blocks == 4); // three contexts and the socket, back in the pool
-    CHECK(ledger.live_blocks() == 4 + 1);
+    const auto caches = static_cast<std::int64_t>(pool.stats().thread_caches);
+    CHECK(caches >= 1); // the fake's worker threads and this one
+    CHECK(ledger.live_blocks() == 4 + 1 + caches);
     CHECK(ledger.misuse() == 0);
 }
 
