@@ -3,6 +3,9 @@
 // A test case that runs longer than the watchdog's limit (ASYNC_SOCKET_TEST_WATCHDOG_SECONDS, 120 by
 // default) is a hang: the watchdog names it on stderr and ends the process with exit code 3, so a hung
 // test costs minutes of CI, not its whole budget, and says where it hung.
+//
+// On Windows it also catches a crash on any thread: under Wine an unhandled exception on a thread other than
+// main ends the process with exit code 0, so a crash on a threadpool thread would pass as a green test.
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
@@ -14,6 +17,10 @@
 #include <mutex>
 #include <string>
 #include <thread>
+
+#if defined(_WIN32)
+#include <windows.h>
+#endif
 
 namespace
 {
@@ -63,6 +70,20 @@ struct watchdog_listener : doctest::IReporter
 
 REGISTER_LISTENER("watchdog", 1, watchdog_listener);
 
+#if defined(_WIN32)
+// Names the exception and the running test case, and ends the process with exit code 4.
+LONG WINAPI report_unhandled_exception(EXCEPTION_POINTERS* info)
+{
+    const EXCEPTION_RECORD* record = info != nullptr ? info->ExceptionRecord : nullptr;
+    std::fprintf(stderr, "unhandled exception 0x%08lx at %p on thread %lu, in test case \"%s\"\n",
+                 record != nullptr ? static_cast<unsigned long>(record->ExceptionCode) : 0ul,
+                 record != nullptr ? record->ExceptionAddress : nullptr,
+                 static_cast<unsigned long>(GetCurrentThreadId()), watchdog().test_name.c_str());
+    std::fflush(stderr);
+    std::_Exit(4);
+}
+#endif
+
 int watchdog_seconds()
 {
     const char* text = std::getenv("ASYNC_SOCKET_TEST_WATCHDOG_SECONDS");
@@ -74,6 +95,9 @@ int watchdog_seconds()
 
 int main(int argc, char** argv)
 {
+#if defined(_WIN32)
+    SetUnhandledExceptionFilter(&report_unhandled_exception);
+#endif
     const auto limit = std::chrono::seconds(watchdog_seconds());
     std::thread guard(
         [limit]
