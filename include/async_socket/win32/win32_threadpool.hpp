@@ -152,15 +152,13 @@ private:
 struct win32_no_event_cache
 {
 };
-} // namespace detail
-
-// The Win32 ThreadpoolPolicy, configured by Options (see the header comment). Use win32_threadpool for the
-// spec's behaviour.
-template <win32_options Options = win32_options{}>
-class basic_win32_threadpool
+// The socket's own calls, the same for every Win32 ThreadpoolPolicy (threadpool IO here, a plain completion port
+// in iocp_threadpool.hpp): the IO's event, skip mode, WSASend/WSARecv and CancelIoEx. The policies derive from it
+// and add how completions are delivered.
+template <win32_options Options>
+class win32_socket_calls
 {
 public:
-    using engine_type = EXECUTION_ENGINE_HANDLE;
     using overlapped_type = OVERLAPPED;
     using buffer_type = WSABUF;
     using event_type = HANDLE;
@@ -174,107 +172,12 @@ public:
     // io_completed_synchronously from send and receive.
     static constexpr bool skip_completion_on_success = Options.skip_completion_on_success;
 
-    basic_win32_threadpool() noexcept = default;
-    basic_win32_threadpool(basic_win32_threadpool&& other) noexcept
-        : engine_(std::exchange(other.engine_, nullptr)), pool_(std::exchange(other.pool_, nullptr)),
-          environment_(other.environment_), cleanup_group_(std::exchange(other.cleanup_group_, nullptr)),
-          io_(std::exchange(other.io_, nullptr)), events_(std::move(other.events_))
-    {
-    }
-    basic_win32_threadpool& operator=(basic_win32_threadpool&&) = delete;
-    basic_win32_threadpool(const basic_win32_threadpool&) = delete;
-    basic_win32_threadpool& operator=(const basic_win32_threadpool&) = delete;
-
-    // Drops the reference to the execution engine taken by acquire_pool (and, with events = recycled,
-    // closes the kept events).
-    ~basic_win32_threadpool()
-    {
-        execution_engine_dec_ref(engine_);
-    }
-
-    // execution_engine_win32_get_threadpool, and a reference to the engine (dropped by the destructor).
-    // Fails when the engine has no pool.
-    bool acquire_pool(EXECUTION_ENGINE_HANDLE engine) noexcept
-    {
-        PTP_POOL pool = execution_engine_win32_get_threadpool(engine);
-        if (pool == nullptr)
-        {
-            return false;
-        }
-        execution_engine_inc_ref(engine);
-        execution_engine_dec_ref(engine_);
-        engine_ = engine;
-        pool_ = pool;
-        return true;
-    }
-
-    // InitializeThreadpoolEnvironment. Cannot fail.
-    void initialize_environment() noexcept
-    {
-        InitializeThreadpoolEnvironment(&environment_);
-    }
-
-    // SetThreadpoolCallbackPool with the pool from acquire_pool. Cannot fail.
-    void set_callback_pool() noexcept
-    {
-        SetThreadpoolCallbackPool(&environment_, pool_);
-    }
-
-    // CreateThreadpoolCleanupGroup. Fails when the OS has no memory for it.
-    bool create_cleanup_group() noexcept
-    {
-        cleanup_group_ = CreateThreadpoolCleanupGroup();
-        return cleanup_group_ != nullptr;
-    }
-
-    // CreateThreadpoolIo on the socket, in this environment; every completion calls
-    // Completion(callback_context, overlapped, io_result, bytes) on a pool thread. Fails when the socket
-    // is not an overlapped handle or was bound to a completion port before.
-    template <io_completion_fn Completion>
-    bool create_io(SOCKET_HANDLE socket, void* callback_context) noexcept
-    {
-        io_ = CreateThreadpoolIo(to_handle(socket), &on_io_complete<Completion>, callback_context, &environment_);
-        return io_ != nullptr;
-    }
-
-    // StartThreadpoolIo: before every WSASend/WSARecv. Cannot fail.
-    void start_io() noexcept
-    {
-        StartThreadpoolIo(io_);
-    }
-
-    // CancelThreadpoolIo: after a WSASend/WSARecv that failed at once. Cannot fail.
-    void cancel_io() noexcept
-    {
-        CancelThreadpoolIo(io_);
-    }
-
-    // WaitForThreadpoolIoCallbacks. Blocks while an IO is outstanding (unless cancel_pending); must not be
-    // called from one of this IO's callbacks.
-    void wait_for_io_callbacks(bool cancel_pending) noexcept
-    {
-        WaitForThreadpoolIoCallbacks(io_, cancel_pending ? TRUE : FALSE);
-    }
-
-    // CloseThreadpoolIo. Cannot fail.
-    void close_io() noexcept
-    {
-        CloseThreadpoolIo(io_);
-        io_ = nullptr;
-    }
-
-    // CloseThreadpoolCleanupGroup. Cannot fail.
-    void close_cleanup_group() noexcept
-    {
-        CloseThreadpoolCleanupGroup(cleanup_group_);
-        cleanup_group_ = nullptr;
-    }
-
-    // DestroyThreadpoolEnvironment. Cannot fail.
-    void destroy_environment() noexcept
-    {
-        DestroyThreadpoolEnvironment(&environment_);
-    }
+    win32_socket_calls() noexcept = default;
+    win32_socket_calls(win32_socket_calls&& other) noexcept : events_(std::move(other.events_)) {}
+    win32_socket_calls& operator=(win32_socket_calls&&) = delete;
+    win32_socket_calls(const win32_socket_calls&) = delete;
+    win32_socket_calls& operator=(const win32_socket_calls&) = delete;
+    ~win32_socket_calls() = default; // with events = recycled, closes the kept events
 
     // CreateEventW: a manual-reset, non-signalled, unnamed event. nullptr when the OS refuses.
     // events = recycled: a kept event when there is one (no OS call), else a new one.
@@ -345,7 +248,7 @@ public:
     }
 
     // WSASend without a completion routine. Returns io_no_error when the IO was accepted and its completion
-    // will come through the pool (WSA_IO_PENDING, or done at once without skip mode), else the WSA error
+    // will come through the completion port (WSA_IO_PENDING, or done at once without skip mode), else the WSA error
     // code. With skip_completion_on_success, an IO done at once returns io_completed_synchronously with its
     // byte count in *bytes_sent (never null then): no completion will come for it.
     io_error send(SOCKET_HANDLE socket, WSABUF* buffers, std::uint32_t count, std::uint32_t* bytes_sent,
@@ -385,15 +288,7 @@ public:
         (void)CancelIoEx(to_handle(socket), nullptr);
     }
 
-private:
-    // The PTP_WIN32_IO_CALLBACK the pool calls; hands the completion to the core's routine.
-    template <io_completion_fn Completion>
-    static VOID CALLBACK on_io_complete(PTP_CALLBACK_INSTANCE /*instance*/, PVOID context, PVOID overlapped,
-                                        ULONG io_result, ULONG_PTR bytes_transferred, PTP_IO /*io*/) noexcept
-    {
-        Completion(context, overlapped, static_cast<io_error>(io_result), static_cast<std::size_t>(bytes_transferred));
-    }
-
+protected:
     // 0 from WSASend/WSARecv: done at once. In skip mode no completion is queued for it.
     static io_error accepted_or_error(int result) noexcept
     {
@@ -415,14 +310,140 @@ private:
         return static_cast<HANDLE>(socket);
     }
 
+private:
+    ASYNC_SOCKET_NO_UNIQUE_ADDRESS std::conditional_t<Options.events == win32_event_mode::recycled,
+                                                      detail::win32_event_cache, detail::win32_no_event_cache>
+        events_;
+};
+
+} // namespace detail
+
+// The Win32 ThreadpoolPolicy, configured by Options (see the header comment). Use win32_threadpool for the
+// spec's behaviour.
+template <win32_options Options = win32_options{}>
+class basic_win32_threadpool : public detail::win32_socket_calls<Options>
+{
+    using socket_calls = detail::win32_socket_calls<Options>;
+
+public:
+    using engine_type = EXECUTION_ENGINE_HANDLE;
+
+    basic_win32_threadpool() noexcept = default;
+    basic_win32_threadpool(basic_win32_threadpool&& other) noexcept
+        : socket_calls(std::move(other)), engine_(std::exchange(other.engine_, nullptr)),
+          pool_(std::exchange(other.pool_, nullptr)), environment_(other.environment_),
+          cleanup_group_(std::exchange(other.cleanup_group_, nullptr)), io_(std::exchange(other.io_, nullptr))
+    {
+    }
+    basic_win32_threadpool& operator=(basic_win32_threadpool&&) = delete;
+    basic_win32_threadpool(const basic_win32_threadpool&) = delete;
+    basic_win32_threadpool& operator=(const basic_win32_threadpool&) = delete;
+
+    // Drops the reference to the execution engine taken by acquire_pool.
+    ~basic_win32_threadpool()
+    {
+        execution_engine_dec_ref(engine_);
+    }
+
+    // execution_engine_win32_get_threadpool, and a reference to the engine (dropped by the destructor).
+    // Fails when the engine has no pool.
+    bool acquire_pool(EXECUTION_ENGINE_HANDLE engine) noexcept
+    {
+        PTP_POOL pool = execution_engine_win32_get_threadpool(engine);
+        if (pool == nullptr)
+        {
+            return false;
+        }
+        execution_engine_inc_ref(engine);
+        execution_engine_dec_ref(engine_);
+        engine_ = engine;
+        pool_ = pool;
+        return true;
+    }
+
+    // InitializeThreadpoolEnvironment. Cannot fail.
+    void initialize_environment() noexcept
+    {
+        InitializeThreadpoolEnvironment(&environment_);
+    }
+
+    // SetThreadpoolCallbackPool with the pool from acquire_pool. Cannot fail.
+    void set_callback_pool() noexcept
+    {
+        SetThreadpoolCallbackPool(&environment_, pool_);
+    }
+
+    // CreateThreadpoolCleanupGroup. Fails when the OS has no memory for it.
+    bool create_cleanup_group() noexcept
+    {
+        cleanup_group_ = CreateThreadpoolCleanupGroup();
+        return cleanup_group_ != nullptr;
+    }
+
+    // CreateThreadpoolIo on the socket, in this environment; every completion calls
+    // Completion(callback_context, overlapped, io_result, bytes) on a pool thread. Fails when the socket
+    // is not an overlapped handle or was bound to a completion port before.
+    template <io_completion_fn Completion>
+    bool create_io(SOCKET_HANDLE socket, void* callback_context) noexcept
+    {
+        io_ = CreateThreadpoolIo(socket_calls::to_handle(socket), &on_io_complete<Completion>, callback_context,
+                                 &environment_);
+        return io_ != nullptr;
+    }
+
+    // StartThreadpoolIo: before every WSASend/WSARecv. Cannot fail.
+    void start_io() noexcept
+    {
+        StartThreadpoolIo(io_);
+    }
+
+    // CancelThreadpoolIo: after a WSASend/WSARecv that failed at once. Cannot fail.
+    void cancel_io() noexcept
+    {
+        CancelThreadpoolIo(io_);
+    }
+
+    // WaitForThreadpoolIoCallbacks. Blocks while an IO is outstanding (unless cancel_pending); must not be
+    // called from one of this IO's callbacks.
+    void wait_for_io_callbacks(bool cancel_pending) noexcept
+    {
+        WaitForThreadpoolIoCallbacks(io_, cancel_pending ? TRUE : FALSE);
+    }
+
+    // CloseThreadpoolIo. Cannot fail.
+    void close_io() noexcept
+    {
+        CloseThreadpoolIo(io_);
+        io_ = nullptr;
+    }
+
+    // CloseThreadpoolCleanupGroup. Cannot fail.
+    void close_cleanup_group() noexcept
+    {
+        CloseThreadpoolCleanupGroup(cleanup_group_);
+        cleanup_group_ = nullptr;
+    }
+
+    // DestroyThreadpoolEnvironment. Cannot fail.
+    void destroy_environment() noexcept
+    {
+        DestroyThreadpoolEnvironment(&environment_);
+    }
+
+private:
+    // The PTP_WIN32_IO_CALLBACK the pool calls; hands the completion to the core's routine.
+    template <io_completion_fn Completion>
+    static VOID CALLBACK on_io_complete(PTP_CALLBACK_INSTANCE /*instance*/, PVOID context, PVOID overlapped,
+                                        ULONG io_result, ULONG_PTR bytes_transferred, PTP_IO /*io*/) noexcept
+    {
+        Completion(context, overlapped, static_cast<io_error>(io_result), static_cast<std::size_t>(bytes_transferred));
+    }
+
     EXECUTION_ENGINE_HANDLE engine_ = nullptr;
     PTP_POOL pool_ = nullptr;
     TP_CALLBACK_ENVIRON environment_{};
     PTP_CLEANUP_GROUP cleanup_group_ = nullptr;
     PTP_IO io_ = nullptr;
-    ASYNC_SOCKET_NO_UNIQUE_ADDRESS std::conditional_t<Options.events == win32_event_mode::recycled,
-                                                      detail::win32_event_cache, detail::win32_no_event_cache>
-        events_;
 };
 
 // The spec's behaviour: an event made and closed per IO, every completion through the pool.
