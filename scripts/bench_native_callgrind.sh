@@ -15,8 +15,8 @@ shift || true
 names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
     for direction in send receive; do
-        for alloc in baseline heap_alloc recycling_pool_alloc std_allocator_alloc recycling_pool_alloc_mutex \
-            per_thread_sketch; do
+        for alloc in baseline heap_alloc recycling_pool_alloc std_allocator_alloc recycling_pool_alloc_shared_only \
+            recycling_pool_alloc_mutex per_thread_sketch; do
             names+=("$direction/$alloc/1")
         done
     done

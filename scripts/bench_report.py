@@ -42,6 +42,9 @@ CONFIGS = [
     ("spec_default", "library"),
     ("recycled_events", "library"),
     ("fast", "library"),
+    ("iocp", "library"),
+    ("iocp_fast", "library"),
+    ("iocp_fast_batch", "library"),
     ("raw_event_per_io", "raw"),
     ("raw", "raw"),
     ("raw_skip", "raw"),
@@ -63,6 +66,9 @@ TARGETS = [
     ("pingpong_64B", "fast", "best_raw", 0.95, "fast >= 0.95x the best raw baseline"),
     ("pingpong_64B", "fast", "asio", 1.0, "fast >= 1.0x Asio"),
     ("stream_64KiB", "fast", "best_raw", 0.95, "fast >= 0.95x the best raw baseline"),
+    ("pingpong_64B", "iocp_fast", "best_raw", 0.95, "iocp_fast >= 0.95x the best raw baseline"),
+    ("pingpong_64B", "iocp_fast", "asio", 1.0, "iocp_fast >= 1.0x Asio"),
+    ("stream_64KiB", "iocp_fast", "best_raw", 0.95, "iocp_fast >= 0.95x the best raw baseline"),
 ]
 
 COLORS = {"library": ("#2f6db5", "#9dbde6"), "raw": ("#6f6f6f", "#c4c4c4"), "asio": ("#d9822b", "#f1c497")}

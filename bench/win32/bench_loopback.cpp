@@ -12,6 +12,11 @@
 //   raw_skip          the same without events, with FILE_SKIP_COMPLETION_PORT_ON_SUCCESS
 //                     (| FILE_SKIP_SET_EVENT_ON_HANDLE, as the library sets it)
 //   asio              Asio's tcp::socket (async_write / async_read_some) on an io_context run by one thread
+//   iocp_fast         async_socket::win32_iocp_async_socket: the fast options over a plain IO completion port
+//                     (win32_iocp_engine, default parameters: one dispatcher thread calling
+//                     GetQueuedCompletionStatus) that both ends share, like Asio's io_context
+//   iocp              the same port and thread without skip mode: every completion through the port
+//   iocp_fast_batch   iocp_fast with the dispatcher taking up to 16 completions per GetQueuedCompletionStatusEx
 //
 // Benchmarks:
 //   pingpong_64B/<config>   one connection; the client sends 64 bytes, receives the 64-byte echo, and starts
@@ -35,6 +40,7 @@
 //     --quick: a short smoke run; --*_iterations override the iteration counts (batches) of each benchmark;
 //     --mark_timed_region: see mark_timed_region.
 #include <async_socket/async_socket.hpp>
+#include <async_socket/win32/iocp_threadpool.hpp>
 
 #include "loopback.hpp"
 
@@ -509,19 +515,59 @@ private:
     Socket* socket_;
 };
 
-template <class Socket>
+// The engine of a library configuration: an execution engine (a pool of pool_min_threads threads), or a
+// win32_iocp_engine with one dispatcher thread for the completion-port policy.
+template <class Engine>
+struct library_engine;
+
+template <>
+struct library_engine<EXECUTION_ENGINE_HANDLE>
+{
+    static EXECUTION_ENGINE_HANDLE make() noexcept
+    {
+        const EXECUTION_ENGINE_PARAMETERS parameters{pool_min_threads, EXECUTION_ENGINE_NO_MAX_THREAD_COUNT};
+        return execution_engine_create(&parameters);
+    }
+    static void release(EXECUTION_ENGINE_HANDLE engine) noexcept
+    {
+        execution_engine_dec_ref(engine);
+    }
+};
+
+// EntriesPerDequeue: 1, the engine's default, makes the dispatcher call GetQueuedCompletionStatus, as Asio does;
+// more, GetQueuedCompletionStatusEx.
+template <std::uint32_t EntriesPerDequeue = async_socket::win32_iocp_engine_parameters{}.entries_per_dequeue>
+struct iocp_engine
+{
+    static async_socket::win32_iocp_engine* make() noexcept
+    {
+        return async_socket::win32_iocp_engine::create({.thread_count = 1, .entries_per_dequeue = EntriesPerDequeue})
+            .release();
+    }
+    static void release(async_socket::win32_iocp_engine* engine) noexcept
+    {
+        async_socket::win32_iocp_engine::release(engine);
+    }
+};
+
+template <>
+struct library_engine<async_socket::win32_iocp_engine*> : iocp_engine<>
+{
+};
+
+template <class Socket, class Engine = library_engine<typename Socket::engine_type>>
 class library_connection
 {
 public:
     using transport_type = library_transport<Socket>;
+    using engine_type = typename Socket::engine_type;
 
     explicit library_connection(batch_signal& signal) : signal_(signal)
     {
-        const EXECUTION_ENGINE_PARAMETERS parameters{pool_min_threads, EXECUTION_ENGINE_NO_MAX_THREAD_COUNT};
-        engine_ = execution_engine_create(&parameters);
+        engine_ = Engine::make();
         if (engine_ == nullptr)
         {
-            error_ = "execution_engine_create failed";
+            error_ = "making the engine failed";
             return;
         }
         pair_ = win32_test::make_loopback_pair();
@@ -555,7 +601,7 @@ public:
         client_socket_.reset();
         server_socket_.reset();
         pair_.close();
-        execution_engine_dec_ref(engine_);
+        Engine::release(engine_);
     }
     library_connection(const library_connection&) = delete;
     library_connection& operator=(const library_connection&) = delete;
@@ -596,7 +642,7 @@ public:
 
 private:
     batch_signal& signal_;
-    EXECUTION_ENGINE_HANDLE engine_ = nullptr;
+    engine_type engine_{};
     win32_test::socket_pair pair_;
     typename Socket::handle client_socket_;
     typename Socket::handle server_socket_;
@@ -1133,6 +1179,11 @@ using recycled_events_socket =
                                          .events = async_socket::win32_event_mode::recycled}>,
                                      async_socket::heap_alloc, async_socket::win32_sync>;
 using fast_socket = async_socket::win32_fast_async_socket;
+using iocp_fast_socket = async_socket::win32_iocp_async_socket;
+using iocp_socket =
+    async_socket::basic_async_socket<async_socket::basic_win32_iocp_threadpool<async_socket::win32_options{
+                                         .events = async_socket::win32_event_mode::none}>,
+                                     async_socket::recycling_pool_alloc, async_socket::win32_sync>;
 
 template <class Connection>
 void add(const char* config)
@@ -1160,6 +1211,9 @@ void register_all()
 #if ASYNC_SOCKET_BENCH_HAVE_ASIO
     add<asio_connection>("asio");
 #endif
+    add<library_connection<iocp_fast_socket>>("iocp_fast");
+    add<library_connection<iocp_socket>>("iocp");
+    add<library_connection<iocp_fast_socket, iocp_engine<16>>>("iocp_fast_batch");
 }
 
 } // namespace

@@ -3,8 +3,9 @@
 // Brings in basic_async_socket (the template), the portable policies (std_sync, heap_alloc,
 // recycling_pool_alloc) and, on Windows, the Win32 policies (basic_win32_threadpool and its options,
 // win32_sync), the execution engine and two aliases: win32_async_socket (the spec's behaviour) and
-// win32_fast_async_socket (the fastest configuration). The C-style API of the contract is in
-// <async_socket/c_api.h>.
+// win32_fast_async_socket (the fastest configuration on threadpool IO); and the completion-port policy
+// (win32/iocp_threadpool.hpp: win32_iocp_engine, basic_win32_iocp_threadpool, win32_iocp_async_socket), for
+// Asio-like dispatch on threads of one's own. The C-style API of the contract is in <async_socket/c_api.h>.
 #pragma once
 
 #ifdef _WIN32
@@ -37,4 +38,6 @@ using win32_fast_async_socket = basic_async_socket<
     basic_win32_threadpool<win32_options{.events = win32_event_mode::none, .skip_completion_on_success = true}>,
     recycling_pool_alloc, win32_sync>;
 } // namespace async_socket
+
+#include <async_socket/win32/iocp_threadpool.hpp>
 #endif

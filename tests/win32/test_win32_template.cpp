@@ -2,6 +2,7 @@
 // threadpool, Winsock and the library together (under Wine when cross compiling).
 #include <async_socket/async_socket.hpp>
 
+#include "support/buffers.hpp"
 #include "support/loopback.hpp"
 
 #include <doctest/doctest.h>
@@ -22,26 +23,10 @@ namespace
 
 using async_socket::status;
 using async_socket::win32_async_socket;
+using win32_test::make_bytes;
 
 // Wine is slow; a deadline only ends a test that would otherwise hang.
 constexpr double deadline_seconds = 60.0;
-
-std::uint8_t pattern(std::size_t offset) noexcept
-{
-    std::uint32_t x = static_cast<std::uint32_t>(offset) * 2654435761u;
-    x ^= x >> 15;
-    return static_cast<std::uint8_t>(x ^ (x >> 8));
-}
-
-std::vector<std::uint8_t> make_bytes(std::size_t size, std::size_t first_offset = 0)
-{
-    std::vector<std::uint8_t> bytes(size);
-    for (std::size_t i = 0; i < size; ++i)
-    {
-        bytes[i] = pattern(first_offset + i);
-    }
-    return bytes;
-}
 
 // An execution engine with default parameters, released at the end of the test.
 struct engine_ref
@@ -168,28 +153,11 @@ ASYNC_SOCKET_SEND_RESULT send_and_wait(win32_async_socket& socket, std::span<con
 // fails or brings 0 bytes.
 bool receive_into(win32_async_socket& socket, std::span<const ASYNC_SOCKET_BUFFER> regions)
 {
-    std::size_t total = 0;
-    for (const auto& region : regions)
-    {
-        total += region.length;
-    }
+    const std::size_t total = win32_test::total_length(regions);
     std::size_t filled = 0;
     while (filled < total)
     {
-        // The regions from byte `filled` of the concatenation onwards.
-        std::vector<ASYNC_SOCKET_BUFFER> rest;
-        std::size_t skip = filled;
-        for (const auto& region : regions)
-        {
-            if (skip >= region.length)
-            {
-                skip -= region.length;
-                continue;
-            }
-            rest.push_back(
-                {static_cast<std::uint8_t*>(region.buffer) + skip, static_cast<std::uint32_t>(region.length - skip)});
-            skip = 0;
-        }
+        std::vector<ASYNC_SOCKET_BUFFER> rest = win32_test::regions_from(regions, filled);
         receive_log log;
         const status posted =
             socket.receive_async(rest.data(), static_cast<std::uint32_t>(rest.size()), &receive_log::callback, &log);
