@@ -3,6 +3,7 @@
 // buffers, close and destroy with IO pending, reopen, peer shutdown, and the execution engine.
 #include <async_socket/c_api.h>
 
+#include "support/buffers.hpp"
 #include "support/loopback.hpp"
 
 #include <doctest/doctest.h>
@@ -229,28 +230,12 @@ std::vector<ASYNC_SOCKET_BUFFER> split(std::vector<unsigned char>& bytes, const 
 // the failure) when a receive is refused, fails, ends the stream early or misses its deadline.
 bool receive_exactly(ASYNC_SOCKET_HANDLE socket, const std::vector<ASYNC_SOCKET_BUFFER>& buffers)
 {
-    std::size_t total = 0;
-    for (const auto& buffer : buffers)
-    {
-        total += buffer.length;
-    }
+    const std::size_t total = win32_test::total_length(buffers);
     std::size_t received = 0;
     while (received < total)
     {
         // The buffers from byte `received` on: the first partly filled one is cut at the fill point.
-        std::vector<ASYNC_SOCKET_BUFFER> rest;
-        std::size_t skip = received;
-        for (const auto& buffer : buffers)
-        {
-            if (skip >= buffer.length)
-            {
-                skip -= buffer.length;
-                continue;
-            }
-            rest.push_back(ASYNC_SOCKET_BUFFER{static_cast<unsigned char*>(buffer.buffer) + skip,
-                                               static_cast<std::uint32_t>(buffer.length - skip)});
-            skip = 0;
-        }
+        std::vector<ASYNC_SOCKET_BUFFER> rest = win32_test::regions_from(buffers, received);
 
         receive_probe probe;
         if (async_socket_receive_async(socket, rest.data(), static_cast<std::uint32_t>(rest.size()),
