@@ -150,7 +150,7 @@ if [ "$skip_wine" -eq 0 ]; then
     echo "bench: built $exe"
 
     if [ "$build_only" -eq 0 ]; then
-        export ASYNC_SOCKET_WINEPREFIX="${ASYNC_SOCKET_BENCH_WINEPREFIX:-${HOME:-/root}/.cache/async_socket/wine64-bench}"
+        export ASYNC_SOCKET_WINEPREFIX="${ASYNC_SOCKET_BENCH_WINEPREFIX:-${ASYNC_SOCKET_CACHE:-${HOME:-/root}/.cache/async_socket}/wine64-bench}"
         scripts/wine-run.sh --init
         extra=()
         if [ "$quick" -eq 1 ]; then

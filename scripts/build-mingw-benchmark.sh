@@ -6,8 +6,8 @@
 #
 # Debian ships no mingw build of Google Benchmark, but its source cross-compiles with the project's
 # toolchain file (cmake/toolchain-mingw-w64.cmake). When apt knows no source packages yet, a deb-src entry
-# is derived from the machine's own apt sources (the entries of this Debian release) and `apt-get update`
-# runs once.
+# is derived from the machine's own apt sources (the entries of this Debian release); writing it refreshes
+# apt's lists (scripts/lib/apt.sh does that after every change to the sources).
 #
 # Environment:
 #   ASYNC_SOCKET_MINGW_BENCHMARK_PREFIX  where to install (default ~/.cache/async_socket/mingw-benchmark)
@@ -32,36 +32,12 @@ note() {
     echo "build-mingw-benchmark: $*" >&2
 }
 
-sudo_cmd=()
-if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null || die "not root and no sudo: cannot install packages or add an apt source"
-    sudo_cmd=(sudo)
-fi
-export DEBIAN_FRONTEND=noninteractive
-
-installed() {
-    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
-}
-
-apt_updated=0
-apt_update_once() {
-    if [ "$apt_updated" -eq 0 ]; then
-        note "apt-get update"
-        "${sudo_cmd[@]}" apt-get update -q >&2 || die "apt-get update failed (is Debian's archive reachable?)"
-        apt_updated=1
-    fi
-}
+# shellcheck source=lib/apt.sh
+source "$project_dir/scripts/lib/apt.sh"
 
 # Packages this script (and the Asio baseline) need.
-missing=()
-for package in libasio-dev dpkg-dev cmake make g++-mingw-w64-x86-64-posix; do
-    installed "$package" || missing+=("$package")
-done
-if [ ${#missing[@]} -ne 0 ]; then
-    note "installing ${missing[*]}"
-    apt_update_once
-    "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 || die "apt-get install ${missing[*]} failed"
-fi
+apt_require libasio-dev dpkg-dev cmake make g++-mingw-w64-x86-64-posix ||
+    die "installing libasio-dev dpkg-dev cmake make g++-mingw-w64-x86-64-posix failed"
 
 config="$prefix/lib/cmake/benchmark/benchmarkConfig.cmake"
 if [ -f "$config" ] && [ -f "$prefix/lib/libbenchmark.a" ]; then
@@ -146,8 +122,9 @@ EOF
     while IFS= read -r line; do
         echo "    $line" >&2
     done <<<"$entries"
-    printf '# Added by async_socket scripts/build-mingw-benchmark.sh (source of Google Benchmark for mingw).\n%s\n' \
-        "$entries" | "${sudo_cmd[@]}" tee /etc/apt/sources.list.d/async-socket-deb-src.sources >/dev/null
+    apt_write_source async-socket-deb-src.sources \
+        "$(printf '# Added by async_socket scripts/build-mingw-benchmark.sh (source of Google Benchmark for mingw).\n%s' "$entries")" ||
+        die "writing the deb-src entry or refreshing apt's lists failed"
 }
 
 find_source_dir() {
@@ -159,10 +136,9 @@ find_source_dir() {
 source_dir=$(find_source_dir)
 if [ -z "$source_dir" ]; then
     if ! apt-cache showsrc benchmark 2>/dev/null | grep -q '^Package: benchmark'; then
-        if [ ! -f /etc/apt/sources.list.d/async-socket-deb-src.sources ]; then
-            add_deb_src_entry
-        fi
-        apt_update_once
+        # Either no entry of ours yet, or one whose lists were never fetched (or were emptied): (re)writing it
+        # refreshes the lists either way.
+        add_deb_src_entry
         apt-cache showsrc benchmark 2>/dev/null | grep -q '^Package: benchmark' ||
             die "apt knows no source package 'benchmark' even after adding deb-src entries (see above)"
     fi

@@ -1,8 +1,26 @@
 #!/usr/bin/env bash
 # Installs what building and testing async_socket needs, from Debian's archive, when it is missing.
 #   scripts/install-deps.sh            native tools, Google Benchmark, doctest, mingw-w64 and Wine
-# Safe to run again: it installs only what is absent and runs `apt-get update` only then.
+#   scripts/install-deps.sh --fresh    first puts the machine back to what a new one has of ours: removes
+#                                      the project's cache (~/.cache/async_socket or $ASYNC_SOCKET_CACHE: Wine
+#                                      prefixes, the mingw build of Google Benchmark), the apt source entry the
+#                                      scripts add and apt's package lists; then installs as on a new machine.
+# Safe to run again: it installs only what is absent (scripts/lib/apt.sh refreshes apt's lists first).
 set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=lib/apt.sh
+source scripts/lib/apt.sh
+
+fresh=0
+for argument in "$@"; do
+    case "$argument" in
+    --fresh) fresh=1 ;;
+    *)
+        echo "usage: scripts/install-deps.sh [--fresh]" >&2
+        exit 2
+        ;;
+    esac
+done
 
 packages=(
     cmake make g++ clang clang-format python3   # native build, sanitizers, formatting, scripts
@@ -12,22 +30,20 @@ packages=(
     wine wine64                                 # runs the Windows tests and example
 )
 
-missing=()
-for package in "${packages[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
-        missing+=("$package")
+if [ "$fresh" -eq 1 ]; then
+    cache_dir="${ASYNC_SOCKET_CACHE:-${HOME:-/root}/.cache/async_socket}"
+    if [ -d "$cache_dir" ]; then
+        # A wineserver still serving one of the prefixes would keep files open in it.
+        for prefix in "$cache_dir"/wine64*; do
+            if [ -f "$prefix/system.reg" ] && command -v wineserver >/dev/null; then
+                WINEPREFIX="$prefix" wineserver -k 2>/dev/null || true
+            fi
+        done
+        echo "install-deps: --fresh: removing $cache_dir" >&2
+        rm -rf "$cache_dir"
     fi
-done
-
-if [ ${#missing[@]} -eq 0 ]; then
-    exit 0
+    apt_remove_source async-socket-deb-src.sources
+    apt_forget_lists
 fi
 
-echo "install-deps: installing ${missing[*]}"
-sudo_cmd=()
-if [ "$(id -u)" -ne 0 ]; then
-    sudo_cmd=(sudo)
-fi
-export DEBIAN_FRONTEND=noninteractive
-"${sudo_cmd[@]}" apt-get update -q
-"${sudo_cmd[@]}" apt-get install -y -q "${missing[@]}"
+apt_require "${packages[@]}"

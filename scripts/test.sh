@@ -7,16 +7,21 @@
 #   5. cross-compiles for Windows with mingw-w64, runs the Windows tests under Wine, and builds (does not
 #      run) the Wine benchmarks.
 # Every stage runs even when an earlier one failed; the exit code is non-zero if any failed.
-#   scripts/test.sh [--skip-wine]
+#   scripts/test.sh [--skip-wine] [--fresh]
+#     --fresh  starts from what a new machine has of ours (scripts/install-deps.sh --fresh: no project cache,
+#              no apt source entry of ours, empty apt lists), so that a missing install step shows here and
+#              not on the next machine; CI (.ci/run) runs with it
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 skip_wine=0
+install_options=()
 for argument in "$@"; do
     case "$argument" in
     --skip-wine) skip_wine=1 ;;
+    --fresh) install_options=(--fresh) ;;
     *)
-        echo "usage: scripts/test.sh [--skip-wine]" >&2
+        echo "usage: scripts/test.sh [--skip-wine] [--fresh]" >&2
         exit 2
         ;;
     esac
@@ -88,7 +93,7 @@ windows_under_wine() {
     scripts/wine-run.sh --init && build_preset mingw && run_ctest --preset mingw -j "$jobs"
 }
 
-stage "install dependencies" scripts/install-deps.sh
+stage "install dependencies" scripts/install-deps.sh "${install_options[@]}"
 stage "format" scripts/check-format.sh
 stage "requirements" python3 scripts/check_requirements.py
 stage "native unit tests (ASan+UBSan)" native_asan

@@ -2,12 +2,13 @@
 # Runs a Windows program under Wine in the project's own prefix, quietly.
 #   scripts/wine-run.sh program.exe [args...]
 #   scripts/wine-run.sh --init          creates the prefix (once; later calls return at once)
-# The prefix is $ASYNC_SOCKET_WINEPREFIX, by default ~/.cache/async_socket/wine64. Creating it takes a
+# The prefix is $ASYNC_SOCKET_WINEPREFIX, by default wine64 in the project cache ($ASYNC_SOCKET_CACHE, by default
+# ~/.cache/async_socket). Creating it takes a
 # few seconds; scripts/test.sh does it once before ctest runs tests in parallel.
 set -euo pipefail
 export WINEDEBUG=-all
 export WINEARCH=win64
-export WINEPREFIX="${ASYNC_SOCKET_WINEPREFIX:-${HOME:-/root}/.cache/async_socket/wine64}"
+export WINEPREFIX="${ASYNC_SOCKET_WINEPREFIX:-${ASYNC_SOCKET_CACHE:-${HOME:-/root}/.cache/async_socket}/wine64}"
 export WINEDLLOVERRIDES="mscoree,mshtml="   # no Mono/Gecko installer prompts
 
 if [ ! -f "$WINEPREFIX/system.reg" ]; then
