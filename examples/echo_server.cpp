@@ -8,6 +8,11 @@
 // arrived -> receive_async -> ... With --connections N the server exits (status 0) once N connections
 // have been served; without it, it serves until it is killed.
 //
+// One client never stops the server: an accept that fails for one incoming connection (reset or aborted
+// before it was accepted, or for a moment no socket or buffer to give it) is logged and the loop goes on;
+// only a failure of the listening socket itself ends it (status 1). A connection that fails (reset, IO
+// error) is logged, closed and destroyed like one that ended well.
+//
 // What it shows:
 // - a SOCKET must be overlapped (WSASocket with WSA_FLAG_OVERLAPPED; accept() keeps the attribute) to be
 //   used with threadpool IO;
@@ -265,6 +270,60 @@ bool parse_options(int argc, char** argv, options& parsed)
     return true;
 }
 
+// Whether a failed accept() means the listening socket itself is broken (the server must stop), as opposed
+// to a failure that concerns one incoming connection or a passing shortage (the server goes on).
+bool listener_failed(SOCKET listener, int error)
+{
+    switch (error)
+    {
+    case WSAENOTSOCK:       // the listener is not a socket (any more)
+    case WSAEINVAL:         // not listening
+    case WSAEOPNOTSUPP:     // not a stream socket
+    case WSAEFAULT:         // the program's own bug
+    case WSANOTINITIALISED: // Winsock is gone
+        return true;
+    default:
+        break;
+    }
+    // Anything else (reset or aborted before accept, WSAENOTCONN from Wine for the same, WSAEMFILE,
+    // WSAENOBUFS, WSAEINTR, ...) concerns one connection or a moment, as long as the listener still listens.
+    BOOL listening = FALSE;
+    int length = sizeof(listening);
+    if (getsockopt(listener, SOL_SOCKET, SO_ACCEPTCONN, reinterpret_cast<char*>(&listening), &length) != 0)
+    {
+        return true;
+    }
+    return listening == FALSE;
+}
+
+// After an accept() failure for want of sockets or memory (WSAEMFILE, WSAENOBUFS), waits a little before the
+// next try: the next accept would fail at once again, and a loop that spins on it would starve the
+// connections being served. Doubles from 1 ms to 250 ms while the shortage lasts; a success resets it. A
+// connection reset or aborted before it was accepted costs nothing: the next one is taken at once.
+class accept_backoff
+{
+public:
+    void after_failure(int error)
+    {
+        const bool known_per_connection = error == WSAECONNRESET || error == WSAECONNABORTED || error == WSAENOTCONN ||
+                                          error == WSAETIMEDOUT || error == WSAEINTR || error == WSAEWOULDBLOCK ||
+                                          error == WSAENETRESET;
+        if (known_per_connection)
+        {
+            return;
+        }
+        Sleep(delay_ms_);
+        delay_ms_ = delay_ms_ >= 125 ? 250 : delay_ms_ * 2;
+    }
+    void after_success() noexcept
+    {
+        delay_ms_ = 1;
+    }
+
+private:
+    DWORD delay_ms_ = 1;
+};
+
 // WSAStartup/WSACleanup.
 struct winsock
 {
@@ -338,31 +397,46 @@ int main(int argc, char** argv)
     std::uint64_t started = 0;
     {
         reaper finished_connections;
-        for (std::uint64_t accepted = 0; opts.connections == 0 || accepted < opts.connections; ++accepted)
+        accept_backoff backoff;
+        std::uint64_t accepted = 0;
+        while (opts.connections == 0 || started < opts.connections)
         {
             sockaddr_in peer{};
             int peer_length = sizeof(peer);
             SOCKET client = accept(listener, reinterpret_cast<sockaddr*>(&peer), &peer_length);
             if (client == INVALID_SOCKET)
             {
-                std::fprintf(stderr, "echo_server: accept failed: %d\n", WSAGetLastError());
-                exit_code = 1;
-                break;
+                const int error = WSAGetLastError();
+                if (listener_failed(listener, error))
+                {
+                    std::fprintf(stderr, "echo_server: the listening socket failed: error %d; stopping\n", error);
+                    exit_code = 1;
+                    break;
+                }
+                std::fprintf(stderr, "echo_server: accept failed for one connection: error %d; going on\n", error);
+                backoff.after_failure(error);
+                continue;
             }
+            backoff.after_success();
+            ++accepted;
             const BOOL no_delay = TRUE;
-            setsockopt(client, IPPROTO_TCP, TCP_NODELAY, reinterpret_cast<const char*>(&no_delay), sizeof(no_delay));
+            (void)setsockopt(client, IPPROTO_TCP, TCP_NODELAY, reinterpret_cast<const char*>(&no_delay),
+                             sizeof(no_delay));
             char peer_name[INET_ADDRSTRLEN] = "?";
-            inet_ntop(AF_INET, &peer.sin_addr, peer_name, sizeof(peer_name));
-            std::printf("echo_server: connection %llu from %s:%u\n", static_cast<unsigned long long>(accepted + 1),
+            (void)inet_ntop(AF_INET, &peer.sin_addr, peer_name, sizeof(peer_name));
+            std::printf("echo_server: connection %llu from %s:%u\n", static_cast<unsigned long long>(accepted),
                         peer_name, ntohs(peer.sin_port));
             std::fflush(stdout);
-            if (connection::start(engine, client, accepted + 1, finished_connections))
+            if (connection::start(engine, client, accepted, finished_connections))
             {
                 ++started;
             }
             else
             {
-                exit_code = 1;
+                // Already logged and closed; one connection that could not start is not the server's end.
+                std::printf("echo_server: connection %llu closed after echoing 0 bytes (could not start)\n",
+                            static_cast<unsigned long long>(accepted));
+                std::fflush(stdout);
             }
         }
         // Every started connection ends when its client closes; wait for them before leaving.
