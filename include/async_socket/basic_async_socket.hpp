@@ -51,27 +51,48 @@ enum class socket_state : std::int32_t
 
 namespace detail
 {
-// The socket whose completion callback this thread is running, if any: close() from there would wait for
-// its own callback to finish, so it is refused.
-inline thread_local const void* dispatching_socket = nullptr;
+// Every socket whose completion callback this thread is running, innermost first: a callback may start IO on
+// another socket that finishes at once and runs that socket's callback nested in its own, so several sockets
+// can be in a callback on one thread. close() or destroy of any of them from there would wait for a callback
+// further out on this very thread, so it is refused. The frames live on the stack (a thread_local pointer,
+// trivially destructible: mingw's thread_local with a destructor is unreliable).
+struct dispatch_frame
+{
+    const void* socket;
+    const dispatch_frame* outer;
+};
+inline thread_local const dispatch_frame* dispatch_frames = nullptr;
 
 class dispatch_scope
 {
 public:
-    explicit dispatch_scope(const void* socket) noexcept : previous_(dispatching_socket)
+    explicit dispatch_scope(const void* socket) noexcept : frame_{socket, dispatch_frames}
     {
-        dispatching_socket = socket;
+        dispatch_frames = &frame_;
     }
     ~dispatch_scope()
     {
-        dispatching_socket = previous_;
+        dispatch_frames = frame_.outer;
     }
     dispatch_scope(const dispatch_scope&) = delete;
     dispatch_scope& operator=(const dispatch_scope&) = delete;
 
 private:
-    const void* previous_;
+    dispatch_frame frame_;
 };
+
+// True when this thread is inside a completion callback of `socket`, at any depth.
+[[nodiscard]] inline bool dispatching(const void* socket) noexcept
+{
+    for (const dispatch_frame* frame = dispatch_frames; frame != nullptr; frame = frame->outer)
+    {
+        if (frame->socket == socket)
+        {
+            return true;
+        }
+    }
+    return false;
+}
 
 [[noreturn]] inline void usage_violation(const char* what) noexcept
 {
@@ -207,7 +228,7 @@ public:
     // (doing nothing) when called from one of this socket's own completion callbacks.
     status close() noexcept
     {
-        if (detail::dispatching_socket == this || completing_at_once_here())
+        if (detail::dispatching(this) || completing_at_once_here())
         {
             return status::called_from_callback;
         }
@@ -489,7 +510,7 @@ private:
 
     ~basic_async_socket()
     {
-        if (detail::dispatching_socket == this || completing_at_once_here())
+        if (detail::dispatching(this) || completing_at_once_here())
         {
             detail::usage_violation("a socket was destroyed from inside one of its own completion callbacks");
         }

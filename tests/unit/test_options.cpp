@@ -5,6 +5,8 @@
 
 #include <doctest/doctest.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -336,6 +338,140 @@ TEST_CASE("skip mode: close of a socket from a callback nested in its own IO fin
         CHECK(test.x_close == status::called_from_callback); // would otherwise wait for itself forever
         CHECK(x->state() == async_socket::socket_state::open);
         CHECK(x->close() == status::ok);
+    }
+    expect_clean(os, ledger);
+}
+
+namespace
+{
+// A's receive completes through the pool; from its callback B sends (finishing at once), and from B's
+// callback C sends (finishing at once). From C's callback every socket whose callback is running on the
+// thread is asked to close: all three are refused, since each would wait for a callback further out on
+// this very thread. Only plain recording here: the callback may run on a worker thread of the fake.
+struct nested_closes
+{
+    socket_of<fast_threadpool>* a = nullptr;
+    socket_of<fast_threadpool>* b = nullptr;
+    socket_of<fast_threadpool>* c = nullptr;
+    char data[3] = {'n', 'e', 's'};
+    ASYNC_SOCKET_BUFFER buffer{data, sizeof(data)};
+    std::atomic<int> a_received{0};
+    std::atomic<int> b_sent{0};
+    std::atomic<int> c_sent{0};
+    std::atomic<bool> starts_failed{false};
+    std::atomic<status> a_close{status::ok};
+    std::atomic<status> b_close{status::ok};
+    std::atomic<status> c_close{status::ok};
+    std::atomic<status> a_close_from_b{status::ok};
+    bool nest_c = true;
+
+    static void on_a_received(void* context, ASYNC_SOCKET_RECEIVE_RESULT, std::uint32_t)
+    {
+        auto* self = static_cast<nested_closes*>(context);
+        ++self->a_received;
+        if (self->b->send_async(&self->buffer, 1, &on_b_sent, self) != status::ok)
+        {
+            self->starts_failed = true;
+        }
+    }
+    static void on_b_sent(void* context, ASYNC_SOCKET_SEND_RESULT)
+    {
+        auto* self = static_cast<nested_closes*>(context);
+        ++self->b_sent;
+        if (self->nest_c)
+        {
+            if (self->c->send_async(&self->buffer, 1, &on_c_sent, self) != status::ok)
+            {
+                self->starts_failed = true;
+            }
+        }
+        else
+        {
+            self->a_close_from_b = self->a->close(); // the case found by review: A's callback is further out
+        }
+    }
+    static void on_c_sent(void* context, ASYNC_SOCKET_SEND_RESULT)
+    {
+        auto* self = static_cast<nested_closes*>(context);
+        ++self->c_sent;
+        self->a_close = self->a->close();
+        self->b_close = self->b->close();
+        self->c_close = self->c->close();
+    }
+};
+} // namespace
+
+TEST_CASE("skip mode: close of a socket whose pooled callback is further out on the thread is refused")
+{
+    fake_os os;
+    alloc_ledger ledger;
+    // B's (6) and C's (7) IO finish at once; A's (5) waits for the test to complete it.
+    os.at_once(
+        [](const pending_io& io)
+        {
+            return io.socket == fake_socket(5)
+                       ? std::nullopt
+                       : std::optional<std::uint32_t>(static_cast<std::uint32_t>(io.total_length));
+        });
+    {
+        auto a = open_socket<fast_threadpool>(os, ledger);
+        auto b = socket_of<fast_threadpool>::create(&os, fake_socket(6), {}, fault_alloc{&ledger});
+        auto c = socket_of<fast_threadpool>::create(&os, fake_socket(7), {}, fault_alloc{&ledger});
+        REQUIRE(b);
+        REQUIRE(c);
+        REQUIRE(b->open_async(&noop_open, nullptr) == status::ok);
+        REQUIRE(c->open_async(&noop_open, nullptr) == status::ok);
+        nested_closes test;
+        test.a = a.get();
+        test.b = b.get();
+        test.c = c.get();
+        char into[8];
+        ASYNC_SOCKET_BUFFER receive_buffer{into, sizeof(into)};
+
+        SUBCASE("A's callback on the test's thread; B closes A")
+        {
+            test.nest_c = false;
+        }
+        SUBCASE("A's callback on the test's thread; C closes A, B and C") {}
+        bool on_worker = false;
+        SUBCASE("A's callback on a worker thread; C closes A, B and C")
+        {
+            on_worker = true;
+        }
+        REQUIRE(a->receive_async(&receive_buffer, 1, &nested_closes::on_a_received, &test) == status::ok);
+        REQUIRE(os.pending().size() == 1);
+        const auto overlapped = os.pending().at(0).overlapped;
+        if (on_worker)
+        {
+            os.complete_on_worker(overlapped, io_no_error, 4);
+            CHECK(os.wait_until_idle(std::chrono::seconds(60)));
+        }
+        else
+        {
+            CHECK(os.complete(overlapped, io_no_error, 4));
+        }
+
+        CHECK(test.a_received.load() == 1);
+        CHECK(test.b_sent.load() == 1);
+        CHECK_FALSE(test.starts_failed.load());
+        if (test.nest_c)
+        {
+            CHECK(test.c_sent.load() == 1);
+            CHECK(test.a_close.load() == status::called_from_callback);
+            CHECK(test.b_close.load() == status::called_from_callback);
+            CHECK(test.c_close.load() == status::called_from_callback);
+        }
+        else
+        {
+            CHECK(test.a_close_from_b.load() == status::called_from_callback);
+        }
+        CHECK(a->state() == async_socket::socket_state::open);
+        CHECK(b->state() == async_socket::socket_state::open);
+        CHECK(c->state() == async_socket::socket_state::open);
+        // From outside the callbacks every one closes normally.
+        CHECK(a->close() == status::ok);
+        CHECK(b->close() == status::ok);
+        CHECK(c->close() == status::ok);
     }
     expect_clean(os, ledger);
 }
