@@ -115,7 +115,7 @@ scripts/install-deps.sh
 if [ "$skip_native" -eq 0 ]; then
     echo
     echo "=== native benchmarks (preset release)"
-    if [ -f bench/bench_native.cpp ]; then
+    if [ -f bench/native/bench_native.cpp ]; then
         cmake --preset release >/dev/null
         cmake --build --preset release -j "$jobs" --target bench_native
         if [ "$build_only" -eq 0 ]; then
@@ -125,7 +125,7 @@ if [ "$skip_native" -eq 0 ]; then
             record_machine native after
         fi
     else
-        echo "bench: bench/bench_native.cpp does not exist yet; no native benchmarks"
+        echo "bench: bench/native/bench_native.cpp does not exist yet; no native benchmarks"
         rm -f "$results/native.json"
     fi
 fi

@@ -10,11 +10,11 @@
 // scripts/bench_native_table.py turns the JSON of several runs into the table of the docs;
 // scripts/bench_native_callgrind.sh counts the instructions per IO.
 #include <async_socket/basic_async_socket.hpp>
-#include <async_socket/heap_alloc.hpp>
-#include <async_socket/recycling_pool_alloc.hpp>
-#include <async_socket/std_allocator_alloc.hpp>
-#include <async_socket/std_sync.hpp>
-#include <async_socket/testing/inline_threadpool.hpp>
+#include <async_socket/alloc/heap_alloc.hpp>
+#include <async_socket/alloc/recycling_pool_alloc.hpp>
+#include <async_socket/alloc/std_allocator_alloc.hpp>
+#include <async_socket/sync/std_sync.hpp>
+#include "inline_threadpool.hpp"
 
 #include <benchmark/benchmark.h>
 

@@ -10,7 +10,7 @@
 //   async_socket::testing::inline_engine engine;
 //   auto socket = basic_async_socket<inline_threadpool, heap_alloc, std_sync>::create(&engine, s);
 //
-// UsesIoEvents selects the optional uses_io_events trait (policies.hpp), so that both the event path and
+// UsesIoEvents selects the optional uses_io_events trait (concepts.hpp), so that both the event path and
 // the no-event path of the core can be measured: with it, create_event returns a dummy non-null handle and
 // close_event does nothing.
 //
@@ -19,7 +19,7 @@
 // number of IOs that way, or start the next one after send_async returns.
 #pragma once
 
-#include <async_socket/policies.hpp>
+#include <async_socket/concepts.hpp>
 #include <async_socket/types.h>
 
 #include <cstddef>

@@ -40,9 +40,9 @@
 //     --quick: a short smoke run; --*_iterations override the iteration counts (batches) of each benchmark;
 //     --mark_timed_region: see mark_timed_region.
 #include <async_socket/async_socket.hpp>
-#include <async_socket/win32/iocp_threadpool.hpp>
+#include <async_socket/backend/win32/iocp.hpp>
 
-#include "loopback.hpp"
+#include <async_socket/testing/win32_loopback.hpp>
 
 #if ASYNC_SOCKET_BENCH_HAVE_ASIO
 #include <asio.hpp>
@@ -570,14 +570,14 @@ public:
             error_ = "making the engine failed";
             return;
         }
-        pair_ = win32_test::make_loopback_pair();
+        pair_ = async_socket::testing::make_loopback_pair();
         if (!pair_.valid())
         {
             error_ = "no loopback connection";
             return;
         }
-        client_socket_ = Socket::create(engine_, win32_test::as_handle(pair_.client));
-        server_socket_ = Socket::create(engine_, win32_test::as_handle(pair_.server));
+        client_socket_ = Socket::create(engine_, async_socket::testing::as_handle(pair_.client));
+        server_socket_ = Socket::create(engine_, async_socket::testing::as_handle(pair_.server));
         if (!client_socket_ || !server_socket_)
         {
             error_ = "create failed";
@@ -643,7 +643,7 @@ public:
 private:
     batch_signal& signal_;
     engine_type engine_{};
-    win32_test::socket_pair pair_;
+    async_socket::testing::socket_pair pair_;
     typename Socket::handle client_socket_;
     typename Socket::handle server_socket_;
     transport_type client_{nullptr};
@@ -835,7 +835,7 @@ public:
             return;
         }
         SetThreadpoolCallbackPool(&environment_, pool_);
-        pair_ = win32_test::make_loopback_pair();
+        pair_ = async_socket::testing::make_loopback_pair();
         if (!pair_.valid())
         {
             error_ = "no loopback connection";
@@ -896,7 +896,7 @@ private:
     batch_signal& signal_;
     TP_CALLBACK_ENVIRON environment_{};
     PTP_POOL pool_ = nullptr;
-    win32_test::socket_pair pair_;
+    async_socket::testing::socket_pair pair_;
     transport_type client_;
     transport_type server_;
     const char* error_ = nullptr;
@@ -938,7 +938,7 @@ public:
         : signal_(signal), io_(1), work_(asio::make_work_guard(io_)), client_socket_(io_), server_socket_(io_),
           client_(client_socket_), server_(server_socket_)
     {
-        win32_test::socket_pair pair = win32_test::make_loopback_pair();
+        async_socket::testing::socket_pair pair = async_socket::testing::make_loopback_pair();
         if (!pair.valid())
         {
             error_ = "no loopback connection";
@@ -1248,7 +1248,7 @@ int main(int argc, char** argv)
     }
     argc = kept;
 
-    win32_test::wsa_session wsa;
+    async_socket::testing::wsa_session wsa;
     if (!wsa.ok())
     {
         std::fprintf(stderr, "bench_loopback: WSAStartup failed: %d\n", wsa.result);

@@ -4,7 +4,7 @@
 // recycling_pool_alloc) and, on Windows, the Win32 policies (basic_win32_threadpool and its options,
 // win32_sync), the execution engine and two aliases: win32_async_socket (the spec's behaviour) and
 // win32_fast_async_socket (the fastest configuration on threadpool IO); and the completion-port policy
-// (win32/iocp_threadpool.hpp: win32_iocp_engine, basic_win32_iocp_threadpool, win32_iocp_async_socket), for
+// (backend/win32/iocp.hpp: win32_iocp_engine, basic_win32_iocp_threadpool, win32_iocp_async_socket), for
 // Asio-like dispatch on threads of one's own. The C-style API of the contract is in <async_socket/c_api.h>.
 #pragma once
 
@@ -14,17 +14,17 @@
 #endif
 
 #include <async_socket/basic_async_socket.hpp>
-#include <async_socket/heap_alloc.hpp>
-#include <async_socket/policies.hpp>
-#include <async_socket/recycling_pool_alloc.hpp>
+#include <async_socket/alloc/heap_alloc.hpp>
+#include <async_socket/concepts.hpp>
+#include <async_socket/alloc/recycling_pool_alloc.hpp>
 #include <async_socket/status.hpp>
-#include <async_socket/std_sync.hpp>
+#include <async_socket/sync/std_sync.hpp>
 #include <async_socket/types.h>
 
 #ifdef _WIN32
-#include <async_socket/win32/execution_engine.hpp>
-#include <async_socket/win32/win32_sync.hpp>
-#include <async_socket/win32/win32_threadpool.hpp>
+#include <async_socket/backend/win32/execution_engine.hpp>
+#include <async_socket/backend/win32/win32_sync.hpp>
+#include <async_socket/backend/win32/threadpool.hpp>
 
 namespace async_socket
 {
@@ -39,5 +39,5 @@ using win32_fast_async_socket = basic_async_socket<
     recycling_pool_alloc, win32_sync>;
 } // namespace async_socket
 
-#include <async_socket/win32/iocp_threadpool.hpp>
+#include <async_socket/backend/win32/iocp.hpp>
 #endif

@@ -3,7 +3,7 @@
 // All the logic lives here: argument checks, the CLOSED/OPENING/OPEN/CLOSING state machine, the
 // pending-call counter that close waits on, the overflow checks and the completion routine that maps
 // OS results to the spec's results. The OS sits behind ThreadpoolPolicy, memory behind AllocPolicy and
-// atomics behind SyncPolicy (see policies.hpp), so the same code runs on Win32 and against fakes.
+// atomics behind SyncPolicy (see concepts.hpp), so the same code runs on Win32 and against fakes.
 //
 // Guarantees:
 // - Every send_async/receive_async that returns status::ok gets exactly one completion callback, on a
@@ -20,8 +20,10 @@
 // For the same reason a SOCKET can serve only one basic_async_socket in its life.
 #pragma once
 
+#include <async_socket/detail/config.hpp>
+
 #include <async_socket/detail/io_context.hpp>
-#include <async_socket/policies.hpp>
+#include <async_socket/concepts.hpp>
 #include <async_socket/status.hpp>
 #include <async_socket/types.h>
 
@@ -31,12 +33,6 @@
 #include <memory>
 #include <new>
 #include <utility>
-
-#if defined(_MSC_VER) && !defined(__clang__)
-#define ASYNC_SOCKET_NO_UNIQUE_ADDRESS [[msvc::no_unique_address]]
-#else
-#define ASYNC_SOCKET_NO_UNIQUE_ADDRESS [[no_unique_address]]
-#endif
 
 namespace async_socket
 {

@@ -20,7 +20,7 @@
 #include <windows.h>
 
 #include <async_socket/types.h>
-#include <async_socket/win32/execution_engine.hpp>
+#include <async_socket/backend/win32/execution_engine.hpp>
 #include <async_socket/async_socket.hpp>
 
 #include <new>

@@ -1,7 +1,7 @@
 // Uses the installed headers: a socket over the shipped fakes opens, sends and closes.
 #include <async_socket/basic_async_socket.hpp>
-#include <async_socket/heap_alloc.hpp>
-#include <async_socket/std_sync.hpp>
+#include <async_socket/alloc/heap_alloc.hpp>
+#include <async_socket/sync/std_sync.hpp>
 #include <async_socket/testing/fake_threadpool.hpp>
 
 #include <cstdio>

@@ -11,7 +11,7 @@
 // which fits an 8 MiB ASYNC_SOCKET_BUFFER array, makes the IO context exceed UINT32_MAX. The allocator
 // refuses blocks over 4 MiB (out_of_memory), so no run touches gigabytes.
 #include <async_socket/basic_async_socket.hpp>
-#include <async_socket/std_sync.hpp>
+#include <async_socket/sync/std_sync.hpp>
 #include <async_socket/testing/fake_threadpool.hpp>
 #include <async_socket/testing/fault_alloc.hpp>
 

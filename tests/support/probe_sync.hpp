@@ -2,7 +2,7 @@
 #pragma once
 
 #include <async_socket/basic_async_socket.hpp>
-#include <async_socket/std_sync.hpp>
+#include <async_socket/sync/std_sync.hpp>
 #include <async_socket/testing/fake_threadpool.hpp>
 #include <async_socket/testing/fault_alloc.hpp>
 

@@ -1,12 +1,12 @@
 // The shipped AllocPolicies beyond heap_alloc: recycling_pool_alloc (size classes, reuse, the cap, sharing,
 // release with the last copy, threads, no heap allocation per IO once warm) and std_allocator_alloc (any
 // standard allocator; exceptions become nullptr, and then out_of_memory).
-#include <async_socket/recycling_pool_alloc.hpp>
-#include <async_socket/std_allocator_alloc.hpp>
+#include <async_socket/alloc/recycling_pool_alloc.hpp>
+#include <async_socket/alloc/std_allocator_alloc.hpp>
 
 #include "../support/fixtures.hpp"
 
-#include <async_socket/testing/inline_threadpool.hpp>
+#include "inline_threadpool.hpp"
 
 #include <doctest/doctest.h>
 

@@ -979,7 +979,7 @@ TEST_CASE("close while a lagging worker still holds queued completions completes
 // ---------------------------------------------------------------------------------------------------
 // Nothing of a socket is touched once close has let a destroy free it
 //
-// The SyncPolicy contract (policies.hpp): a wake may run on a word that is already freed, by address only; nothing
+// The SyncPolicy contract (concepts.hpp): a wake may run on a word that is already freed, by address only; nothing
 // else may. These tests stop one thread right after a chosen SyncPolicy step, destroy the socket from another, mark
 // its words freed, and let the first thread go on: probe_sync counts what it then does to the freed words.
 // ---------------------------------------------------------------------------------------------------

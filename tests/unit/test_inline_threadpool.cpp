@@ -1,9 +1,9 @@
 // testing::inline_threadpool: the benchmark ThreadpoolPolicy that completes every IO inline.
-#include <async_socket/testing/inline_threadpool.hpp>
+#include "inline_threadpool.hpp"
 
 #include "../support/fixtures.hpp"
 
-#include <async_socket/heap_alloc.hpp>
+#include <async_socket/alloc/heap_alloc.hpp>
 
 #include <doctest/doctest.h>
 

@@ -1,14 +1,14 @@
 // The three policy concepts: which types model them, which do not, and conformance suites that every
 // SyncPolicy and AllocPolicy in the tree must pass. A new policy is accepted when it is added to the
 // type list of its suite (sync_policies_under_test, alloc_policies_under_test) and passes.
-#include <async_socket/policies.hpp>
+#include <async_socket/concepts.hpp>
 
 #include "../support/fixtures.hpp"
 
-#include <async_socket/heap_alloc.hpp>
-#include <async_socket/std_sync.hpp>
+#include <async_socket/alloc/heap_alloc.hpp>
+#include <async_socket/sync/std_sync.hpp>
 #ifdef _WIN32
-#include <async_socket/win32/win32_sync.hpp>
+#include <async_socket/backend/win32/win32_sync.hpp>
 #endif
 
 #include <doctest/doctest.h>
@@ -34,7 +34,7 @@
 #include <vector>
 
 // docs/policies.md example begin
-#include <async_socket/policies.hpp>
+#include <async_socket/concepts.hpp>
 
 #include <atomic>
 #include <cstddef>

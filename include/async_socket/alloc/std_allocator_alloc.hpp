@@ -19,20 +19,15 @@
 // so copies of this policy are noexcept.
 #pragma once
 
-#include <async_socket/policies.hpp>
+#include <async_socket/detail/config.hpp>
+
+#include <async_socket/concepts.hpp>
 
 #include <cstddef>
 #include <memory>
 #include <type_traits>
 
 // The same definition as in basic_async_socket.hpp (an identical redefinition is allowed).
-#ifndef ASYNC_SOCKET_NO_UNIQUE_ADDRESS
-#if defined(_MSC_VER) && !defined(__clang__)
-#define ASYNC_SOCKET_NO_UNIQUE_ADDRESS [[msvc::no_unique_address]]
-#else
-#define ASYNC_SOCKET_NO_UNIQUE_ADDRESS [[no_unique_address]]
-#endif
-#endif
 
 namespace async_socket
 {

@@ -17,7 +17,7 @@
 // socket). fake_socket(n) makes a non-null SOCKET_HANDLE.
 #pragma once
 
-#include <async_socket/policies.hpp>
+#include <async_socket/concepts.hpp>
 #include <async_socket/types.h>
 
 #include <algorithm>
@@ -145,7 +145,7 @@ enum class cancel_behavior : std::uint8_t
     ignore,          // leave them; the test completes them itself
 };
 
-// The optional ThreadpoolPolicy traits (see policies.hpp) a fake_threadpool models.
+// The optional ThreadpoolPolicy traits (see concepts.hpp) a fake_threadpool models.
 struct fake_features
 {
     bool io_events = true;                   // false: uses_io_events = false (no event per IO)

@@ -1,5 +1,5 @@
-// Test support for the Win32 integration tests: Winsock start-up, a connected pair of real overlapped TCP
-// sockets over 127.0.0.1, and a waiter that lets a test block until a condition holds (with a deadline)
+// async_socket testing, Win32: Winsock start-up, a connected pair of real overlapped TCP sockets over
+// 127.0.0.1, and a waiter that lets a test block until a condition holds (with a deadline)
 // without ever sleeping to "let things settle".
 //
 // Header-only; only Win32 and the standard library.
@@ -17,7 +17,7 @@
 #include <mutex>
 #include <utility>
 
-namespace win32_test
+namespace async_socket::testing
 {
 
 // WSAStartup in the constructor, WSACleanup in the destructor. ok() says whether WSAStartup succeeded.
@@ -219,4 +219,4 @@ private:
     std::condition_variable changed_;
 };
 
-} // namespace win32_test
+} // namespace async_socket::testing

@@ -3,7 +3,7 @@
 // dispatcher threads) runs the same suite; each IO must complete exactly once whichever way it finishes: through
 // the port on a dispatcher thread, or at once on the calling thread (skip mode).
 #include <async_socket/async_socket.hpp>
-#include <async_socket/win32/iocp_threadpool.hpp>
+#include <async_socket/backend/win32/iocp.hpp>
 
 #include "support/callback_io.hpp"
 #include "support/counted_io.hpp"
@@ -33,7 +33,7 @@ using async_socket::win32_event_mode;
 using async_socket::win32_iocp_engine;
 using async_socket::win32_options;
 using async_socket::win32_sync;
-using namespace win32_test; // the support shared with test_win32_options (tests/win32/support)
+using namespace win32_test; // the support shared with test_win32_options (tests/backend/win32/support)
 
 // A socket type, and the dispatcher threads of the engine it runs on and how many completions each takes from
 // the port per call (1: GetQueuedCompletionStatus; more: GetQueuedCompletionStatusEx).

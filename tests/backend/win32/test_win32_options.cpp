@@ -29,7 +29,7 @@ using async_socket::status;
 using async_socket::win32_event_mode;
 using async_socket::win32_options;
 using async_socket::win32_sync;
-using namespace win32_test; // the support shared with test_win32_iocp (tests/win32/support)
+using namespace win32_test; // the support shared with test_win32_iocp (tests/backend/win32/support)
 
 template <win32_options Options>
 using socket_with = basic_async_socket<basic_win32_threadpool<Options>, heap_alloc, win32_sync>;

@@ -1,10 +1,10 @@
 // Tests of the Win32 pieces on their own: the execution engine, win32_sync (against the same checks as
 // std_sync) and win32_threadpool on a real loopback socket (under Wine when cross compiling).
-#include <async_socket/win32/execution_engine.hpp>
-#include <async_socket/win32/win32_sync.hpp>
-#include <async_socket/win32/win32_threadpool.hpp>
+#include <async_socket/backend/win32/execution_engine.hpp>
+#include <async_socket/backend/win32/win32_sync.hpp>
+#include <async_socket/backend/win32/threadpool.hpp>
 
-#include <async_socket/std_sync.hpp>
+#include <async_socket/sync/std_sync.hpp>
 
 #include "support/loopback.hpp"
 

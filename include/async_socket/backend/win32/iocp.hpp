@@ -43,11 +43,11 @@
 #include <windows.h>
 
 #include <async_socket/basic_async_socket.hpp>
-#include <async_socket/policies.hpp>
-#include <async_socket/recycling_pool_alloc.hpp>
+#include <async_socket/concepts.hpp>
+#include <async_socket/alloc/recycling_pool_alloc.hpp>
 #include <async_socket/types.h>
-#include <async_socket/win32/win32_sync.hpp>
-#include <async_socket/win32/win32_threadpool.hpp>
+#include <async_socket/backend/win32/win32_sync.hpp>
+#include <async_socket/backend/win32/threadpool.hpp>
 
 #include <cstddef>
 #include <cstdint>

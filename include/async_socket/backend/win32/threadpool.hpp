@@ -1,6 +1,6 @@
 // async_socket: the Win32 ThreadpoolPolicy, the only part of the library that talks to the OS.
 //
-// One object per socket (see threadpool_policy in policies.hpp). Each member is one Win32 call and holds
+// One object per socket (see threadpool_policy in concepts.hpp). Each member is one Win32 call and holds
 // no logic; basic_async_socket decides when to call what. The object keeps a reference to its execution
 // engine from acquire_pool until it is destroyed, so the pool outlives every threadpool IO made on it.
 //
@@ -13,7 +13,7 @@
 //   policy, so that in steady state no event is made or closed.
 // - skip_completion_on_success = true: the socket is put in FILE_SKIP_COMPLETION_PORT_ON_SUCCESS mode at
 //   its first open; an IO that finishes at once is then completed by the core on the calling thread
-//   instead of going through the pool (see skip_completion_on_success in policies.hpp).
+//   instead of going through the pool (see skip_completion_on_success in concepts.hpp).
 //
 // Choices:
 // - The cleanup group is created (SRS 01_037) but not attached to the callback environment
@@ -30,12 +30,15 @@
 //   per object and close_io at destroy.
 #pragma once
 
+#include <async_socket/detail/config.hpp>
+
 #include <winsock2.h>
 #include <windows.h>
 
-#include <async_socket/policies.hpp>
+#include <async_socket/concepts.hpp>
 #include <async_socket/types.h>
-#include <async_socket/win32/execution_engine.hpp>
+#include <async_socket/backend/win32/execution_engine.hpp>
+#include <async_socket/backend/win32/socket_calls.hpp>
 
 #include <atomic>
 #include <cstddef>
@@ -43,280 +46,8 @@
 #include <type_traits>
 #include <utility>
 
-#ifndef ASYNC_SOCKET_NO_UNIQUE_ADDRESS
-#if defined(_MSC_VER) && !defined(__clang__)
-#define ASYNC_SOCKET_NO_UNIQUE_ADDRESS [[msvc::no_unique_address]]
-#else
-#define ASYNC_SOCKET_NO_UNIQUE_ADDRESS [[no_unique_address]]
-#endif
-#endif
-
 namespace async_socket
 {
-
-static_assert(sizeof(DWORD) == sizeof(std::uint32_t), "win32_threadpool needs DWORD to be 32 bits");
-
-// How a basic_win32_threadpool gives each IO's OVERLAPPED an event (see the header comment).
-enum class win32_event_mode
-{
-    per_io,   // CreateEvent before each IO, CloseHandle after it: the spec's behaviour
-    none,     // no event: hEvent is NULL
-    recycled, // an event per IO, reused from a few kept by the socket's policy
-};
-
-// The options of basic_win32_threadpool. The defaults are the spec's behaviour.
-struct win32_options
-{
-    win32_event_mode events = win32_event_mode::per_io;
-    bool skip_completion_on_success = false; // FILE_SKIP_COMPLETION_PORT_ON_SUCCESS on the socket
-};
-
-namespace detail
-{
-// The events a recycled-events policy keeps for its next IOs: up to `capacity`, each slot an atomic HANDLE
-// (null when empty). take() and give_back() run concurrently from user threads and pool threads and never
-// block: a slot is claimed by an exchange and filled by a compare-exchange, so each event is owned by one
-// slot or one IO at a time.
-//
-// No ResetEvent is needed before an event is used again. Nothing waits on it (the completion reaches the
-// pool through the completion port, or the core completes the IO at once in skip mode), and the OS itself
-// resets the OVERLAPPED's event when an IO starts and sets it when the IO ends: an event given back
-// signalled is reset by the next WSASend/WSARecv that uses it.
-class win32_event_cache
-{
-public:
-    // Enough for a send and a receive in flight, with room to spare; each kept event is a kernel handle.
-    static constexpr std::size_t capacity = 4;
-
-    win32_event_cache() noexcept = default;
-    // Only made before the socket uses it (create moves the policy in); takes over the other's events.
-    win32_event_cache(win32_event_cache&& other) noexcept
-    {
-        for (std::size_t i = 0; i < capacity; ++i)
-        {
-            slots_[i].store(other.slots_[i].exchange(nullptr, std::memory_order_acq_rel), std::memory_order_release);
-        }
-    }
-    win32_event_cache& operator=(win32_event_cache&&) = delete;
-    win32_event_cache(const win32_event_cache&) = delete;
-    win32_event_cache& operator=(const win32_event_cache&) = delete;
-
-    // CloseHandle on every kept event. Every IO has completed by then: the socket closes before it is freed.
-    ~win32_event_cache()
-    {
-        for (std::atomic<HANDLE>& slot : slots_)
-        {
-            if (HANDLE event = slot.exchange(nullptr, std::memory_order_acquire); event != nullptr)
-            {
-                (void)CloseHandle(event);
-            }
-        }
-    }
-
-    // A kept event, or nullptr when none is left. No OS call.
-    HANDLE take() noexcept
-    {
-        for (std::atomic<HANDLE>& slot : slots_)
-        {
-            if (slot.load(std::memory_order_relaxed) != nullptr)
-            {
-                if (HANDLE event = slot.exchange(nullptr, std::memory_order_acquire); event != nullptr)
-                {
-                    return event;
-                }
-            }
-        }
-        return nullptr;
-    }
-
-    // Keeps `event` for a later IO; false (the caller closes it) when every slot is full. No OS call.
-    bool give_back(HANDLE event) noexcept
-    {
-        for (std::atomic<HANDLE>& slot : slots_)
-        {
-            HANDLE empty = nullptr;
-            if (slot.load(std::memory_order_relaxed) == nullptr &&
-                slot.compare_exchange_strong(empty, event, std::memory_order_release, std::memory_order_relaxed))
-            {
-                return true;
-            }
-        }
-        return false;
-    }
-
-private:
-    std::atomic<HANDLE> slots_[capacity]{};
-};
-
-// What a policy that does not recycle events keeps instead: nothing.
-struct win32_no_event_cache
-{
-};
-// The socket's own calls, the same for every Win32 ThreadpoolPolicy (threadpool IO here, a plain completion port
-// in iocp_threadpool.hpp): the IO's event, skip mode, WSASend/WSARecv and CancelIoEx. The policies derive from it
-// and add how completions are delivered.
-template <win32_options Options>
-class win32_socket_calls
-{
-public:
-    using overlapped_type = OVERLAPPED;
-    using buffer_type = WSABUF;
-    using event_type = HANDLE;
-
-    static constexpr win32_options options = Options;
-
-    // false with events = none: the core then never calls create_event/close_event and hEvent stays NULL.
-    static constexpr bool uses_io_events = Options.events != win32_event_mode::none;
-
-    // true: the core calls set_skip_completion_on_success at the first open and accepts
-    // io_completed_synchronously from send and receive.
-    static constexpr bool skip_completion_on_success = Options.skip_completion_on_success;
-
-    win32_socket_calls() noexcept = default;
-    win32_socket_calls(win32_socket_calls&& other) noexcept : events_(std::move(other.events_)) {}
-    win32_socket_calls& operator=(win32_socket_calls&&) = delete;
-    win32_socket_calls(const win32_socket_calls&) = delete;
-    win32_socket_calls& operator=(const win32_socket_calls&) = delete;
-    ~win32_socket_calls() = default; // with events = recycled, closes the kept events
-
-    // CreateEventW: a manual-reset, non-signalled, unnamed event. nullptr when the OS refuses.
-    // events = recycled: a kept event when there is one (no OS call), else a new one.
-    // events = none: never called by the core (present because the concept asks for it).
-    HANDLE create_event() noexcept
-    {
-        if constexpr (Options.events == win32_event_mode::recycled)
-        {
-            if (HANDLE kept = events_.take(); kept != nullptr)
-            {
-                return kept;
-            }
-        }
-        return CreateEventW(nullptr, TRUE, FALSE, nullptr);
-    }
-
-    // CloseHandle. Cannot fail on an event made by create_event.
-    // events = recycled: keeps the event for a later IO (no OS call) unless enough are kept already.
-    void close_event(HANDLE event) noexcept
-    {
-        if constexpr (Options.events == win32_event_mode::recycled)
-        {
-            if (events_.give_back(event))
-            {
-                return;
-            }
-        }
-        (void)CloseHandle(event);
-    }
-
-    // SetFileCompletionNotificationModes(socket, FILE_SKIP_COMPLETION_PORT_ON_SUCCESS |
-    // FILE_SKIP_SET_EVENT_ON_HANDLE), after checking that the socket's provider makes IFS handles. Only with
-    // skip_completion_on_success; the core calls it once, at the first open. Fails (and the open with it) when
-    // the OS refuses, or when the socket comes from a non-IFS layered service provider: such a provider may
-    // still post a completion for an IO that succeeded at once (the SetFileCompletionNotificationModes
-    // documentation), which would complete that IO twice.
-    //
-    // FILE_SKIP_SET_EVENT_ON_HANDLE: the OS no longer signals the socket handle itself when an IO ends. Only a
-    // wait on the handle (GetOverlappedResult with a NULL hEvent) needs that signal; nothing waits on it here,
-    // since completions come through the port or at once. The OVERLAPPED's own event (events = per_io or
-    // recycled) is still set.
-    bool set_skip_completion_on_success(SOCKET_HANDLE socket) noexcept requires(Options.skip_completion_on_success)
-    {
-        WSAPROTOCOL_INFOW provider{};
-        int length = sizeof(provider);
-        if (getsockopt(to_socket(socket), SOL_SOCKET, SO_PROTOCOL_INFOW, reinterpret_cast<char*>(&provider), &length) !=
-                0 ||
-            (provider.dwServiceFlags1 & XP1_IFS_HANDLES) == 0)
-        {
-            return false;
-        }
-        return SetFileCompletionNotificationModes(to_handle(socket), FILE_SKIP_COMPLETION_PORT_ON_SUCCESS |
-                                                                         FILE_SKIP_SET_EVENT_ON_HANDLE) != FALSE;
-    }
-
-    // Zeroes the OVERLAPPED and sets its hEvent. No OS call.
-    static void set_overlapped_event(OVERLAPPED& overlapped, HANDLE event) noexcept
-    {
-        overlapped = OVERLAPPED{};
-        overlapped.hEvent = event;
-    }
-
-    // Points the WSABUF at `length` bytes at `memory`. No OS call.
-    static void set_buffer(WSABUF& buffer, void* memory, std::uint32_t length) noexcept
-    {
-        buffer.buf = static_cast<CHAR*>(memory);
-        buffer.len = static_cast<ULONG>(length);
-    }
-
-    // WSASend without a completion routine. Returns io_no_error when the IO was accepted and its completion
-    // will come through the completion port (WSA_IO_PENDING, or done at once without skip mode), else the WSA error
-    // code. With skip_completion_on_success, an IO done at once returns io_completed_synchronously with its
-    // byte count in *bytes_sent (never null then): no completion will come for it.
-    io_error send(SOCKET_HANDLE socket, WSABUF* buffers, std::uint32_t count, std::uint32_t* bytes_sent,
-                  std::uint32_t flags, OVERLAPPED* overlapped) noexcept
-    {
-        DWORD sent = 0;
-        const int result =
-            WSASend(to_socket(socket), buffers, static_cast<DWORD>(count), bytes_sent == nullptr ? nullptr : &sent,
-                    static_cast<DWORD>(flags), overlapped, nullptr);
-        if (bytes_sent != nullptr)
-        {
-            *bytes_sent = static_cast<std::uint32_t>(sent);
-        }
-        return accepted_or_error(result);
-    }
-
-    // WSARecv without a completion routine; *flags is passed in and read back. Returns as send does.
-    io_error receive(SOCKET_HANDLE socket, WSABUF* buffers, std::uint32_t count, std::uint32_t* bytes_received,
-                     std::uint32_t* flags, OVERLAPPED* overlapped) noexcept
-    {
-        DWORD received = 0;
-        DWORD flags_in_out = static_cast<DWORD>(*flags);
-        const int result = WSARecv(to_socket(socket), buffers, static_cast<DWORD>(count),
-                                   bytes_received == nullptr ? nullptr : &received, &flags_in_out, overlapped, nullptr);
-        if (bytes_received != nullptr)
-        {
-            *bytes_received = static_cast<std::uint32_t>(received);
-        }
-        *flags = static_cast<std::uint32_t>(flags_in_out);
-        return accepted_or_error(result);
-    }
-
-    // CancelIoEx(socket, NULL): every IO outstanding on the socket, from any thread, completes with
-    // ERROR_OPERATION_ABORTED (995). Finding nothing to cancel (ERROR_NOT_FOUND) is not a failure.
-    void cancel_socket_io(SOCKET_HANDLE socket) noexcept
-    {
-        (void)CancelIoEx(to_handle(socket), nullptr);
-    }
-
-protected:
-    // 0 from WSASend/WSARecv: done at once. In skip mode no completion is queued for it.
-    static io_error accepted_or_error(int result) noexcept
-    {
-        if (result == 0)
-        {
-            return Options.skip_completion_on_success ? io_completed_synchronously : io_no_error;
-        }
-        const int error = WSAGetLastError();
-        return error == WSA_IO_PENDING ? io_no_error : static_cast<io_error>(error);
-    }
-
-    static SOCKET to_socket(SOCKET_HANDLE socket) noexcept
-    {
-        return reinterpret_cast<SOCKET>(socket);
-    }
-
-    static HANDLE to_handle(SOCKET_HANDLE socket) noexcept
-    {
-        return static_cast<HANDLE>(socket);
-    }
-
-private:
-    ASYNC_SOCKET_NO_UNIQUE_ADDRESS std::conditional_t<Options.events == win32_event_mode::recycled,
-                                                      detail::win32_event_cache, detail::win32_no_event_cache>
-        events_;
-};
-
-} // namespace detail
 
 // The Win32 ThreadpoolPolicy, configured by Options (see the header comment). Use win32_threadpool for the
 // spec's behaviour.

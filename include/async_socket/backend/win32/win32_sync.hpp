@@ -1,6 +1,6 @@
 // async_socket: the Win32 SyncPolicy, on Interlocked* and WaitOnAddress/WakeByAddress*.
 //
-// The same contract as std_sync (see policies.hpp): a 32-bit word (volatile LONG) with sequentially
+// The same contract as std_sync (see concepts.hpp): a 32-bit word (volatile LONG) with sequentially
 // consistent load/store, compare-exchange, increment/decrement, and wait/wake on its address. Needs
 // Windows 8 or later and links synchronization.lib (-lsynchronization with mingw-w64).
 #pragma once
