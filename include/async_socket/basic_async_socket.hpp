@@ -262,87 +262,7 @@ public:
                                     ON_ASYNC_SOCKET_SEND_COMPLETE on_send_complete,
                                     void* on_send_complete_context) noexcept
     {
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_025: [ If buffers is NULL, async_socket_send_async shall fail and return a
-        // non-zero value. ]
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_085: [ If buffer_count is 0, async_socket_send_async shall fail and return
-        // a non-zero value. ]
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_089: [ If any of the buffers in payload has buffer set to NULL,
-        // async_socket_send_async shall fail and return a non-zero value. ]
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_090: [ If any of the buffers in payload has length set to 0,
-        // async_socket_send_async shall fail and return a non-zero value. ]
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_101: [ If the sum of buffer lengths for all the buffers in payload is
-        // greater than UINT32_MAX, async_socket_send_async shall fail and return a non-zero value. ]
-        std::uint32_t total_length = 0;
-        if (status checked = check_buffers(buffers, buffer_count, total_length); checked != status::ok)
-        {
-            return checked;
-        }
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_026: [ If on_send_complete is NULL, async_socket_send_async shall fail and
-        // return a non-zero value. ]
-        if (on_send_complete == nullptr)
-        {
-            return status::invalid_argument;
-        }
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_027: [ on_send_complete_context shall be allowed to be NULL. ]
-
-        api_call_guard guard(*this);
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_097: [ If async_socket is not OPEN, async_socket_send_async shall fail and
-        // return a non-zero value. ]
-        if (!guard.socket_is_open())
-        {
-            return status::invalid_state;
-        }
-
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_028: [ Otherwise async_socket_send_async shall create a context for the
-        // send where the payload, on_send_complete and on_send_complete_context shall be stored. ]
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_050: [ The context shall also allocate enough memory to keep an array of
-        // buffer_count WSABUF items. ]
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_103: [ If the amount of memory needed to allocate the context and the WSABUF
-        // items is exceeding UINT32_MAX, async_socket_send_async shall fail and return a non-zero value. ]
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_056: [ async_socket_send_async shall set the WSABUF items to point to the
-        // memory/length of the buffers in payload. ]
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_057: [ An event to be used for the OVERLAPPED structure passed to WSASend
-        // shall be created and stored in the context. ]
-        context_header* context = nullptr;
-        if (status made = make_context(buffers, buffer_count, total_length, detail::io_kind::send, context);
-            made != status::ok)
-        {
-            // Codes_SRS_ASYNC_SOCKET_WIN32_01_029: [ If any error occurs, async_socket_send_async shall fail and
-            // return a non-zero value. ]
-            return made;
-        }
-        context->on_send_complete = on_send_complete;
-        context->callback_context = on_send_complete_context;
-
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_060: [ An asynchronous IO shall be started by calling
-        // StartThreadpoolIo. ]
-        threadpool_.start_io();
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_061: [ The WSABUF array associated with the context shall be sent by
-        // calling WSASend and passing to it the OVERLAPPED structure with the event that was just created, dwFlags
-        // set to 0, lpNumberOfBytesSent set to NULL and lpCompletionRoutine set to NULL. ]
-        // (With skip_completion_on_success the policy is given a byte count to fill: see complete_at_once.)
-        std::uint32_t bytes_at_once = 0;
-        const io_error sent = threadpool_.send(socket_, layout::buffers(context), buffer_count,
-                                               skip_mode ? &bytes_at_once : nullptr, 0, &context->overlapped);
-        if (skip_mode && sent == io_completed_synchronously)
-        {
-            complete_at_once(context, bytes_at_once);
-            return status::ok;
-        }
-        if (sent != io_no_error)
-        {
-            // Codes_SRS_ASYNC_SOCKET_WIN32_01_062: [ If net_comm_send_async fails, async_socket_send_async shall call
-            // CancelThreadpoolIo and return MU_FAILURE. ]
-            threadpool_.cancel_io();
-            free_context(context);
-            // Codes_SRS_ASYNC_SOCKET_WIN32_01_029: [ If any error occurs, async_socket_send_async shall fail and
-            // return a non-zero value. ]
-            return status::os_error;
-        }
-        // The context now belongs to the completion; it may already be freed.
-
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_045: [ On success, async_socket_send_async shall return 0. ]
-        return status::ok;
+        return submit<detail::io_kind::send>(buffers, buffer_count, on_send_complete, on_send_complete_context);
     }
 
     // Receives into `buffer_count` buffers, filled in order, as one IO; the callback reports how many bytes
@@ -352,87 +272,8 @@ public:
                                        ON_ASYNC_SOCKET_RECEIVE_COMPLETE on_receive_complete,
                                        void* on_receive_complete_context) noexcept
     {
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_074: [ If buffers is NULL, async_socket_receive_async shall fail and return
-        // a non-zero value. ]
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_086: [ If buffer_count is 0, async_socket_receive_async shall fail and
-        // return a non-zero value. ]
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_091: [ If any of the buffers in payload has buffer set to NULL,
-        // async_socket_receive_async shall fail and return a non-zero value. ]
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_092: [ If any of the buffers in payload has length set to 0,
-        // async_socket_receive_async shall fail and return a non-zero value. ]
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_096: [ If the sum of buffer lengths for all the buffers in payload is
-        // greater than UINT32_MAX, async_socket_receive_async shall fail and return a non-zero value. ]
-        std::uint32_t total_length = 0;
-        if (status checked = check_buffers(buffers, buffer_count, total_length); checked != status::ok)
-        {
-            return checked;
-        }
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_075: [ If on_receive_complete is NULL, async_socket_receive_async shall
-        // fail and return a non-zero value. ]
-        if (on_receive_complete == nullptr)
-        {
-            return status::invalid_argument;
-        }
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_076: [ on_receive_complete_context shall be allowed to be NULL. ]
-
-        api_call_guard guard(*this);
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_098: [ If async_socket is not OPEN, async_socket_receive_async shall fail
-        // and return a non-zero value. ]
-        if (!guard.socket_is_open())
-        {
-            return status::invalid_state;
-        }
-
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_077: [ Otherwise async_socket_receive_async shall create a context for the
-        // send where the payload, on_receive_complete and on_receive_complete_context shall be stored. ]
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_078: [ The context shall also allocate enough memory to keep an array of
-        // buffer_count WSABUF items. ]
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_104: [ If the amount of memory needed to allocate the context and the
-        // WSABUF items is exceeding UINT32_MAX, async_socket_receive_async shall fail and return a non-zero value. ]
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_079: [ async_socket_receive_async shall set the WSABUF items to point to
-        // the memory/length of the buffers in payload. ]
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_080: [ An event to be used for the OVERLAPPED structure passed to WSARecv
-        // shall be created and stored in the context. ]
-        context_header* context = nullptr;
-        if (status made = make_context(buffers, buffer_count, total_length, detail::io_kind::receive, context);
-            made != status::ok)
-        {
-            // Codes_SRS_ASYNC_SOCKET_WIN32_01_084: [ If any error occurs, async_socket_receive_async shall fail and
-            // return a non-zero value. ]
-            return made;
-        }
-        context->on_receive_complete = on_receive_complete;
-        context->callback_context = on_receive_complete_context;
-
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_081: [ An asynchronous IO shall be started by calling
-        // StartThreadpoolIo. ]
-        threadpool_.start_io();
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_082: [ A receive shall be started for the WSABUF array associated with the
-        // context calling WSARecv and passing to it the OVERLAPPED structure with the event that was just created,
-        // dwFlags set to 0, lpNumberOfBytesSent set to NULL and lpCompletionRoutine set to NULL.. ]
-        std::uint32_t flags = 0;
-        std::uint32_t bytes_at_once = 0;
-        const io_error received =
-            threadpool_.receive(socket_, layout::buffers(context), buffer_count, skip_mode ? &bytes_at_once : nullptr,
-                                &flags, &context->overlapped);
-        if (skip_mode && received == io_completed_synchronously)
-        {
-            complete_at_once(context, bytes_at_once);
-            return status::ok;
-        }
-        if (received != io_no_error)
-        {
-            // Codes_SRS_ASYNC_SOCKET_WIN32_01_054: [ If WSARecv fails, async_socket_receive_async shall call
-            // CancelThreadpoolIo. ]
-            threadpool_.cancel_io();
-            free_context(context);
-            // Codes_SRS_ASYNC_SOCKET_WIN32_01_084: [ If any error occurs, async_socket_receive_async shall fail and
-            // return a non-zero value. ]
-            return status::os_error;
-        }
-
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_083: [ On success, async_socket_receive_async shall return 0. ]
-        return status::ok;
+        return submit<detail::io_kind::receive>(buffers, buffer_count, on_receive_complete,
+                                                on_receive_complete_context);
     }
 
     [[nodiscard]] socket_state state() const noexcept
@@ -527,6 +368,146 @@ private:
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_005: [ Otherwise, async_socket_destroy shall free all resources
         // associated with async_socket. ]
         release_threadpool();
+    }
+
+    // send_async and receive_async: one path, the direction a template parameter. Each step carries the
+    // markers of both directions' requirements.
+    template <detail::io_kind Kind, class Callback>
+    status submit(const ASYNC_SOCKET_BUFFER* buffers, std::uint32_t buffer_count, Callback on_complete,
+                  void* on_complete_context) noexcept
+    {
+        constexpr bool is_send = Kind == detail::io_kind::send;
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_025: [ If buffers is NULL, async_socket_send_async shall fail and return a
+        // non-zero value. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_085: [ If buffer_count is 0, async_socket_send_async shall fail and return
+        // a non-zero value. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_089: [ If any of the buffers in payload has buffer set to NULL,
+        // async_socket_send_async shall fail and return a non-zero value. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_090: [ If any of the buffers in payload has length set to 0,
+        // async_socket_send_async shall fail and return a non-zero value. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_101: [ If the sum of buffer lengths for all the buffers in payload is
+        // greater than UINT32_MAX, async_socket_send_async shall fail and return a non-zero value. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_074: [ If buffers is NULL, async_socket_receive_async shall fail and return
+        // a non-zero value. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_086: [ If buffer_count is 0, async_socket_receive_async shall fail and
+        // return a non-zero value. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_091: [ If any of the buffers in payload has buffer set to NULL,
+        // async_socket_receive_async shall fail and return a non-zero value. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_092: [ If any of the buffers in payload has length set to 0,
+        // async_socket_receive_async shall fail and return a non-zero value. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_096: [ If the sum of buffer lengths for all the buffers in payload is
+        // greater than UINT32_MAX, async_socket_receive_async shall fail and return a non-zero value. ]
+        std::uint32_t total_length = 0;
+        if (status checked = check_buffers(buffers, buffer_count, total_length); checked != status::ok)
+        {
+            return checked;
+        }
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_026: [ If on_send_complete is NULL, async_socket_send_async shall fail and
+        // return a non-zero value. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_075: [ If on_receive_complete is NULL, async_socket_receive_async shall
+        // fail and return a non-zero value. ]
+        if (on_complete == nullptr)
+        {
+            return status::invalid_argument;
+        }
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_027: [ on_send_complete_context shall be allowed to be NULL. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_076: [ on_receive_complete_context shall be allowed to be NULL. ]
+
+        api_call_guard guard(*this);
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_097: [ If async_socket is not OPEN, async_socket_send_async shall fail and
+        // return a non-zero value. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_098: [ If async_socket is not OPEN, async_socket_receive_async shall fail
+        // and return a non-zero value. ]
+        if (!guard.socket_is_open())
+        {
+            return status::invalid_state;
+        }
+
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_028: [ Otherwise async_socket_send_async shall create a context for the
+        // send where the payload, on_send_complete and on_send_complete_context shall be stored. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_050: [ The context shall also allocate enough memory to keep an array of
+        // buffer_count WSABUF items. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_103: [ If the amount of memory needed to allocate the context and the WSABUF
+        // items is exceeding UINT32_MAX, async_socket_send_async shall fail and return a non-zero value. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_056: [ async_socket_send_async shall set the WSABUF items to point to the
+        // memory/length of the buffers in payload. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_057: [ An event to be used for the OVERLAPPED structure passed to WSASend
+        // shall be created and stored in the context. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_077: [ Otherwise async_socket_receive_async shall create a context for the
+        // send where the payload, on_receive_complete and on_receive_complete_context shall be stored. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_078: [ The context shall also allocate enough memory to keep an array of
+        // buffer_count WSABUF items. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_104: [ If the amount of memory needed to allocate the context and the
+        // WSABUF items is exceeding UINT32_MAX, async_socket_receive_async shall fail and return a non-zero value. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_079: [ async_socket_receive_async shall set the WSABUF items to point to
+        // the memory/length of the buffers in payload. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_080: [ An event to be used for the OVERLAPPED structure passed to WSARecv
+        // shall be created and stored in the context. ]
+        context_header* context = nullptr;
+        if (status made = make_context(buffers, buffer_count, total_length, Kind, context); made != status::ok)
+        {
+            // Codes_SRS_ASYNC_SOCKET_WIN32_01_029: [ If any error occurs, async_socket_send_async shall fail and
+            // return a non-zero value. ]
+            // Codes_SRS_ASYNC_SOCKET_WIN32_01_084: [ If any error occurs, async_socket_receive_async shall fail and
+            // return a non-zero value. ]
+            return made;
+        }
+        if constexpr (is_send)
+        {
+            context->on_send_complete = on_complete;
+        }
+        else
+        {
+            context->on_receive_complete = on_complete;
+        }
+        context->callback_context = on_complete_context;
+
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_060: [ An asynchronous IO shall be started by calling
+        // StartThreadpoolIo. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_081: [ An asynchronous IO shall be started by calling
+        // StartThreadpoolIo. ]
+        threadpool_.start_io();
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_061: [ The WSABUF array associated with the context shall be sent by
+        // calling WSASend and passing to it the OVERLAPPED structure with the event that was just created, dwFlags
+        // set to 0, lpNumberOfBytesSent set to NULL and lpCompletionRoutine set to NULL. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_082: [ A receive shall be started for the WSABUF array associated with the
+        // context calling WSARecv and passing to it the OVERLAPPED structure with the event that was just created,
+        // dwFlags set to 0, lpNumberOfBytesSent set to NULL and lpCompletionRoutine set to NULL.. ]
+        // (With skip_completion_on_success the policy is given a byte count to fill: see complete_at_once.)
+        std::uint32_t bytes_at_once = 0;
+        io_error started = io_no_error;
+        if constexpr (is_send)
+        {
+            started = threadpool_.send(socket_, layout::buffers(context), buffer_count,
+                                       skip_mode ? &bytes_at_once : nullptr, 0, &context->overlapped);
+        }
+        else
+        {
+            std::uint32_t flags = 0;
+            started = threadpool_.receive(socket_, layout::buffers(context), buffer_count,
+                                          skip_mode ? &bytes_at_once : nullptr, &flags, &context->overlapped);
+        }
+        if (skip_mode && started == io_completed_synchronously)
+        {
+            complete_at_once(context, bytes_at_once);
+            return status::ok;
+        }
+        if (started != io_no_error)
+        {
+            // (SRS 01_029/084: any error fails the call.)
+            // Codes_SRS_ASYNC_SOCKET_WIN32_01_062: [ If net_comm_send_async fails, async_socket_send_async shall call
+            // CancelThreadpoolIo and return MU_FAILURE. ]
+            // Codes_SRS_ASYNC_SOCKET_WIN32_01_054: [ If WSARecv fails, async_socket_receive_async shall call
+            // CancelThreadpoolIo. ]
+            threadpool_.cancel_io();
+            free_context(context);
+            return status::os_error;
+        }
+        // The context now belongs to the completion; it may already be freed.
+
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_045: [ On success, async_socket_send_async shall return 0. ]
+        // Codes_SRS_ASYNC_SOCKET_WIN32_01_083: [ On success, async_socket_receive_async shall return 0. ]
+        return status::ok;
     }
 
     // Counts a send_async/receive_async under way, so that close can wait for it (SRS 01_020). The count is
