@@ -487,7 +487,7 @@ private:
             started = threadpool_.receive(socket_, layout::buffers(context), buffer_count,
                                           skip_mode ? &bytes_at_once : nullptr, &flags, &context->overlapped);
         }
-        if (skip_mode && started == io_completed_synchronously)
+        if (skip_mode && started == io_completed_at_once)
         {
             complete_at_once(context, bytes_at_once);
             return status::ok;

@@ -182,10 +182,10 @@ concept threadpool_policy_io = threadpool_policy_types<T> &&
 //   static constexpr bool skip_completion_on_success = true;
 //       The socket is put in FILE_SKIP_COMPLETION_PORT_ON_SUCCESS mode at the first open
 //       (set_skip_completion_on_success(socket) -> bool, SetFileCompletionNotificationModes). send and
-//       receive are then handed a byte-count pointer and may return io_completed_synchronously: the IO
+//       receive are then handed a byte-count pointer and may return io_completed_at_once: the IO
 //       finished at once, its byte count is in *bytes and no completion will be delivered for it. The
 //       core then cancels its StartThreadpoolIo and completes the IO itself.
-inline constexpr io_error io_completed_synchronously = 0xFFFFFFFFu; // never a Win32 error code
+inline constexpr io_error io_completed_at_once = 0xFFFFFFFFu; // never a Win32 error code
 
 template <class T>
 constexpr bool uses_io_events() noexcept

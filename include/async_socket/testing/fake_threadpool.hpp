@@ -946,7 +946,7 @@ private:
                 {
                     *bytes = *at_once;
                 }
-                return io_completed_synchronously;
+                return io_completed_at_once;
             }
             issue_pending(*io, accepted);
             hook = os_->on_issue_;

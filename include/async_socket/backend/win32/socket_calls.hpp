@@ -136,7 +136,7 @@ public:
     static constexpr bool uses_io_events = Options.events != win32_event_mode::none;
 
     // true: the core calls set_skip_completion_on_success at the first open and accepts
-    // io_completed_synchronously from send and receive.
+    // io_completed_at_once from send and receive.
     static constexpr bool skip_completion_on_success = Options.skip_completion_on_success;
 
     win32_socket_calls() noexcept = default;
@@ -216,7 +216,7 @@ public:
 
     // WSASend without a completion routine. Returns io_no_error when the IO was accepted and its completion
     // will come through the completion port (WSA_IO_PENDING, or done at once without skip mode), else the WSA error
-    // code. With skip_completion_on_success, an IO done at once returns io_completed_synchronously with its
+    // code. With skip_completion_on_success, an IO done at once returns io_completed_at_once with its
     // byte count in *bytes_sent (never null then): no completion will come for it.
     io_error send(SOCKET_HANDLE socket, WSABUF* buffers, std::uint32_t count, std::uint32_t* bytes_sent,
                   std::uint32_t flags, OVERLAPPED* overlapped) noexcept
@@ -261,7 +261,7 @@ protected:
     {
         if (result == 0)
         {
-            return Options.skip_completion_on_success ? io_completed_synchronously : io_no_error;
+            return Options.skip_completion_on_success ? io_completed_at_once : io_no_error;
         }
         const int error = WSAGetLastError();
         return error == WSA_IO_PENDING ? io_no_error : static_cast<io_error>(error);
