@@ -18,6 +18,9 @@
 // released in every close. A socket handle is bound to one completion port for life, so a second
 // CreateThreadpoolIo on it fails: closing the threadpool IO in close would make reopening impossible.
 // For the same reason a SOCKET can serve only one basic_async_socket in its life.
+//
+// Longer than 500 lines on purpose: one state machine whose transitions are read together, with about 150
+// lines of the spec's own requirement text quoted beside the code that does it (the Codes_ markers).
 #pragma once
 
 #include <async_socket/detail/config.hpp>

@@ -15,6 +15,9 @@
 //
 // The engine of a fake socket is the fake_os itself: basic_async_socket<fake_threadpool, ...>::create(&os,
 // socket). fake_socket(n) makes a non-null SOCKET_HANDLE.
+//
+// Longer than 500 lines on purpose: one model of the OS (calls, outstanding IO, completions by hand and from
+// workers, cancellation, violations) whose parts share one lock and must be read together.
 #pragma once
 
 #include <async_socket/concepts.hpp>
