@@ -469,7 +469,8 @@ CLIENT_TIMEOUT = 5
 CLIENT_SCENARIOS = [
     # name, behaviour (None: nobody listens), expected status, expected words in its output
     ("a correct server", behave_correctly, 0, r"every byte matched"),
-    ("reset right after accept", behave_reset_at_once, 1, r"FAILED|failed|ERROR"),
+    # The reset may reach the client while its connect is still being answered (Wine reports 10054 then).
+    ("reset right after accept", behave_reset_at_once, 1, r"FAILED|failed|ERROR|cannot connect"),
     ("close in the middle of a message", behave_close_after_some, 1, r"closed the connection"),
     ("reset with part of an echo sent", behave_reset_mid_message, 1, r"FAILED"),
     ("an echo with a wrong byte", behave_wrong_byte, 1, r"echoed byte 100 is"),
