@@ -84,9 +84,15 @@ release_and_consumer() {
     build_preset release || return 1
     local prefix
     prefix=$(mktemp -d)
+    # A fresh consumer build each time: its cache would keep async_socket_DIR from an earlier run's prefix
+    # and build against those (stale) headers.
+    rm -rf build/consumer
+    local result=0
     cmake --install build/release --prefix "$prefix" >/dev/null &&
         cmake -S tests/consumer -B build/consumer -DCMAKE_PREFIX_PATH="$prefix" >/dev/null &&
-        cmake --build build/consumer -j "$jobs" && ./build/consumer/consumer
+        cmake --build build/consumer -j "$jobs" && ./build/consumer/consumer || result=1
+    rm -rf "$prefix"
+    return "$result"
 }
 
 windows_under_wine() {

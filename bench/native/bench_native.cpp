@@ -33,6 +33,7 @@ using async_socket::testing::inline_engine;
 using async_socket::testing::inline_event_threadpool;
 using async_socket::testing::inline_threadpool;
 using async_socket::testing::inline_wsabuf;
+using inline_calls = async_socket::testing::inline_win32_calls<false>;
 
 constexpr std::uint32_t max_buffers = 64;
 constexpr std::uint32_t bytes_per_buffer = 512;
@@ -134,26 +135,26 @@ struct baseline_io
     ON_ASYNC_SOCKET_RECEIVE_COMPLETE on_receive;
 };
 
-void baseline_complete(void* /*callback_context*/, void* overlapped, async_socket::io_error io_result,
+void baseline_complete(void* /*callback_context*/, void* overlapped, async_socket::win32_error io_result,
                        std::size_t bytes) noexcept
 {
     auto* io = static_cast<baseline_io*>(overlapped);
     if (io->on_send != nullptr)
     {
-        io->on_send(io->callback_context, io_result == async_socket::io_no_error && bytes == io->total_length
+        io->on_send(io->callback_context, io_result == async_socket::win32_no_error && bytes == io->total_length
                                               ? ASYNC_SOCKET_SEND_OK
                                               : ASYNC_SOCKET_SEND_ERROR);
     }
     else
     {
-        const bool ok = io_result == async_socket::io_no_error && bytes <= io->total_length;
+        const bool ok = io_result == async_socket::win32_no_error && bytes <= io->total_length;
         io->on_receive(io->callback_context, ok ? ASYNC_SOCKET_RECEIVE_OK : ASYNC_SOCKET_RECEIVE_ERROR,
                        ok ? static_cast<std::uint32_t>(bytes) : 0);
     }
 }
 
 template <io_direction Direction>
-[[gnu::noinline]] status baseline_io_call(inline_threadpool& threadpool, const ASYNC_SOCKET_BUFFER* buffers,
+[[gnu::noinline]] status baseline_io_call(inline_calls& threadpool, const ASYNC_SOCKET_BUFFER* buffers,
                                           std::uint32_t buffer_count, ON_ASYNC_SOCKET_SEND_COMPLETE on_send,
                                           ON_ASYNC_SOCKET_RECEIVE_COMPLETE on_receive, void* context) noexcept
 {
@@ -178,27 +179,27 @@ template <io_direction Direction>
     inline_wsabuf os_buffers[max_buffers];
     for (std::uint32_t i = 0; i < buffer_count; ++i)
     {
-        inline_threadpool::set_buffer(os_buffers[i], buffers[i].buffer, buffers[i].length);
+        inline_calls::set_buffer(os_buffers[i], buffers[i].buffer, buffers[i].length);
     }
     baseline_io io{};
     io.total_length = static_cast<std::uint32_t>(total);
     io.callback_context = context;
     io.on_send = on_send;
     io.on_receive = on_receive;
-    inline_threadpool::set_overlapped_event(io.overlapped, 0);
+    inline_calls::set_overlapped_event(io.overlapped, 0);
     std::uint32_t flags = 0;
-    const async_socket::io_error issued =
+    const async_socket::win32_error issued =
         Direction == io_direction::send
             ? threadpool.send(nullptr, os_buffers, buffer_count, nullptr, 0, &io.overlapped)
             : threadpool.receive(nullptr, os_buffers, buffer_count, nullptr, &flags, &io.overlapped);
-    return issued == async_socket::io_no_error ? status::ok : status::os_error;
+    return issued == async_socket::win32_no_error ? status::ok : status::os_error;
 }
 
 template <io_direction Direction>
 void bm_baseline(benchmark::State& state)
 {
     inline_engine engine;
-    inline_threadpool threadpool;
+    inline_calls threadpool;
     (void)threadpool.acquire_pool(&engine);
     (void)threadpool.create_io<&baseline_complete>(nullptr, nullptr);
     payload data(static_cast<std::uint32_t>(state.range(0)));
@@ -313,10 +314,9 @@ void bm_alloc_pair(benchmark::State& state)
 }
 
 // The size of a context with one buffer over the inline threadpool (what a 1-buffer send allocates).
-constexpr std::size_t one_buffer_context = async_socket::detail::io_context_layout<
-    async_socket::detail::io_context_header<async_socket::testing::inline_overlapped,
-                                            async_socket::testing::inline_event>,
-    inline_wsabuf>::size(1);
+constexpr std::size_t one_buffer_context =
+    async_socket::detail::io_context_layout<async_socket::detail::io_context_header<inline_threadpool::io_state>,
+                                            inline_wsabuf>::size(1);
 
 using std_alloc = async_socket::std_allocator_alloc<std::allocator<std::byte>>;
 

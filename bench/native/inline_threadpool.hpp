@@ -1,16 +1,17 @@
-// async_socket testing: a ThreadpoolPolicy that completes every IO inline, for benchmarks.
+// async_socket testing: the Win32 backend over Win32 calls that complete every IO inline, for benchmarks.
 //
-// basic_inline_threadpool keeps nothing but the completion routine given to create_io. send and receive
-// call that routine with NO_ERROR and the full byte count (the sum of the buffer lengths) before they
-// return io_no_error, as a real completion may do on a threadpool thread before WSASend returns. There is
-// no recording, no lock and no OS: what a benchmark measures over it is the socket's own cost (checks,
-// state, counter, context, result mapping) plus the AllocPolicy's. testing::fake_threadpool is the model
-// to use in tests; this one is for measuring, here and in users' own benchmarks.
+// inline_win32_calls keeps nothing but the completion routine given to create_io. send and receive call that
+// routine with NO_ERROR and the full byte count (the sum of the buffer lengths) before they return
+// win32_no_error, as a real completion may do on a threadpool thread before WSASend returns. There is no
+// recording, no lock and no OS: what a benchmark measures over basic_inline_threadpool (the real Win32
+// protocol, win32_threadpool_backend, over these calls) is the cost of the socket and of the Win32 protocol
+// (checks, state, counter, context, event, result mapping) plus the AllocPolicy's. testing::fake_threadpool
+// is the model to use in tests; this one is for measuring, here and in users' own benchmarks.
 //
 //   async_socket::testing::inline_engine engine;
 //   auto socket = basic_async_socket<inline_threadpool, heap_alloc, std_sync>::create(&engine, s);
 //
-// UsesIoEvents selects the optional uses_io_events trait (concepts.hpp), so that both the event path and
+// UsesIoEvents selects the uses_io_events trait (threadpool_backend.hpp), so that both the event path and
 // the no-event path of the core can be measured: with it, create_event returns a dummy non-null handle and
 // close_event does nothing.
 //
@@ -20,6 +21,7 @@
 #pragma once
 
 #include <async_socket/concepts.hpp>
+#include <async_socket/backend/win32/threadpool_backend.hpp>
 #include <async_socket/types.h>
 
 #include <cstddef>
@@ -51,7 +53,7 @@ struct inline_wsabuf
 using inline_event = std::uintptr_t; // 0 is "no event"
 
 template <bool UsesIoEvents = false>
-class basic_inline_threadpool
+class inline_win32_calls
 {
 public:
     using engine_type = inline_engine*;
@@ -60,11 +62,12 @@ public:
     using event_type = inline_event;
 
     static constexpr bool uses_io_events = UsesIoEvents;
+    static constexpr bool skip_completion_on_success = false;
 
     // The dummy handle create_event returns when UsesIoEvents is true.
     static constexpr inline_event dummy_event = 1;
 
-    basic_inline_threadpool() noexcept = default;
+    inline_win32_calls() noexcept = default;
 
     bool acquire_pool(inline_engine* engine) noexcept
     {
@@ -82,7 +85,7 @@ public:
     }
 
     // Keeps the completion routine and its context: send and receive call it.
-    template <io_completion_fn Completion>
+    template <win32_completion_routine Completion>
     bool create_io(SOCKET_HANDLE /*socket*/, void* callback_context) noexcept
     {
         completion_ = Completion;
@@ -114,6 +117,11 @@ public:
 
     void close_event(inline_event /*event*/) noexcept {}
 
+    win32_error last_error() const noexcept
+    {
+        return win32_no_error;
+    }
+
     static void set_overlapped_event(inline_overlapped& overlapped, inline_event event) noexcept
     {
         overlapped = inline_overlapped{};
@@ -127,20 +135,20 @@ public:
     }
 
     // WSASend that sends every byte at once: the completion runs, with NO_ERROR and the sum of the buffer
-    // lengths, before this returns io_no_error.
-    io_error send(SOCKET_HANDLE /*socket*/, inline_wsabuf* buffers, std::uint32_t count, std::uint32_t* /*bytes*/,
-                  std::uint32_t /*flags*/, inline_overlapped* overlapped) noexcept
+    // lengths, before this returns win32_no_error.
+    win32_error send(SOCKET_HANDLE /*socket*/, inline_wsabuf* buffers, std::uint32_t count, std::uint32_t* /*bytes*/,
+                     std::uint32_t /*flags*/, inline_overlapped* overlapped) noexcept
     {
-        completion_(callback_context_, overlapped, io_no_error, total_length(buffers, count));
-        return io_no_error;
+        completion_(callback_context_, overlapped, win32_no_error, total_length(buffers, count));
+        return win32_no_error;
     }
 
     // WSARecv that fills every buffer at once: as send.
-    io_error receive(SOCKET_HANDLE /*socket*/, inline_wsabuf* buffers, std::uint32_t count, std::uint32_t* /*bytes*/,
-                     std::uint32_t* /*flags*/, inline_overlapped* overlapped) noexcept
+    win32_error receive(SOCKET_HANDLE /*socket*/, inline_wsabuf* buffers, std::uint32_t count, std::uint32_t* /*bytes*/,
+                        std::uint32_t* /*flags*/, inline_overlapped* overlapped) noexcept
     {
-        completion_(callback_context_, overlapped, io_no_error, total_length(buffers, count));
-        return io_no_error;
+        completion_(callback_context_, overlapped, win32_no_error, total_length(buffers, count));
+        return win32_no_error;
     }
 
     // Nothing is ever outstanding, so there is nothing to cancel.
@@ -163,9 +171,12 @@ private:
     }
 
     inline_engine* engine_ = nullptr;
-    io_completion_fn completion_ = nullptr;
+    win32_completion_routine completion_ = nullptr;
     void* callback_context_ = nullptr;
 };
+
+template <bool UsesIoEvents = false>
+using basic_inline_threadpool = win32_threadpool_backend<inline_win32_calls<UsesIoEvents>>;
 
 // No event per IO (the faster choice); basic_inline_threadpool<true> measures the spec's event path.
 using inline_threadpool = basic_inline_threadpool<false>;

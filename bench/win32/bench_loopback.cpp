@@ -4,7 +4,7 @@
 //   spec_default      async_socket::win32_async_socket (the spec's behaviour: a new event per IO, every
 //                     completion through the pool, malloc'd contexts)
 //   recycled_events   the spec's event per IO, taken from a few kept events (win32_event_mode::recycled)
-//   fast              async_socket::win32_fast_async_socket (no event, skip-completion-port-on-success,
+//   fast              async_socket::win32_no_event_skip_port_async_socket (no event, skip-completion-port-on-success,
 //                     recycled contexts)
 //   raw_event_per_io  hand-written threadpool IO (CreateThreadpoolIo/StartThreadpoolIo/WSASend/WSARecv, an
 //                     OVERLAPPED malloc'd per IO), CreateEvent + CloseHandle around each IO, like the spec
@@ -1178,7 +1178,7 @@ using recycled_events_socket =
     async_socket::basic_async_socket<async_socket::basic_win32_threadpool<async_socket::win32_options{
                                          .events = async_socket::win32_event_mode::recycled}>,
                                      async_socket::heap_alloc, async_socket::win32_sync>;
-using fast_socket = async_socket::win32_fast_async_socket;
+using fast_socket = async_socket::win32_no_event_skip_port_async_socket;
 using iocp_fast_socket = async_socket::win32_iocp_async_socket;
 using iocp_socket =
     async_socket::basic_async_socket<async_socket::basic_win32_iocp_threadpool<async_socket::win32_options{

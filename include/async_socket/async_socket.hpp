@@ -3,7 +3,7 @@
 // Brings in basic_async_socket (the template), the portable policies (std_sync, heap_alloc,
 // recycling_pool_alloc) and, on Windows, the Win32 policies (basic_win32_threadpool and its options,
 // win32_sync), the execution engine and two aliases: win32_async_socket (the spec's behaviour) and
-// win32_fast_async_socket (the fastest configuration on threadpool IO); and the completion-port policy
+// win32_no_event_skip_port_async_socket (the fastest configuration on threadpool IO); and the completion-port policy
 // (backend/win32/iocp.hpp: win32_iocp_engine, basic_win32_iocp_threadpool, win32_iocp_async_socket), for
 // Asio-like dispatch on threads of one's own. The C-style API of the contract is in <async_socket/c_api.h>.
 #pragma once
@@ -34,7 +34,7 @@ namespace async_socket
 using win32_async_socket = basic_async_socket<win32_threadpool, heap_alloc, win32_sync>;
 
 // The fastest: no event, IO done at once completed on the calling thread, contexts recycled (no malloc per IO).
-using win32_fast_async_socket = basic_async_socket<
+using win32_no_event_skip_port_async_socket = basic_async_socket<
     basic_win32_threadpool<win32_options{.events = win32_event_mode::none, .skip_completion_on_success = true}>,
     recycling_pool_alloc, win32_sync>;
 } // namespace async_socket

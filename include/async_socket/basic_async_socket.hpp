@@ -2,22 +2,23 @@
 //
 // All the logic lives here: argument checks, the CLOSED/OPENING/OPEN/CLOSING state machine, the
 // pending-call counter that close waits on, the overflow checks and the completion routine that maps
-// OS results to the spec's results. The OS sits behind ThreadpoolPolicy, memory behind AllocPolicy and
-// atomics behind SyncPolicy (see concepts.hpp), so the same code runs on Win32 and against fakes.
+// classified OS results to the spec's results. The OS sits behind the Backend (one IO's whole OS protocol),
+// memory behind AllocPolicy and atomics behind SyncPolicy (see concepts.hpp), so the same code runs on every
+// backend and against fakes.
 //
 // Guarantees:
 // - Every send_async/receive_async that returns status::ok gets exactly one completion callback, on a
-//   threadpool thread (or wherever the ThreadpoolPolicy delivers completions). A call that fails gets
+//   threadpool thread (or wherever the Backend delivers completions). A call that fails gets
 //   none.
 // - close() cancels outstanding IO, waits for every callback to finish and leaves the socket CLOSED and
 //   ready to be opened again. An IO that fails while the socket is closing completes with BECAUSE_CLOSE.
 // - All members are noexcept and may be called from any thread.
 //
-// Deviation from the spec (docs/requirements.md, docs/design.md): the threadpool IO, its cleanup group
-// and environment are made at the first open and kept until destroy, not made in every open and
-// released in every close. A socket handle is bound to one completion port for life, so a second
-// CreateThreadpoolIo on it fails: closing the threadpool IO in close would make reopening impossible.
-// For the same reason a SOCKET can serve only one basic_async_socket in its life.
+// Deviation from the spec (docs/requirements.md, docs/design.md): the backend binds the socket at the first
+// open and keeps the binding until destroy (on Win32 the threadpool IO, its cleanup group and environment),
+// not made in every open and released in every close. A socket handle is bound to one completion port for
+// life, so a second CreateThreadpoolIo on it fails: closing the threadpool IO in close would make reopening
+// impossible. For the same reason a SOCKET can serve only one basic_async_socket in its life.
 //
 // Longer than 500 lines on purpose: one state machine whose transitions are read together, with about 150
 // lines of the spec's own requirement text quoted beside the code that does it (the Codes_ markers).
@@ -102,18 +103,18 @@ private:
 }
 } // namespace detail
 
-template <class ThreadpoolPolicy, class AllocPolicy, class SyncPolicy>
+template <class Backend, class AllocPolicy, class SyncPolicy>
 class basic_async_socket
 {
-    static_assert(check_threadpool_policy<ThreadpoolPolicy>());
+    static_assert(check_backend<Backend>());
     static_assert(check_alloc_policy<AllocPolicy>());
     static_assert(check_sync_policy<SyncPolicy>());
 
 public:
-    using threadpool_type = ThreadpoolPolicy;
+    using backend_type = Backend;
     using alloc_type = AllocPolicy;
     using sync_type = SyncPolicy;
-    using engine_type = typename ThreadpoolPolicy::engine_type;
+    using engine_type = typename Backend::engine_type;
 
     struct destroyer
     {
@@ -126,8 +127,8 @@ public:
 
     // Makes a CLOSED socket over `socket_handle`, which stays the caller's (it is never closed here).
     // Returns null when engine or socket_handle is null, or when memory or the pool cannot be had.
-    [[nodiscard]] static handle create(engine_type engine, SOCKET_HANDLE socket_handle,
-                                       ThreadpoolPolicy threadpool = {}, AllocPolicy alloc = {}) noexcept
+    [[nodiscard]] static handle create(engine_type engine, SOCKET_HANDLE socket_handle, Backend backend = {},
+                                       AllocPolicy alloc = {}) noexcept
     {
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_002: [ If execution_engine is NULL, async_socket_create shall fail and
         // return NULL. ]
@@ -150,10 +151,9 @@ public:
             // NULL. ]
             return nullptr;
         }
-        auto* socket = ::new (memory) basic_async_socket(socket_handle, std::move(threadpool), alloc);
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_035: [ Otherwise, async_socket_open_async shall obtain the PTP_POOL from
-        // the execution engine passed to async_socket_create by calling execution_engine_win32_get_threadpool. ]
-        if (!socket->threadpool_.acquire_pool(engine))
+        auto* socket = ::new (memory) basic_async_socket(socket_handle, std::move(backend), alloc);
+        // The backend takes what it needs from the engine (on Win32: its pool, SRS 01_035).
+        if (!socket->backend_.attach(engine))
         {
             // Codes_SRS_ASYNC_SOCKET_WIN32_01_003: [ If any error occurs, async_socket_create shall fail and return
             // NULL. ]
@@ -179,7 +179,7 @@ public:
         alloc.deallocate(socket, sizeof(basic_async_socket));
     }
 
-    // Opens the socket: binds it to the threadpool (first open only) and moves it to OPEN, then calls
+    // Opens the socket: binds it with the backend (first open only) and moves it to OPEN, then calls
     // on_open_complete(context, ASYNC_SOCKET_OPEN_OK) on the calling thread before returning ok.
     // Fails (and calls nothing) on a null callback, when not CLOSED, or when the OS refuses.
     [[nodiscard]] status open_async(ON_ASYNC_SOCKET_OPEN_COMPLETE on_open_complete,
@@ -202,7 +202,7 @@ public:
             return status::invalid_state;
         }
 
-        if (!bound_ && !bind_to_threadpool())
+        if (!bound_ && !bind_backend())
         {
             // Codes_SRS_ASYNC_SOCKET_WIN32_01_039: [ If any error occurs, async_socket_open_async shall fail and
             // return a non-zero value. ]
@@ -246,15 +246,14 @@ public:
 
         // Every IO now started has been issued; cancel them all so that the wait below cannot hang on a
         // receive that never gets data. They complete with an error, reported as BECAUSE_CLOSE.
-        threadpool_.cancel_socket_io(socket_);
+        backend_.cancel_all();
 
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_040: [ async_socket_close shall wait for any executing callbacks by
-        // calling WaitForThreadpoolIoCallbacks, passing FALSE as fCancelPendingCallbacks. ]
-        threadpool_.wait_for_io_callbacks(false);
+        // Then wait for every callback (on Win32 WaitForThreadpoolIoCallbacks, SRS 01_040).
+        backend_.drain();
 
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_021: [ Then async_socket_close shall close the async socket, leaving it in
         // a state where an async_socket_open_async can be performed. ]
-        // The threadpool IO stays bound until destroy (see the header comment and release_threadpool).
+        // The socket stays bound until destroy (see the header comment and release_backend).
         set_state(socket_state::closed);
         return status::ok;
     }
@@ -290,9 +289,9 @@ public:
     }
 
     // The policy objects, for tests and for policies that report statistics.
-    [[nodiscard]] ThreadpoolPolicy& threadpool() noexcept
+    [[nodiscard]] Backend& backend() noexcept
     {
-        return threadpool_;
+        return backend_;
     }
     [[nodiscard]] AllocPolicy& allocator() noexcept
     {
@@ -303,20 +302,18 @@ public:
     basic_async_socket& operator=(const basic_async_socket&) = delete;
 
 private:
-    using overlapped_type = typename ThreadpoolPolicy::overlapped_type;
-    using buffer_type = typename ThreadpoolPolicy::buffer_type;
-    using event_type = typename ThreadpoolPolicy::event_type;
-    using context_header = detail::io_context_header<overlapped_type, event_type>;
+    using io_state = typename Backend::io_state;
+    using buffer_type = typename Backend::buffer_type;
+    using context_header = detail::io_context_header<io_state>;
     using layout = detail::io_context_layout<context_header, buffer_type>;
 
-    static constexpr bool uses_events = uses_io_events<ThreadpoolPolicy>();
-    static constexpr bool skip_mode = skips_completion_on_success<ThreadpoolPolicy>();
+    static constexpr bool skip_mode = completes_at_once<Backend>();
 
-    // Skip mode: one complete_at_once running on this thread, for one socket. An IO of that socket that
-    // finishes at once while it runs (started from a callback it called) is appended here and completed when
-    // that callback returns, so that a chain of such IO does not recurse without bound. The frames of one
-    // thread form a stack, at most one per socket; a frame runs inside the send_async/receive_async that made
-    // it, so close() of its socket (on another thread) waits for it through the pending-call count.
+    // A backend that completes IO at once: one complete_at_once running on this thread, for one socket. An IO of that
+    // socket that finishes at once while it runs (started from a callback it called) is appended here and completed
+    // when that callback returns, so that a chain of such IO does not recurse without bound. The frames of one thread
+    // form a stack, at most one per socket; a frame runs inside the send_async/receive_async that made it, so close()
+    // of its socket (on another thread) waits for it through the pending-call count.
     struct inline_frame
     {
         const basic_async_socket* owner;
@@ -343,8 +340,8 @@ private:
         return false;
     }
 
-    basic_async_socket(SOCKET_HANDLE socket, ThreadpoolPolicy&& threadpool, const AllocPolicy& alloc) noexcept
-        : socket_(socket), threadpool_(std::move(threadpool)), alloc_(alloc)
+    basic_async_socket(SOCKET_HANDLE socket, Backend&& backend, const AllocPolicy& alloc) noexcept
+        : socket_(socket), backend_(std::move(backend)), alloc_(alloc)
     {
     }
 
@@ -370,7 +367,7 @@ private:
 
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_005: [ Otherwise, async_socket_destroy shall free all resources
         // associated with async_socket. ]
-        release_threadpool();
+        release_backend();
     }
 
     // send_async and receive_async: one path, the direction a template parameter. Each step carries the
@@ -432,20 +429,13 @@ private:
         // buffer_count WSABUF items. ]
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_103: [ If the amount of memory needed to allocate the context and the WSABUF
         // items is exceeding UINT32_MAX, async_socket_send_async shall fail and return a non-zero value. ]
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_056: [ async_socket_send_async shall set the WSABUF items to point to the
-        // memory/length of the buffers in payload. ]
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_057: [ An event to be used for the OVERLAPPED structure passed to WSASend
-        // shall be created and stored in the context. ]
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_077: [ Otherwise async_socket_receive_async shall create a context for the
         // send where the payload, on_receive_complete and on_receive_complete_context shall be stored. ]
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_078: [ The context shall also allocate enough memory to keep an array of
         // buffer_count WSABUF items. ]
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_104: [ If the amount of memory needed to allocate the context and the
         // WSABUF items is exceeding UINT32_MAX, async_socket_receive_async shall fail and return a non-zero value. ]
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_079: [ async_socket_receive_async shall set the WSABUF items to point to
-        // the memory/length of the buffers in payload. ]
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_080: [ An event to be used for the OVERLAPPED structure passed to WSARecv
-        // shall be created and stored in the context. ]
+        // (The buffers are pointed at the payload by Backend::set_buffer, SRS 01_056/079.)
         context_header* context = nullptr;
         if (status made = make_context(buffers, buffer_count, total_length, Kind, context); made != status::ok)
         {
@@ -465,52 +455,32 @@ private:
         }
         context->callback_context = on_complete_context;
 
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_060: [ An asynchronous IO shall be started by calling
-        // StartThreadpoolIo. ]
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_081: [ An asynchronous IO shall be started by calling
-        // StartThreadpoolIo. ]
-        threadpool_.start_io();
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_061: [ The WSABUF array associated with the context shall be sent by
-        // calling WSASend and passing to it the OVERLAPPED structure with the event that was just created, dwFlags
-        // set to 0, lpNumberOfBytesSent set to NULL and lpCompletionRoutine set to NULL. ]
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_082: [ A receive shall be started for the WSABUF array associated with the
-        // context calling WSARecv and passing to it the OVERLAPPED structure with the event that was just created,
-        // dwFlags set to 0, lpNumberOfBytesSent set to NULL and lpCompletionRoutine set to NULL.. ]
-        // (With skip_completion_on_success the policy is given a byte count to fill: see complete_at_once.)
-        std::uint32_t bytes_at_once = 0;
-        io_error started = io_no_error;
+        // The backend starts the IO (on Win32: the event, StartThreadpoolIo, WSASend/WSARecv, SRS 01_057/060/061
+        // and 01_080/081/082; CancelThreadpoolIo when it fails, SRS 01_062/054).
+        submit_result started{};
         if constexpr (is_send)
         {
-            started = threadpool_.send(socket_, layout::buffers(context), buffer_count,
-                                       skip_mode ? &bytes_at_once : nullptr, 0, &context->overlapped);
+            started = backend_.submit_send(context->io, layout::buffers(context), buffer_count);
         }
         else
         {
-            std::uint32_t flags = 0;
-            started = threadpool_.receive(socket_, layout::buffers(context), buffer_count,
-                                          skip_mode ? &bytes_at_once : nullptr, &flags, &context->overlapped);
+            started = backend_.submit_receive(context->io, layout::buffers(context), buffer_count);
         }
-        if (skip_mode && started == io_completed_at_once)
+        if (started.status == submit_status::pending)
         {
-            complete_at_once(context, bytes_at_once);
+            // The context now belongs to the completion; it may already be freed.
+            // Codes_SRS_ASYNC_SOCKET_WIN32_01_045: [ On success, async_socket_send_async shall return 0. ]
+            // Codes_SRS_ASYNC_SOCKET_WIN32_01_083: [ On success, async_socket_receive_async shall return 0. ]
             return status::ok;
         }
-        if (started != io_no_error)
+        if (skip_mode && started.status == submit_status::completed_at_once)
         {
-            // (SRS 01_029/084: any error fails the call.)
-            // Codes_SRS_ASYNC_SOCKET_WIN32_01_062: [ If net_comm_send_async fails, async_socket_send_async shall call
-            // CancelThreadpoolIo and return MU_FAILURE. ]
-            // Codes_SRS_ASYNC_SOCKET_WIN32_01_054: [ If WSARecv fails, async_socket_receive_async shall call
-            // CancelThreadpoolIo. ]
-            threadpool_.cancel_io();
-            free_context(context);
-            return status::os_error;
+            complete_at_once(context, started.value);
+            return status::ok;
         }
-        // The context now belongs to the completion; it may already be freed.
-
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_045: [ On success, async_socket_send_async shall return 0. ]
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_083: [ On success, async_socket_receive_async shall return 0. ]
-        return status::ok;
+        // Refused: no completion will come (SRS 01_029/084: any error fails the call).
+        dealloc_context(context);
+        return status::os_error;
     }
 
     // Counts a send_async/receive_async under way, so that close can wait for it (SRS 01_020). The count is
@@ -590,62 +560,24 @@ private:
         SyncPolicy::wake_all(state_);
     }
 
-    // The threadpool binding is made once and kept until destroy (see the header comment).
-    bool bind_to_threadpool() noexcept
+    // The backend's binding is made once and kept until destroy (see the header comment).
+    bool bind_backend() noexcept
     {
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_016: [ Otherwise async_socket_open_async shall initialize a thread pool
-        // environment by calling InitializeThreadpoolEnvironment. ]
-        threadpool_.initialize_environment();
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_036: [ async_socket_open_async shall set the thread pool for the
-        // environment to the pool obtained from the execution engine by calling SetThreadpoolCallbackPool. ]
-        threadpool_.set_callback_pool();
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_037: [ async_socket_open_async shall create a threadpool cleanup group by
-        // calling CreateThreadpoolCleanupGroup. ]
-        if (!threadpool_.create_cleanup_group())
+        if (!backend_.template bind<&basic_async_socket::on_io_complete>(socket_, this))
         {
-            threadpool_.destroy_environment();
             return false;
-        }
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_058: [ async_socket_open_async shall create a threadpool IO by calling
-        // CreateThreadpoolIo and passing socket_handle, the callback environment to it and on_io_complete as
-        // callback. ]
-        if (!threadpool_.template create_io<&basic_async_socket::on_io_complete>(socket_, this))
-        {
-            threadpool_.close_cleanup_group();
-            threadpool_.destroy_environment();
-            return false;
-        }
-        if constexpr (skip_mode)
-        {
-            // An IO that finishes at once then completes without a trip through the pool (complete_at_once).
-            if (!threadpool_.set_skip_completion_on_success(socket_))
-            {
-                threadpool_.close_io();
-                threadpool_.close_cleanup_group();
-                threadpool_.destroy_environment();
-                return false;
-            }
         }
         bound_ = true;
         return true;
     }
 
-    void release_threadpool() noexcept
+    void release_backend() noexcept
     {
-        if (!bound_)
+        if (bound_)
         {
-            return;
+            backend_.unbind();
+            bound_ = false;
         }
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_059: [ async_socket_close shall close the threadpool IO created in
-        // async_socket_open_async by calling CloseThreadpoolIo. ]
-        threadpool_.close_io();
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_041: [ async_socket_close shall close the threadpool cleanup group by
-        // calling CloseThreadpoolCleanupGroup. ]
-        threadpool_.close_cleanup_group();
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_042: [ async_socket_close shall destroy the thread pool environment
-        // created in async_socket_open_async. ]
-        threadpool_.destroy_environment();
-        bound_ = false;
     }
 
     // Validates a payload and sums its lengths (SRS 01_025/085/089/090/101 and 01_074/086/091/092/096).
@@ -673,7 +605,8 @@ private:
         return status::ok;
     }
 
-    // Allocates a context with `buffer_count` OS buffers pointing at `buffers`, and its event.
+    // Allocates a context with `buffer_count` OS buffers pointing at `buffers`. Its io_state is the
+    // backend's to initialise when it submits.
     status make_context(const ASYNC_SOCKET_BUFFER* buffers, std::uint32_t buffer_count, std::uint32_t total_length,
                         detail::io_kind kind, context_header*& context) noexcept
     {
@@ -688,10 +621,8 @@ private:
             return status::out_of_memory;
         }
         // Field by field rather than value-initialised: g++ zeroes a whole header with `rep stosq`, slow to
-        // start on a block this short (about 12 instructions per IO, docs/benchmarks.md). The OVERLAPPED is
-        // zeroed by set_overlapped_event below.
+        // start on a block this short (about 12 instructions per IO, docs/benchmarks.md).
         auto* made = ::new (memory) context_header;
-        made->event = event_type{};
         made->callback_context = nullptr;
         made->on_send_complete = nullptr;
         made->on_receive_complete = nullptr;
@@ -703,29 +634,10 @@ private:
         buffer_type* os_buffers = layout::buffers(made);
         for (std::uint32_t i = 0; i < buffer_count; ++i)
         {
-            ThreadpoolPolicy::set_buffer(*::new (&os_buffers[i]) buffer_type{}, buffers[i].buffer, buffers[i].length);
+            Backend::set_buffer(*::new (&os_buffers[i]) buffer_type{}, buffers[i].buffer, buffers[i].length);
         }
-        if constexpr (uses_events)
-        {
-            made->event = threadpool_.create_event();
-            if (made->event == event_type{})
-            {
-                dealloc_context(made);
-                return status::os_error;
-            }
-        }
-        ThreadpoolPolicy::set_overlapped_event(made->overlapped, made->event);
         context = made;
         return status::ok;
-    }
-
-    void free_context(context_header* context) noexcept
-    {
-        if constexpr (uses_events)
-        {
-            threadpool_.close_event(context->event);
-        }
-        dealloc_context(context);
     }
 
     void dealloc_context(context_header* context) noexcept
@@ -735,11 +647,10 @@ private:
         alloc_.deallocate(context, size);
     }
 
-    // Skip mode: the IO finished at once and no completion will be delivered for it. Its StartThreadpoolIo is
-    // cancelled and the IO completed here, on the calling thread, like any other: once, context freed first.
+    // The IO finished at once and no completion will be delivered for it (the backend has undone what it
+    // started). It is completed here, on the calling thread, like any other: once, context freed first.
     void complete_at_once(context_header* context, std::uint32_t bytes) noexcept
     {
-        threadpool_.cancel_io();
         context->bytes_at_once = bytes;
         context->next_at_once = nullptr;
         for (inline_frame* frame = inline_frames_; frame != nullptr; frame = frame->outer)
@@ -769,23 +680,23 @@ private:
             {
                 frame.tail = nullptr;
             }
-            on_io_complete(this, &next->overlapped, io_no_error, next->bytes_at_once);
+            on_io_complete(this, &next->io, io_result{io_outcome::success, 0, next->bytes_at_once});
         }
         inline_frames_ = frame.outer;
     }
 
-    // The completion routine for every IO of this socket (given to the ThreadpoolPolicy's create_io).
-    static void on_io_complete(void* callback_context, void* overlapped, io_error io_result,
-                               std::size_t bytes_transferred) noexcept
+    // The completion routine for every IO of this socket (given to Backend::bind).
+    static void on_io_complete(void* owner, void* io, io_result result) noexcept
     {
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_063: [ If overlapped is NULL, on_io_complete shall return. ]
-        if (overlapped == nullptr)
+        if (io == nullptr)
         {
             return;
         }
-        auto* self = static_cast<basic_async_socket*>(callback_context);
+        auto* self = static_cast<basic_async_socket*>(owner);
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_064: [ overlapped shall be used to determine the context of the IO. ]
-        auto* context = reinterpret_cast<context_header*>(overlapped);
+        // (The io_state, whose first member is the OVERLAPPED on Win32, is the context's first member.)
+        auto* context = reinterpret_cast<context_header*>(io);
 
         const bool closing = SyncPolicy::load(self->state_) == static_cast<std::int32_t>(socket_state::closing);
         const detail::io_kind kind = context->kind;
@@ -795,32 +706,29 @@ private:
         const ON_ASYNC_SOCKET_RECEIVE_COMPLETE on_receive_complete = context->on_receive_complete;
 
         // The context is released before the user's callback runs, so that the callback can start the next IO
-        // and reuse the memory.
-        // Codes_SRS_ASYNC_SOCKET_WIN32_01_068: [ on_io_complete shall close the event handle created in
-        // async_socket_send_async/async_socket_receive_async. ]
+        // and reuse the memory. (The backend has closed the IO's event already, SRS 01_068.)
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_072: [ on_io_complete shall free the IO context. ]
-        self->free_context(context);
+        self->dealloc_context(context);
 
         detail::dispatch_scope scope(self);
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_065: [ If the context of the IO indicates that a send has completed: ]
         if (kind == detail::io_kind::send)
         {
-            on_send_complete(user_context, map_send_result(io_result, bytes_transferred, total_length, closing));
+            on_send_complete(user_context, map_send_result(result, total_length, closing));
         }
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_071: [ If the context of the IO indicates that a receive has completed: ]
         else
         {
-            const receive_outcome outcome = map_receive_result(io_result, bytes_transferred, total_length, closing);
+            const receive_outcome outcome = map_receive_result(result, total_length, closing);
             on_receive_complete(user_context, outcome.result, outcome.bytes);
         }
     }
 
 public:
     // The result mapping of on_io_complete, exposed so that it can be checked on its own.
-    static ASYNC_SOCKET_SEND_RESULT map_send_result(io_error io_result, std::size_t bytes_transferred,
-                                                    std::uint32_t total_length, bool closing) noexcept
+    static ASYNC_SOCKET_SEND_RESULT map_send_result(io_result result, std::uint32_t total_length, bool closing) noexcept
     {
-        if (io_result != io_no_error)
+        if (result.outcome != io_outcome::success)
         {
             // An IO that fails while the socket is closing was (almost always) cancelled by close.
             // Codes_SRS_ASYNC_SOCKET_WIN32_01_067: [ If io_result is not NO_ERROR, the on_send_complete callback
@@ -828,7 +736,7 @@ public:
             // ASYNC_SOCKET_SEND_ERROR. ]
             return closing ? ASYNC_SOCKET_SEND_BECAUSE_CLOSE : ASYNC_SOCKET_SEND_ERROR;
         }
-        if (bytes_transferred != total_length)
+        if (result.bytes != total_length)
         {
             // Codes_SRS_ASYNC_SOCKET_WIN32_01_102: [ If io_result is NO_ERROR, but the number of bytes send is
             // different than the sum of all buffer sizes passed to async_socket_send_async, the on_send_complete
@@ -848,10 +756,10 @@ public:
         std::uint32_t bytes;
     };
 
-    static receive_outcome map_receive_result(io_error io_result, std::size_t bytes_transferred,
-                                              std::uint32_t total_length, bool closing) noexcept
+    static receive_outcome map_receive_result(io_result result, std::uint32_t total_length, bool closing) noexcept
     {
-        if (io_result != io_no_error)
+        const std::size_t bytes_transferred = result.bytes;
+        if (result.outcome != io_outcome::success)
         {
             // Codes_SRS_ASYNC_SOCKET_WIN32_01_070: [ If io_result is not NO_ERROR, the on_receive_complete callback
             // passed to async_socket_receive_async shall be called with on_receive_complete_context as context,
@@ -876,11 +784,11 @@ public:
 
 private:
     SOCKET_HANDLE socket_;
-    ASYNC_SOCKET_NO_UNIQUE_ADDRESS ThreadpoolPolicy threadpool_;
+    ASYNC_SOCKET_NO_UNIQUE_ADDRESS Backend backend_;
     ASYNC_SOCKET_NO_UNIQUE_ADDRESS AllocPolicy alloc_;
     mutable typename SyncPolicy::word_type state_{static_cast<std::int32_t>(socket_state::closed)};
     mutable typename SyncPolicy::word_type pending_calls_{0};
-    bool bound_ = false; // the threadpool IO exists (made at the first open, released at destroy)
+    bool bound_ = false; // the backend's binding exists (made at the first open, released at destroy)
 };
 
 } // namespace async_socket

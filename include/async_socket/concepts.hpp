@@ -1,11 +1,13 @@
 // async_socket: the three policy concepts of basic_async_socket.
 //
-// basic_async_socket<ThreadpoolPolicy, AllocPolicy, SyncPolicy> keeps all the logic (argument checks,
-// state machine, overflow checks, result mapping). What it needs from the world comes from three
-// policies, each described here by a C++20 concept. docs/policies.md shows how to write one.
+// basic_async_socket<Backend, AllocPolicy, SyncPolicy> keeps all the logic that is the same on every platform
+// (argument and overflow checks, state machine, pending-call count, IO context, result mapping, exactly-once
+// delivery). What it needs from the world comes from three policies, each described here by a C++20 concept:
+// the backend (the OS: how one IO is submitted, completed, cancelled), the memory, the atomics. docs/policies.md
+// shows how to write each, with a worked example of a backend.
 //
-// Each concept is split into named parts so that a type that does not fit gets a static_assert naming
-// the missing part (see check_threadpool_policy and friends at the end of this file).
+// Each concept is split into named parts so that a type that does not fit gets a static_assert naming the
+// missing part (see check_backend and friends at the end of this file).
 #pragma once
 
 #include <async_socket/types.h>
@@ -18,213 +20,156 @@
 namespace async_socket
 {
 
-// A Win32 error code as the OS reports it for an IO: 0 (NO_ERROR) is success, 995
-// (ERROR_OPERATION_ABORTED) a cancelled IO, 64 (ERROR_NETNAME_DELETED) a reset, and so on. The fake
-// policies use the same numbers, so the result mapping in the core is the same code in both.
-using io_error = std::uint32_t;
-inline constexpr io_error io_no_error = 0;
-inline constexpr io_error io_error_operation_aborted = 995;
+// What happened to one IO, as the backend classifies the OS's answer. The core maps it (with the socket's
+// state) to the spec's results; os_code keeps the platform's own number (a Win32 error code on Windows, an
+// errno value on Linux; 0 on success) so that a caller can be told exactly what the OS said.
+enum class io_outcome : std::uint8_t
+{
+    success,   // every byte of a send went out; a receive got `bytes` (0: the peer ended the stream)
+    cancelled, // the IO was cancelled (by close, or by a cancel of that IO)
+    reset,     // the peer reset or aborted the connection
+    other,     // any other OS error
+};
 
-// The completion routine the core gives to ThreadpoolPolicy::create_io. A policy calls it once for
-// every IO it accepted (send/receive returned io_no_error): with the callback context given to
-// create_io, the OVERLAPPED of that IO, the IO's Win32 result and the bytes transferred.
-using io_completion_fn = void (*)(void* callback_context, void* overlapped, io_error io_result,
-                                  std::size_t bytes_transferred) noexcept;
+struct io_result
+{
+    io_outcome outcome;
+    std::uint32_t os_code;
+    std::size_t bytes; // bytes moved; meaningful on success
+};
+
+// The completion routine the core gives to Backend::bind. The backend calls it exactly once for every IO it
+// accepted (submit_* answered pending), on whatever thread delivers completions, with the owner given to
+// bind, the IO's io_state and its classified result. io_state may be null only when the OS itself hands the
+// backend a completion without an IO block (the core then ignores it).
+using io_completion_fn = void (*)(void* owner, void* io_state, io_result result) noexcept;
+
+// The answer of Backend::submit_send / submit_receive.
+enum class submit_status : std::uint8_t
+{
+    pending,           // accepted: the completion routine will be called once for it
+    completed_at_once, // finished during the call with `value` bytes, successfully; no completion will come:
+                       // the core completes it itself (only a backend with completes_at_once = true answers so)
+    refused,           // not started; `value` is the OS's error code; no completion will come
+};
+
+struct submit_result
+{
+    submit_status status;
+    std::uint32_t value; // completed_at_once: bytes moved; refused: the OS's error code; pending: 0
+};
 
 namespace detail
 {
 // Only named inside requires-expressions below; never defined, never called.
-void probe_completion(void*, void*, io_error, std::size_t) noexcept;
+void probe_completion(void*, void*, io_result) noexcept;
 } // namespace detail
 
 // ---------------------------------------------------------------------------------------------------
-// ThreadpoolPolicy: the only part that talks to the OS.
+// Backend: the only part that talks to the OS.
 //
-// One object per socket, owned by the socket (moved in at create). It holds that socket's OS state
-// (pool, callback environment, cleanup group, threadpool IO). Each member is one OS call and keeps no
-// logic: the core decides when to call what. Members the core calls concurrently (start_io, cancel_io,
-// create_event, close_event, send, receive, from user threads and from completions) must be safe to
-// call concurrently; the rest are called by one thread at a time.
+// One object per socket, owned by the socket (moved in at create, never moved again). It owns the whole OS
+// protocol of one IO: on Win32 StartThreadpoolIo, the event, WSASend/WSARecv, CancelThreadpoolIo on failure,
+// skip-on-success; on Linux the io_uring submission or the epoll registration, partial sends, EAGAIN.
 //
 // Types:
-//   engine_type     what create() takes to find the pool (EXECUTION_ENGINE_HANDLE on Win32); a
-//                   value-initialised engine_type means "none" and is rejected by the core.
-//   overlapped_type the OS's per-IO block (OVERLAPPED); standard layout. The core puts it first in
-//                   every IO context and gets from its address back to the context.
-//   buffer_type     one scatter/gather item as the OS wants it (WSABUF).
-//   event_type      an event handle; a value-initialised event_type means "no event".
+//   engine_type   what create() takes to find the OS's machinery (EXECUTION_ENGINE_HANDLE on Win32); a
+//                 value-initialised engine_type means "none" and is rejected by the core.
+//   io_state      the backend's per-IO block (the OVERLAPPED and its event on Win32); standard layout. The
+//                 core puts it first in every IO context, leaves it uninitialised (the backend's submit
+//                 initialises it) and gets from its address back to the context.
+//   buffer_type   one scatter/gather item as the OS wants it (WSABUF, iovec).
 //
-// Members (the Win32 call each stands for):
-//   acquire_pool(engine) -> bool     execution_engine_win32_get_threadpool
-//   initialize_environment()         InitializeThreadpoolEnvironment
-//   set_callback_pool()              SetThreadpoolCallbackPool (the pool from acquire_pool)
-//   create_cleanup_group() -> bool   CreateThreadpoolCleanupGroup
-//   create_io<Fn>(socket, ctx) -> bool  CreateThreadpoolIo; the policy calls Fn(ctx, ...) per completion
-//   start_io() / cancel_io()         StartThreadpoolIo / CancelThreadpoolIo
-//   wait_for_io_callbacks(cancel)    WaitForThreadpoolIoCallbacks
-//   close_io()                       CloseThreadpoolIo
-//   close_cleanup_group()            CloseThreadpoolCleanupGroup
-//   destroy_environment()            DestroyThreadpoolEnvironment
-//   create_event() -> event_type     CreateEvent (value-initialised on failure)
-//   close_event(event)               CloseHandle
-//   set_overlapped_event(ov, event)  zero the OVERLAPPED and set its hEvent (static, no OS call)
-//   set_buffer(buf, p, len)          fill one WSABUF (static, no OS call)
-//   send(s, bufs, n, bytes, flags, ov) -> io_error     WSASend, no completion routine
-//   receive(s, bufs, n, bytes, &flags, ov) -> io_error WSARecv, no completion routine
-//                                    Both return io_no_error when the IO was accepted and its
-//                                    completion will be delivered (WSA_IO_PENDING is not an error),
-//                                    else the error code; then no completion is delivered.
-//   cancel_socket_io(s)              CancelIoEx(s, NULL): every outstanding IO completes, aborted.
-// Every member is noexcept.
+// Members (all noexcept):
+//   attach(engine) -> bool          at create: take what the engine gives (a pool, a ring) and a reference.
+//   bind<Fn>(socket, owner) -> bool at the first open: bind the socket so that every completion calls
+//                                   Fn(owner, io_state, result). A socket is bound once for life.
+//   unbind()                        at destroy, after the last drain: release what bind made.
+//   submit_send(io, buffers, n)    -> submit_result   start one send of the n buffers (already filled by
+//   submit_receive(io, buffers, n) -> submit_result   set_buffer); buffers live in the context until completion
+//   cancel_all()                    close: make every outstanding IO of the socket complete soon (cancelled).
+//   drain()                         close: return once no completion of the socket is outstanding or running.
+//                                   Never called from one of the socket's own callbacks.
+//   static set_buffer(buffer, p, n) point one OS buffer at n bytes at p (no OS call).
+// submit_*, cancel_all and completions run concurrently (user threads and completion threads); attach, bind,
+// unbind and drain are called by one thread at a time.
+//
+// Sends: a send the backend answers `success` must have taken every byte of every buffer. Where the OS may
+// take part of a buffer list (a Linux socket), the backend submits the rest itself and completes the IO once;
+// the core still checks the byte count (SRS 01_102) as a guard.
+//
+// Optional trait: static constexpr bool completes_at_once = true; the backend may answer completed_at_once.
 // ---------------------------------------------------------------------------------------------------
 template <class T>
-concept threadpool_policy_types = requires
+concept backend_types = requires
 {
     typename T::engine_type;
-    typename T::overlapped_type;
+    typename T::io_state;
     typename T::buffer_type;
-    typename T::event_type;
 }
-&&std::is_standard_layout_v<typename T::overlapped_type>&& std::regular<typename T::event_type>&&
-    std::equality_comparable_with<typename T::engine_type, typename T::engine_type>;
+&&std::is_standard_layout_v<typename T::io_state>&& std::equality_comparable<typename T::engine_type>&&
+    std::is_default_constructible_v<typename T::buffer_type>;
 
 template <class T>
-concept threadpool_policy_environment = threadpool_policy_types<T> && std::is_nothrow_move_constructible_v<T> &&
-    requires(T& tp, typename T::engine_type engine, SOCKET_HANDLE socket, void* context)
+concept backend_lifetime = backend_types<T> && std::is_nothrow_move_constructible_v<T> &&
+    requires(T& backend, typename T::engine_type engine, SOCKET_HANDLE socket, void* owner)
 {
     {
-        tp.acquire_pool(engine)
+        backend.attach(engine)
     }
     noexcept->std::same_as<bool>;
     {
-        tp.initialize_environment()
-    }
-    noexcept;
-    {
-        tp.set_callback_pool()
-    }
-    noexcept;
-    {
-        tp.create_cleanup_group()
+        backend.template bind<&detail::probe_completion>(socket, owner)
     }
     noexcept->std::same_as<bool>;
     {
-        tp.template create_io<&detail::probe_completion>(socket, context)
-    }
-    noexcept->std::same_as<bool>;
-    {
-        tp.close_io()
-    }
-    noexcept;
-    {
-        tp.close_cleanup_group()
-    }
-    noexcept;
-    {
-        tp.destroy_environment()
+        backend.unbind()
     }
     noexcept;
 };
 
 template <class T>
-concept threadpool_policy_io = threadpool_policy_types<T> &&
-    requires(T& tp, bool cancel_pending, typename T::event_type event, typename T::overlapped_type& overlapped,
-             typename T::buffer_type* buffers, void* memory, std::uint32_t count, std::uint32_t* bytes,
-             std::uint32_t flags, std::uint32_t* flags_in_out, SOCKET_HANDLE socket)
+concept backend_io = backend_types<T> &&
+    requires(T& backend, typename T::io_state& io, typename T::buffer_type* buffers, void* memory, std::uint32_t count)
 {
     {
-        tp.start_io()
+        backend.submit_send(io, buffers, count)
+    }
+    noexcept->std::same_as<submit_result>;
+    {
+        backend.submit_receive(io, buffers, count)
+    }
+    noexcept->std::same_as<submit_result>;
+    {
+        backend.cancel_all()
     }
     noexcept;
     {
-        tp.cancel_io()
-    }
-    noexcept;
-    {
-        tp.wait_for_io_callbacks(cancel_pending)
-    }
-    noexcept;
-    {
-        tp.create_event()
-    }
-    noexcept->std::same_as<typename T::event_type>;
-    {
-        tp.close_event(event)
-    }
-    noexcept;
-    {
-        T::set_overlapped_event(overlapped, event)
+        backend.drain()
     }
     noexcept;
     {
         T::set_buffer(*buffers, memory, count)
     }
     noexcept;
-    {
-        tp.send(socket, buffers, count, bytes, flags, &overlapped)
-    }
-    noexcept->std::same_as<io_error>;
-    {
-        tp.receive(socket, buffers, count, bytes, flags_in_out, &overlapped)
-    }
-    noexcept->std::same_as<io_error>;
-    {
-        tp.cancel_socket_io(socket)
-    }
-    noexcept;
 };
 
-// Optional ThreadpoolPolicy traits. A policy that says nothing gets the spec's behaviour.
-//
-//   static constexpr bool uses_io_events = false;
-//       No event per IO: create_event/close_event are never called and the OVERLAPPED's hEvent stays
-//       NULL. Threadpool IO completes through the completion port and does not need the event.
-//   static constexpr bool skip_completion_on_success = true;
-//       The socket is put in FILE_SKIP_COMPLETION_PORT_ON_SUCCESS mode at the first open
-//       (set_skip_completion_on_success(socket) -> bool, SetFileCompletionNotificationModes). send and
-//       receive are then handed a byte-count pointer and may return io_completed_at_once: the IO
-//       finished at once, its byte count is in *bytes and no completion will be delivered for it. The
-//       core then cancels its StartThreadpoolIo and completes the IO itself.
-inline constexpr io_error io_completed_at_once = 0xFFFFFFFFu; // never a Win32 error code
-
 template <class T>
-constexpr bool uses_io_events() noexcept
-{
-    if constexpr (requires { T::uses_io_events; })
-    {
-        return T::uses_io_events;
-    }
-    else
-    {
-        return true;
-    }
-}
+concept socket_backend = backend_lifetime<T> && backend_io<T>;
 
+// Whether a backend may answer completed_at_once (the optional trait above; false when absent).
 template <class T>
-constexpr bool skips_completion_on_success() noexcept
+constexpr bool completes_at_once() noexcept
 {
-    if constexpr (requires { T::skip_completion_on_success; })
+    if constexpr (requires { T::completes_at_once; })
     {
-        return T::skip_completion_on_success;
+        return T::completes_at_once;
     }
     else
     {
         return false;
     }
 }
-
-template <class T>
-concept threadpool_policy_skip_mode = !skips_completion_on_success<T>() || requires(T & tp, SOCKET_HANDLE socket)
-{
-    {
-        tp.set_skip_completion_on_success(socket)
-    }
-    noexcept->std::same_as<bool>;
-};
-
-template <class T>
-concept threadpool_policy =
-    threadpool_policy_environment<T> && threadpool_policy_io<T> && threadpool_policy_skip_mode<T>;
 
 // ---------------------------------------------------------------------------------------------------
 // AllocPolicy: the memory of the socket object and of every IO context (OVERLAPPED, bookkeeping and
@@ -303,21 +248,16 @@ concept sync_policy = requires(typename S::word_type& word, std::int32_t value)
 
 // Readable diagnostics: each static_assert names the part a type is missing.
 template <class T>
-constexpr bool check_threadpool_policy() noexcept
+constexpr bool check_backend() noexcept
 {
-    static_assert(threadpool_policy_types<T>,
-                  "ThreadpoolPolicy needs the member types engine_type, overlapped_type (standard layout), "
-                  "buffer_type and event_type (regular)");
-    static_assert(threadpool_policy_environment<T>,
-                  "ThreadpoolPolicy needs noexcept acquire_pool, initialize_environment, set_callback_pool, "
-                  "create_cleanup_group, create_io<Fn>, close_io, close_cleanup_group, destroy_environment, "
-                  "and a noexcept move constructor");
-    static_assert(threadpool_policy_skip_mode<T>, "a ThreadpoolPolicy with skip_completion_on_success needs noexcept "
-                                                  "bool set_skip_completion_on_success(SOCKET_HANDLE)");
-    static_assert(threadpool_policy_io<T>,
-                  "ThreadpoolPolicy needs noexcept start_io, cancel_io, wait_for_io_callbacks, create_event, "
-                  "close_event, static set_overlapped_event and set_buffer, send, receive, cancel_socket_io");
-    return threadpool_policy<T>;
+    static_assert(backend_types<T>, "a Backend needs the member types engine_type (equality comparable), io_state "
+                                    "(standard layout) and buffer_type (default constructible)");
+    static_assert(backend_lifetime<T>,
+                  "a Backend needs noexcept bool attach(engine_type), bool bind<Fn>(SOCKET_HANDLE, "
+                  "void*), unbind(), and a noexcept move constructor");
+    static_assert(backend_io<T>, "a Backend needs noexcept submit_send and submit_receive(io_state&, buffer_type*, "
+                                 "uint32_t) -> submit_result, cancel_all(), drain() and static set_buffer");
+    return socket_backend<T>;
 }
 
 template <class A>

@@ -23,7 +23,7 @@ int main()
     if (socket->send_async(
             &buffer, 1, [](void* c, ASYNC_SOCKET_SEND_RESULT r) { *static_cast<int*>(c) = r; }, &result) !=
             async_socket::status::ok ||
-        !os.complete_oldest(async_socket::io_no_error, 1) || result != ASYNC_SOCKET_SEND_OK)
+        !os.complete_oldest(async_socket::win32_no_error, 1) || result != ASYNC_SOCKET_SEND_OK)
     {
         std::puts("consumer: send failed");
         return 1;

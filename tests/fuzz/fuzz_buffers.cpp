@@ -44,7 +44,8 @@ constexpr unsigned max_patches = 64;
 // The size of an IO context as its documented layout says: the context header, then `count` buffers
 // aligned as a buffer must be. Computed here, not with the core's io_context_layout.
 constexpr std::uint64_t header_bytes =
-    (sizeof(async_socket::detail::io_context_header<fake_overlapped, fake_event>) + alignof(big_buffer) - 1) /
+    (sizeof(async_socket::detail::io_context_header<async_socket::testing::fake_threadpool::io_state>) +
+     alignof(big_buffer) - 1) /
     alignof(big_buffer) * alignof(big_buffer);
 
 constexpr std::uint64_t context_size(std::uint64_t count)
@@ -491,7 +492,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         // Complete it, and check the one callback against the mapping the spec gives.
         const std::uint64_t total = m.total_length;
         std::uint64_t bytes = 0;
-        async_socket::io_error io_result = async_socket::io_no_error;
+        async_socket::win32_error io_result = async_socket::win32_no_error;
         int expected_result =
             c.receive ? static_cast<int>(ASYNC_SOCKET_RECEIVE_OK) : static_cast<int>(ASYNC_SOCKET_SEND_OK);
         std::uint64_t expected_bytes = 0;
@@ -513,7 +514,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             io_result = 64; // ERROR_NETNAME_DELETED
             break;
         case ending::close:
-            io_result = async_socket::io_error_operation_aborted;
+            io_result = async_socket::win32_operation_aborted;
             break;
         }
         if (c.receive)
@@ -522,7 +523,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             {
                 expected_result = ASYNC_SOCKET_RECEIVE_BECAUSE_CLOSE;
             }
-            else if (io_result != async_socket::io_no_error)
+            else if (io_result != async_socket::win32_no_error)
             {
                 expected_result = ASYNC_SOCKET_RECEIVE_ERROR;
             }
@@ -540,7 +541,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         {
             expected_result = ASYNC_SOCKET_SEND_BECAUSE_CLOSE;
         }
-        else if (io_result != async_socket::io_no_error || bytes != total)
+        else if (io_result != async_socket::win32_no_error || bytes != total)
         {
             expected_result = ASYNC_SOCKET_SEND_ERROR;
         }

@@ -29,7 +29,7 @@
 #include <vector>
 
 using namespace test_support;
-using async_socket::io_no_error;
+using async_socket::win32_no_error;
 
 namespace
 {
@@ -60,9 +60,8 @@ bool holds(const unsigned char* p, std::size_t size, unsigned char value)
 }
 
 // The context layout over the fake threadpool: the size each IO asks for.
-using fake_layout =
-    async_socket::detail::io_context_layout<async_socket::detail::io_context_header<fake_overlapped, fake_event>,
-                                            fake_wsabuf>;
+using fake_layout = async_socket::detail::io_context_layout<
+    async_socket::detail::io_context_header<async_socket::testing::fake_threadpool::io_state>, fake_wsabuf>;
 
 void noop_open(void*, ASYNC_SOCKET_OPEN_RESULT) {}
 
@@ -763,7 +762,7 @@ TEST_CASE("a socket over recycling_pool_alloc makes no heap allocation per IO on
             std::rotate(pending.begin(), pending.begin() + n % 3, pending.end());
             for (const pending_io& io : pending)
             {
-                REQUIRE(os.complete(io.overlapped, io_no_error,
+                REQUIRE(os.complete(io.overlapped, win32_no_error,
                                     io.kind == fake_call::wsa_send ? static_cast<std::size_t>(io.total_length) : 100));
             }
         };
@@ -784,10 +783,10 @@ TEST_CASE("a socket over recycling_pool_alloc makes no heap allocation per IO on
         os.clear_calls();
         REQUIRE(socket->send_async(buffers.data(), 1, &send_recorder::callback, &sent) == status::ok);
         void* const first = os.pending().back().overlapped;
-        REQUIRE(os.complete(first, io_no_error, 256));
+        REQUIRE(os.complete(first, win32_no_error, 256));
         REQUIRE(socket->send_async(buffers.data(), 1, &send_recorder::callback, &sent) == status::ok);
         CHECK(os.pending().back().overlapped == first);
-        REQUIRE(os.complete_oldest(io_no_error, 256));
+        REQUIRE(os.complete_oldest(win32_no_error, 256));
 
         for (const ASYNC_SOCKET_SEND_RESULT result : sent.seen())
         {
@@ -921,8 +920,8 @@ TEST_CASE("std_allocator_alloc over std::pmr: the memory resource sees the socke
             REQUIRE(socket->receive_async(buffers, count, &receive_recorder::callback, &received) == status::ok);
             CHECK(resource.allocations.load() == before + 2);
             CHECK(resource.deallocations.load() == before - 1); // the IOs of earlier rounds only
-            REQUIRE(os.complete_oldest(io_no_error, count * 32));
-            REQUIRE(os.complete_oldest(io_no_error, 5));
+            REQUIRE(os.complete_oldest(win32_no_error, count * 32));
+            REQUIRE(os.complete_oldest(win32_no_error, 5));
             CHECK(resource.deallocations.load() == before + 1);
         }
         CHECK(sent.seen().size() == 8);
@@ -962,7 +961,7 @@ TEST_CASE("std_allocator_alloc: an allocator that throws gives nullptr, and send
 
         resource.fail = false; // and the socket works again
         REQUIRE(socket->send_async(&buffer, 1, &send_recorder::callback, &sent) == status::ok);
-        REQUIRE(os.complete_oldest(io_no_error, sizeof(data)));
+        REQUIRE(os.complete_oldest(win32_no_error, sizeof(data)));
         CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_OK});
 
         resource.fail = true;

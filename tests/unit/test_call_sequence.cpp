@@ -26,7 +26,7 @@ TEST_CASE("open, send, receive and close make exactly the Win32 calls of the con
     send_recorder sent;
     REQUIRE(f.socket->send_async(&buffer, 1, &send_recorder::callback, &sent) == status::ok);
     CHECK(f.os.call_names() == std::vector<std::string>{"CreateEvent", "StartThreadpoolIo", "WSASend"});
-    REQUIRE(f.os.complete_oldest(async_socket::io_no_error, sizeof(payload)));
+    REQUIRE(f.os.complete_oldest(async_socket::win32_no_error, sizeof(payload)));
     CHECK(f.os.call_names() == std::vector<std::string>{"CreateEvent", "StartThreadpoolIo", "WSASend", "CloseHandle"});
     CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_OK});
     f.os.clear_calls();

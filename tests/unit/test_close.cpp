@@ -159,7 +159,7 @@ void close_with_io_pending(cancel_behavior behavior)
     CHECK(f.socket->state() == socket_state::closed);
     io.check_each_completed_once_because_close();
     CHECK(f.os.pending_count() == 0);
-    CHECK_FALSE(f.os.complete_oldest(async_socket::io_no_error, 1));
+    CHECK_FALSE(f.os.complete_oldest(async_socket::win32_no_error, 1));
     CHECK(f.os.live_events() == 0);
     const names calls = f.os.call_names();
     CHECK(f.os.count(fake_call::cancel_socket_io) == 1);
@@ -424,7 +424,7 @@ TEST_CASE("close waits, without cancelling callbacks, for IO that the OS complet
     // This thread is the OS now: it completes each IO, aborted, while close waits on the other thread.
     for (const auto& pending : f.os.pending())
     {
-        CHECK(f.os.complete(pending.overlapped, async_socket::io_error_operation_aborted, 0));
+        CHECK(f.os.complete(pending.overlapped, async_socket::win32_operation_aborted, 0));
     }
     closer.join();
 
@@ -490,7 +490,7 @@ TEST_CASE("open, close, open and send work: the socket is bound to one threadpoo
         REQUIRE(f.socket->open_async(&open_recorder::callback, &f.opened) == status::ok);
         CHECK(f.opened.calls.load() == round);
         REQUIRE(f.socket->send_async(&buffer, 1, &send_recorder::callback, &sent) == status::ok);
-        CHECK(f.os.complete_oldest(async_socket::io_no_error, sizeof(payload)));
+        CHECK(f.os.complete_oldest(async_socket::win32_no_error, sizeof(payload)));
         CHECK(f.socket->close() == status::ok);
     }
 
@@ -592,7 +592,7 @@ TEST_CASE("close while another close is under way returns invalid_state at once 
 
     CHECK(f.os.calls().size() == calls_before);
     CHECK(raw->state() == socket_state::closing);
-    CHECK(f.os.complete_oldest(async_socket::io_error_operation_aborted, 0));
+    CHECK(f.os.complete_oldest(async_socket::win32_operation_aborted, 0));
     closer.join();
     CHECK(first_result.load() == status::ok);
     REQUIRE(received.seen().size() == 1);
@@ -646,11 +646,11 @@ TEST_CASE("close from inside a completion callback returns called_from_callback 
 
     SUBCASE("the callback runs on the thread that completes the IO")
     {
-        CHECK(f.os.complete(overlapped, async_socket::io_no_error, sizeof(payload)));
+        CHECK(f.os.complete(overlapped, async_socket::win32_no_error, sizeof(payload)));
     }
     SUBCASE("the callback runs on a worker thread of the OS")
     {
-        f.os.complete_on_worker(overlapped, async_socket::io_no_error, sizeof(payload));
+        f.os.complete_on_worker(overlapped, async_socket::win32_no_error, sizeof(payload));
         CHECK(f.os.wait_until_idle(deadline));
     }
 

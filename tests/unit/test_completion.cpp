@@ -16,15 +16,37 @@
 #include <vector>
 
 using namespace test_support;
-using async_socket::io_error;
-using async_socket::io_error_operation_aborted;
-using async_socket::io_no_error;
+using async_socket::win32_error;
+using async_socket::win32_no_error;
+using async_socket::win32_operation_aborted;
 
 namespace
 {
 
-constexpr io_error error_netname_deleted = 64; // peer reset
-constexpr io_error wsaeconnreset = 10054;
+constexpr win32_error error_netname_deleted = 64; // peer reset
+
+// What the Win32 backend hands to the completion routine it is bound with.
+struct routine_probe
+{
+    static inline int calls = 0;
+    static inline void* owner = nullptr;
+    static inline void* io = nullptr;
+    static inline async_socket::io_result seen{};
+    static void routine(void* o, void* i, async_socket::io_result r) noexcept
+    {
+        ++calls;
+        owner = o;
+        io = i;
+        seen = r;
+    }
+};
+
+// A Win32 completion as the Win32 backend hands it to the core: classified, with the code beside it.
+async_socket::io_result win32_result(win32_error code, std::size_t bytes) noexcept
+{
+    return {async_socket::classify_win32_error(code), code, bytes};
+}
+constexpr win32_error wsaeconnreset = 10054;
 
 std::vector<call_record> calls_of(const fake_os& os, fake_call call)
 {
@@ -63,23 +85,23 @@ void* start_receive(fixture& f, char* data, std::uint32_t length, receive_record
     return receives.back().overlapped;
 }
 
-// A fake threadpool that also keeps the completion routine the socket registers with CreateThreadpoolIo, so that a
+// Fake Win32 calls that also keep the completion routine the socket registers with CreateThreadpoolIo, so that a
 // test can run it as the OS would for a completion without an OVERLAPPED (fake_os has no public way to do that).
-class capturing_threadpool : public fake_threadpool
+class capturing_calls : public async_socket::testing::fake_threadpool_calls
 {
 public:
-    capturing_threadpool() noexcept = default;
-    capturing_threadpool(capturing_threadpool&&) noexcept = default;
+    capturing_calls() noexcept = default;
+    capturing_calls(capturing_calls&&) noexcept = default;
 
-    template <async_socket::io_completion_fn Completion>
+    template <async_socket::win32_completion_routine Completion>
     bool create_io(SOCKET_HANDLE socket, void* callback_context) noexcept
     {
         completion_ = Completion;
         callback_context_ = callback_context;
-        return fake_threadpool::create_io<Completion>(socket, callback_context);
+        return fake_threadpool_calls::create_io<Completion>(socket, callback_context);
     }
 
-    bool deliver_null_overlapped(io_error io_result, std::size_t bytes_transferred) const
+    bool deliver_null_overlapped(win32_error io_result, std::size_t bytes_transferred) const
     {
         if (completion_ == nullptr)
         {
@@ -90,12 +112,12 @@ public:
     }
 
 private:
-    async_socket::io_completion_fn completion_ = nullptr;
+    async_socket::win32_completion_routine completion_ = nullptr;
     void* callback_context_ = nullptr;
 };
 
-using capturing_socket_type =
-    async_socket::basic_async_socket<capturing_threadpool, fault_alloc, async_socket::std_sync>;
+using capturing_socket_type = async_socket::basic_async_socket<async_socket::win32_threadpool_backend<capturing_calls>,
+                                                               fault_alloc, async_socket::std_sync>;
 
 // Looks at the world from inside a callback: is the IO's context already freed and its event closed?
 struct inside_callback_probe
@@ -170,10 +192,10 @@ TEST_CASE("a completion without an OVERLAPPED does nothing")
     const std::int64_t blocks = ledger.live_blocks();
     const std::int64_t bytes = ledger.live_bytes();
 
-    for (const io_error result : {io_no_error, io_error_operation_aborted, error_netname_deleted})
+    for (const win32_error result : {win32_no_error, win32_operation_aborted, error_netname_deleted})
     {
         CAPTURE(result);
-        REQUIRE(socket->threadpool().deliver_null_overlapped(result, 3));
+        REQUIRE(socket->backend().calls().deliver_null_overlapped(result, 3));
     }
 
     CHECK(os.calls().empty());
@@ -185,8 +207,8 @@ TEST_CASE("a completion without an OVERLAPPED does nothing")
     CHECK(os.pending_count() == 2);
 
     // The real completions still work afterwards, once each.
-    REQUIRE(os.complete_oldest(io_no_error, sizeof(out)));
-    REQUIRE(os.complete_oldest(io_no_error, 2));
+    REQUIRE(os.complete_oldest(win32_no_error, sizeof(out)));
+    REQUIRE(os.complete_oldest(win32_no_error, 2));
     CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_OK});
     REQUIRE(received.seen().size() == 1);
     CHECK(received.seen()[0].bytes == 2u);
@@ -213,7 +235,7 @@ TEST_CASE("each completion reaches the callback, context and byte total of the I
     CHECK(second != third);
 
     // Out of order: 5 bytes is right only for the second send, 3 only for the first.
-    REQUIRE(f.os.complete(second, io_no_error, sizeof(five)));
+    REQUIRE(f.os.complete(second, win32_no_error, sizeof(five)));
     CHECK(second_sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_OK});
     CHECK(first_sent.seen().empty());
     CHECK(received.seen().empty());
@@ -225,7 +247,7 @@ TEST_CASE("each completion reaches the callback, context and byte total of the I
     CHECK(std::memcmp(in, "xyz", 3) == 0);
     CHECK(first_sent.seen().empty());
 
-    REQUIRE(f.os.complete(first, io_no_error, sizeof(three)));
+    REQUIRE(f.os.complete(first, win32_no_error, sizeof(three)));
     CHECK(first_sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_OK});
     CHECK(second_sent.seen().size() == 1);
     CHECK(received.seen().size() == 1);
@@ -246,12 +268,12 @@ TEST_CASE("a send completion calls the send callback and never the receive callb
     void* const receive = start_receive(f, in, sizeof(in), received);
     void* const send = start_send(f, out, sizeof(out), sent);
 
-    REQUIRE(f.os.complete(send, io_no_error, sizeof(out)));
+    REQUIRE(f.os.complete(send, win32_no_error, sizeof(out)));
 
     CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_OK});
     CHECK(received.seen().empty());
     CHECK(f.os.pending_count() == 1);
-    REQUIRE(f.os.complete(receive, io_no_error, 0));
+    REQUIRE(f.os.complete(receive, win32_no_error, 0));
     CHECK(sent.seen().size() == 1);
 }
 
@@ -268,9 +290,9 @@ TEST_CASE("a send that completes with NO_ERROR and all its bytes reports SEND_OK
     ASYNC_SOCKET_BUFFER buffers[3] = {{a, sizeof(a)}, {b, sizeof(b)}, {c, sizeof(c)}};
 
     REQUIRE(f.socket->send_async(buffers, 3, &send_recorder::callback, &sent) == status::ok);
-    REQUIRE(f.os.complete_oldest(io_no_error, sizeof(a) + sizeof(b) + sizeof(c)));
+    REQUIRE(f.os.complete_oldest(win32_no_error, sizeof(a) + sizeof(b) + sizeof(c)));
     void* const single = start_send(f, a, 1, sent);
-    REQUIRE(f.os.complete(single, io_no_error, 1));
+    REQUIRE(f.os.complete(single, win32_no_error, 1));
 
     CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_OK, ASYNC_SOCKET_SEND_OK});
     CHECK(f.os.violations().empty());
@@ -286,7 +308,7 @@ TEST_CASE("a send that fails while the socket is OPEN reports SEND_ERROR, whatev
     char data[6] = {'f', 'a', 'i', 'l', 'e', 'd'};
 
     std::size_t expected = 0;
-    for (const io_error error : {error_netname_deleted, wsaeconnreset, io_error_operation_aborted})
+    for (const win32_error error : {error_netname_deleted, wsaeconnreset, win32_operation_aborted})
     {
         for (const std::size_t bytes : {std::size_t{0}, std::size_t{3}, sizeof(data)})
         {
@@ -345,14 +367,14 @@ TEST_CASE("a send that completes with NO_ERROR but fewer or more bytes than it h
     {
         CAPTURE(bytes);
         REQUIRE(f.socket->send_async(buffers, 2, &send_recorder::callback, &sent) == status::ok);
-        REQUIRE(f.os.complete_oldest(io_no_error, bytes));
+        REQUIRE(f.os.complete_oldest(win32_no_error, bytes));
         ++expected;
         REQUIRE(sent.seen().size() == expected);
         CHECK(sent.seen().back() == ASYNC_SOCKET_SEND_ERROR);
     }
     // And the exact count is still OK.
     REQUIRE(f.socket->send_async(buffers, 2, &send_recorder::callback, &sent) == status::ok);
-    REQUIRE(f.os.complete_oldest(io_no_error, total));
+    REQUIRE(f.os.complete_oldest(win32_no_error, total));
     CHECK(sent.seen().back() == ASYNC_SOCKET_SEND_OK);
     CHECK(f.os.violations().empty());
 }
@@ -377,7 +399,7 @@ TEST_CASE("a receive completion calls the receive callback and never the send ca
     CHECK(received.seen()[0].result == ASYNC_SOCKET_RECEIVE_OK);
     CHECK(received.seen()[0].bytes == 2u);
     CHECK(sent.seen().empty());
-    REQUIRE(f.os.complete(send, io_no_error, sizeof(out)));
+    REQUIRE(f.os.complete(send, win32_no_error, sizeof(out)));
     CHECK(received.seen().size() == 1);
 }
 
@@ -396,7 +418,7 @@ TEST_CASE("a receive that completes with NO_ERROR reports RECEIVE_OK and the byt
     {
         CAPTURE(bytes);
         void* const overlapped = start_receive(f, in, sizeof(in), received);
-        REQUIRE(f.os.complete(overlapped, io_no_error, bytes));
+        REQUIRE(f.os.complete(overlapped, win32_no_error, bytes));
         ++expected;
         const std::vector<receive_recorder::completion> seen = received.seen();
         REQUIRE(seen.size() == expected);
@@ -457,7 +479,7 @@ TEST_CASE("a receive that fails while the socket is OPEN reports RECEIVE_ERROR w
     char in[8] = {};
 
     std::size_t expected = 0;
-    for (const io_error error : {error_netname_deleted, wsaeconnreset, io_error_operation_aborted})
+    for (const win32_error error : {error_netname_deleted, wsaeconnreset, win32_operation_aborted})
     {
         for (const std::size_t bytes : {std::size_t{0}, std::size_t{5}, sizeof(in), sizeof(in) + 1})
         {
@@ -519,7 +541,7 @@ TEST_CASE("a receive that reports more bytes than its buffers hold reports RECEI
     {
         CAPTURE(bytes);
         REQUIRE(f.socket->receive_async(buffers, 2, &receive_recorder::callback, &received) == status::ok);
-        REQUIRE(f.os.complete_oldest(io_no_error, bytes));
+        REQUIRE(f.os.complete_oldest(win32_no_error, bytes));
         ++expected;
         const std::vector<receive_recorder::completion> seen = received.seen();
         REQUIRE(seen.size() == expected);
@@ -528,12 +550,12 @@ TEST_CASE("a receive that reports more bytes than its buffers hold reports RECEI
     }
     // More than a uint32_t can say: saturated, never truncated into a small OK count.
     REQUIRE(f.socket->receive_async(buffers, 2, &receive_recorder::callback, &received) == status::ok);
-    REQUIRE(f.os.complete_oldest(io_no_error, (std::size_t{1} << 32) + 3));
+    REQUIRE(f.os.complete_oldest(win32_no_error, (std::size_t{1} << 32) + 3));
     CHECK(received.seen().back().result == ASYNC_SOCKET_RECEIVE_ERROR);
     CHECK(received.seen().back().bytes == UINT32_MAX);
     // Exactly the total is not "greater": OK.
     REQUIRE(f.socket->receive_async(buffers, 2, &receive_recorder::callback, &received) == status::ok);
-    REQUIRE(f.os.complete_oldest(io_no_error, total));
+    REQUIRE(f.os.complete_oldest(win32_no_error, total));
     CHECK(received.seen().back().result == ASYNC_SOCKET_RECEIVE_OK);
     CHECK(received.seen().back().bytes == total);
     CHECK(f.os.violations().empty());
@@ -562,8 +584,8 @@ TEST_CASE("each completion closes the event of its own IO, exactly once")
 
     // Completed in another order than started; each closes the event made for it.
     REQUIRE(f.os.complete(r1, error_netname_deleted, 0));
-    REQUIRE(f.os.complete(s2, io_no_error, 2));
-    REQUIRE(f.os.complete(s1, io_no_error, 1)); // a short send: an ERROR completion closes its event too
+    REQUIRE(f.os.complete(s2, win32_no_error, 2));
+    REQUIRE(f.os.complete(s1, win32_no_error, 1)); // a short send: an ERROR completion closes its event too
 
     const std::vector<call_record> closed = calls_of(f.os, fake_call::close_event);
     REQUIRE(closed.size() == 3);
@@ -591,13 +613,13 @@ TEST_CASE("the event of an IO is closed before its callback runs")
     f.os.clear_calls();
 
     REQUIRE(f.socket->send_async(&out_buffer, 1, &inside_callback_probe::on_send, &probe) == status::ok);
-    REQUIRE(f.os.complete_oldest(io_no_error, sizeof(out)));
+    REQUIRE(f.os.complete_oldest(win32_no_error, sizeof(out)));
     REQUIRE(probe.calls == 1);
     CHECK(probe.live_events_seen == 0);
     CHECK(probe.close_handles_seen == 1);
 
     REQUIRE(f.socket->receive_async(&in_buffer, 1, &inside_callback_probe::on_receive, &probe) == status::ok);
-    REQUIRE(f.os.complete_oldest(io_no_error, 1));
+    REQUIRE(f.os.complete_oldest(win32_no_error, 1));
     REQUIRE(probe.calls == 2);
     CHECK(probe.live_events_seen == 0);
     CHECK(probe.close_handles_seen == 2);
@@ -620,7 +642,7 @@ TEST_CASE("the context of an IO is freed before its callback runs")
     {
         REQUIRE(f.socket->send_async(&out_buffer, 1, &inside_callback_probe::on_send, &probe) == status::ok);
         REQUIRE(f.ledger.live_blocks() == blocks + 1);
-        REQUIRE(f.os.complete_oldest(io_no_error, sizeof(out)));
+        REQUIRE(f.os.complete_oldest(win32_no_error, sizeof(out)));
     }
     SUBCASE("send that fails")
     {
@@ -632,13 +654,13 @@ TEST_CASE("the context of an IO is freed before its callback runs")
     {
         REQUIRE(f.socket->receive_async(&in_buffer, 1, &inside_callback_probe::on_receive, &probe) == status::ok);
         REQUIRE(f.ledger.live_blocks() == blocks + 1);
-        REQUIRE(f.os.complete_oldest(io_no_error, 2));
+        REQUIRE(f.os.complete_oldest(win32_no_error, 2));
     }
     SUBCASE("receive that fails")
     {
         REQUIRE(f.socket->receive_async(&in_buffer, 1, &inside_callback_probe::on_receive, &probe) == status::ok);
         REQUIRE(f.ledger.live_blocks() == blocks + 1);
-        REQUIRE(f.os.complete_oldest(io_error_operation_aborted, 0));
+        REQUIRE(f.os.complete_oldest(win32_operation_aborted, 0));
     }
 
     REQUIRE(probe.calls == 1);
@@ -665,7 +687,7 @@ TEST_CASE("every IO's context is freed exactly once, and a callback may start th
         CAPTURE(i);
         REQUIRE(f.os.pending_count() == 1);
         CHECK(f.ledger.live_blocks() == blocks + 1);
-        REQUIRE(f.os.complete_oldest(io_no_error, sizeof(chain.data)));
+        REQUIRE(f.os.complete_oldest(win32_no_error, sizeof(chain.data)));
     }
 
     CHECK(chain.results == std::vector<ASYNC_SOCKET_SEND_RESULT>(5, ASYNC_SOCKET_SEND_OK));
@@ -703,8 +725,8 @@ TEST_CASE("completions delivered on threadpool worker threads release every IO o
     }
     for (std::size_t i = 0; i < 8; ++i)
     {
-        f.os.complete_on_worker(sends[i], io_no_error, sizeof(out));
-        f.os.complete_on_worker(receives[i], io_no_error, i % 5);
+        f.os.complete_on_worker(sends[i], win32_no_error, sizeof(out));
+        f.os.complete_on_worker(receives[i], win32_no_error, i % 5);
     }
     REQUIRE(f.os.wait_until_idle(std::chrono::seconds(30)));
 
@@ -739,24 +761,24 @@ TEST_CASE("map_send_result: OK only for NO_ERROR with every byte; ERROR otherwis
 {
     struct row
     {
-        io_error io_result;
+        win32_error io_result;
         std::size_t bytes;
         std::uint32_t total;
         bool closing;
         ASYNC_SOCKET_SEND_RESULT expected;
     };
     const row rows[] = {
-        {io_no_error, 10, 10, false, ASYNC_SOCKET_SEND_OK},
-        {io_no_error, 10, 10, true, ASYNC_SOCKET_SEND_OK}, // a send that made it before close is still OK
-        {io_no_error, UINT32_MAX, UINT32_MAX, false, ASYNC_SOCKET_SEND_OK},
-        {io_no_error, 9, 10, false, ASYNC_SOCKET_SEND_ERROR},
-        {io_no_error, 0, 10, false, ASYNC_SOCKET_SEND_ERROR},
-        {io_no_error, 11, 10, false, ASYNC_SOCKET_SEND_ERROR},
-        {io_no_error, (std::size_t{1} << 32) + 10, 10, false, ASYNC_SOCKET_SEND_ERROR}, // not truncated to 32 bits
-        {io_no_error, 9, 10, true, ASYNC_SOCKET_SEND_ERROR},
+        {win32_no_error, 10, 10, false, ASYNC_SOCKET_SEND_OK},
+        {win32_no_error, 10, 10, true, ASYNC_SOCKET_SEND_OK}, // a send that made it before close is still OK
+        {win32_no_error, UINT32_MAX, UINT32_MAX, false, ASYNC_SOCKET_SEND_OK},
+        {win32_no_error, 9, 10, false, ASYNC_SOCKET_SEND_ERROR},
+        {win32_no_error, 0, 10, false, ASYNC_SOCKET_SEND_ERROR},
+        {win32_no_error, 11, 10, false, ASYNC_SOCKET_SEND_ERROR},
+        {win32_no_error, (std::size_t{1} << 32) + 10, 10, false, ASYNC_SOCKET_SEND_ERROR}, // not truncated to 32 bits
+        {win32_no_error, 9, 10, true, ASYNC_SOCKET_SEND_ERROR},
         {error_netname_deleted, 10, 10, false, ASYNC_SOCKET_SEND_ERROR},
-        {io_error_operation_aborted, 0, 10, false, ASYNC_SOCKET_SEND_ERROR},
-        {io_error_operation_aborted, 0, 10, true, ASYNC_SOCKET_SEND_BECAUSE_CLOSE},
+        {win32_operation_aborted, 0, 10, false, ASYNC_SOCKET_SEND_ERROR},
+        {win32_operation_aborted, 0, 10, true, ASYNC_SOCKET_SEND_BECAUSE_CLOSE},
         {error_netname_deleted, 10, 10, true, ASYNC_SOCKET_SEND_BECAUSE_CLOSE},
     };
     for (const row& r : rows)
@@ -765,7 +787,7 @@ TEST_CASE("map_send_result: OK only for NO_ERROR with every byte; ERROR otherwis
         CAPTURE(r.bytes);
         CAPTURE(r.total);
         CAPTURE(r.closing);
-        CHECK(fake_socket_type::map_send_result(r.io_result, r.bytes, r.total, r.closing) == r.expected);
+        CHECK(fake_socket_type::map_send_result(win32_result(r.io_result, r.bytes), r.total, r.closing) == r.expected);
     }
 }
 
@@ -784,7 +806,7 @@ TEST_CASE("map_receive_result: OK with the bytes up to the total; ERROR with the
 {
     struct row
     {
-        io_error io_result;
+        win32_error io_result;
         std::size_t bytes;
         std::uint32_t total;
         bool closing;
@@ -792,21 +814,21 @@ TEST_CASE("map_receive_result: OK with the bytes up to the total; ERROR with the
         std::uint32_t expected_bytes;
     };
     const row rows[] = {
-        {io_no_error, 0, 10, false, ASYNC_SOCKET_RECEIVE_OK, 0},
-        {io_no_error, 4, 10, false, ASYNC_SOCKET_RECEIVE_OK, 4},
-        {io_no_error, 10, 10, false, ASYNC_SOCKET_RECEIVE_OK, 10},
-        {io_no_error, 10, 10, true, ASYNC_SOCKET_RECEIVE_OK, 10},
-        {io_no_error, UINT32_MAX, UINT32_MAX, false, ASYNC_SOCKET_RECEIVE_OK, UINT32_MAX},
-        {io_no_error, 11, 10, false, ASYNC_SOCKET_RECEIVE_ERROR, 11},
-        {io_no_error, 1000, 10, false, ASYNC_SOCKET_RECEIVE_ERROR, 1000},
+        {win32_no_error, 0, 10, false, ASYNC_SOCKET_RECEIVE_OK, 0},
+        {win32_no_error, 4, 10, false, ASYNC_SOCKET_RECEIVE_OK, 4},
+        {win32_no_error, 10, 10, false, ASYNC_SOCKET_RECEIVE_OK, 10},
+        {win32_no_error, 10, 10, true, ASYNC_SOCKET_RECEIVE_OK, 10},
+        {win32_no_error, UINT32_MAX, UINT32_MAX, false, ASYNC_SOCKET_RECEIVE_OK, UINT32_MAX},
+        {win32_no_error, 11, 10, false, ASYNC_SOCKET_RECEIVE_ERROR, 11},
+        {win32_no_error, 1000, 10, false, ASYNC_SOCKET_RECEIVE_ERROR, 1000},
         // More than a uint32_t can say: saturated, never truncated into an OK count.
-        {io_no_error, (std::size_t{1} << 32) + 3, 10, false, ASYNC_SOCKET_RECEIVE_ERROR, UINT32_MAX},
+        {win32_no_error, (std::size_t{1} << 32) + 3, 10, false, ASYNC_SOCKET_RECEIVE_ERROR, UINT32_MAX},
         {error_netname_deleted, 0, 10, false, ASYNC_SOCKET_RECEIVE_ERROR, 0},
         {error_netname_deleted, 7, 10, false, ASYNC_SOCKET_RECEIVE_ERROR, 0},
         {error_netname_deleted, 70, 10, false, ASYNC_SOCKET_RECEIVE_ERROR, 0},
-        {io_error_operation_aborted, 0, 10, false, ASYNC_SOCKET_RECEIVE_ERROR, 0},
-        {io_error_operation_aborted, 0, 10, true, ASYNC_SOCKET_RECEIVE_BECAUSE_CLOSE, 0},
-        {io_error_operation_aborted, 5, 10, true, ASYNC_SOCKET_RECEIVE_BECAUSE_CLOSE, 0},
+        {win32_operation_aborted, 0, 10, false, ASYNC_SOCKET_RECEIVE_ERROR, 0},
+        {win32_operation_aborted, 0, 10, true, ASYNC_SOCKET_RECEIVE_BECAUSE_CLOSE, 0},
+        {win32_operation_aborted, 5, 10, true, ASYNC_SOCKET_RECEIVE_BECAUSE_CLOSE, 0},
     };
     for (const row& r : rows)
     {
@@ -814,8 +836,59 @@ TEST_CASE("map_receive_result: OK with the bytes up to the total; ERROR with the
         CAPTURE(r.bytes);
         CAPTURE(r.total);
         CAPTURE(r.closing);
-        const auto outcome = fake_socket_type::map_receive_result(r.io_result, r.bytes, r.total, r.closing);
+        const auto outcome =
+            fake_socket_type::map_receive_result(win32_result(r.io_result, r.bytes), r.total, r.closing);
         CHECK(outcome.result == r.expected);
         CHECK(outcome.bytes == r.expected_bytes);
     }
+}
+
+TEST_CASE("the Win32 backend classifies a completion's code and keeps the code itself beside it")
+{
+    using async_socket::classify_win32_error;
+    using async_socket::io_outcome;
+    CHECK(classify_win32_error(0) == io_outcome::success);
+    CHECK(classify_win32_error(995) == io_outcome::cancelled); // ERROR_OPERATION_ABORTED (CancelIoEx)
+    CHECK(classify_win32_error(64) == io_outcome::reset);      // ERROR_NETNAME_DELETED
+    CHECK(classify_win32_error(1236) == io_outcome::reset);    // ERROR_CONNECTION_ABORTED
+    CHECK(classify_win32_error(10054) == io_outcome::reset);   // WSAECONNRESET
+    CHECK(classify_win32_error(10053) == io_outcome::reset);   // WSAECONNABORTED
+    CHECK(classify_win32_error(10055) == io_outcome::other);   // WSAENOBUFS
+    CHECK(classify_win32_error(87) == io_outcome::other);      // ERROR_INVALID_PARAMETER
+
+    // Through the backend: its completion routine gets the classification and the OS's own number, and a
+    // refused submit answers the OS's code.
+    fake_os os;
+    {
+        fake_threadpool backend;
+        REQUIRE(backend.attach(&os));
+        int owner = 0;
+        REQUIRE(backend.bind<&routine_probe::routine>(fake_socket(3), &owner));
+        char byte = 0;
+        fake_threadpool::buffer_type buffer{};
+        fake_threadpool::set_buffer(buffer, &byte, 1);
+        fake_threadpool::io_state io;
+        REQUIRE(backend.submit_receive(io, &buffer, 1).status == async_socket::submit_status::pending);
+        REQUIRE(os.complete(&io.overlapped, 10054, 0));
+        CHECK(routine_probe::calls == 1);
+        CHECK(routine_probe::owner == &owner);
+        CHECK(routine_probe::io == &io);
+        CHECK(routine_probe::seen.outcome == io_outcome::reset);
+        CHECK(routine_probe::seen.os_code == 10054);
+
+        os.fail(fake_call::wsa_send, 0, 10055);
+        const async_socket::submit_result refused = backend.submit_send(io, &buffer, 1);
+        CHECK(refused.status == async_socket::submit_status::refused);
+        CHECK(refused.value == 10055);
+        os.fail(fake_call::create_event, 0, 8);
+        const async_socket::submit_result no_event = backend.submit_send(io, &buffer, 1);
+        CHECK(no_event.status == async_socket::submit_status::refused);
+        CHECK(no_event.value == 8);
+        CHECK(routine_probe::calls == 1); // nothing completes a refused IO
+        backend.drain();
+        backend.unbind();
+    }
+    CHECK(os.live_events() == 0);
+    CHECK(os.live_ios() == 0);
+    CHECK(os.violations().empty());
 }

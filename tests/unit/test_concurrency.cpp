@@ -25,9 +25,9 @@
 #include <vector>
 
 using namespace test_support;
-using async_socket::io_error_operation_aborted;
-using async_socket::io_no_error;
 using async_socket::socket_state;
+using async_socket::win32_no_error;
+using async_socket::win32_operation_aborted;
 
 namespace
 {
@@ -82,7 +82,7 @@ public:
             ++kept_;
             return;
         }
-        if (!os_.complete_on_worker(io.overlapped, io_no_error, io.total_length))
+        if (!os_.complete_on_worker(io.overlapped, win32_no_error, io.total_length))
         {
             ++refused_;
         }
@@ -881,7 +881,7 @@ TEST_CASE("destroy called while another thread is closing waits for that close t
         });
     REQUIRE(eventually([&] { return destroying.load(); }));
     CHECK_FALSE(destroyed.load()); // it cannot finish: the socket is CLOSING until the receive completes
-    os.complete_on_worker(outstanding, io_error_operation_aborted, 0);
+    os.complete_on_worker(outstanding, win32_operation_aborted, 0);
     closer.join();
     destroyer.join();
 
@@ -951,7 +951,7 @@ TEST_CASE("close while a lagging worker still holds queued completions completes
     fake_os os;
     os.set_worker_count(1); // one worker falls behind three senders: completions are queued when close cancels
     os.set_watchdog(fake_watchdog);
-    os.on_issue([&os](const pending_io& io) { os.complete_on_worker(io.overlapped, io_no_error, io.total_length); });
+    os.on_issue([&os](const pending_io& io) { os.complete_on_worker(io.overlapped, win32_no_error, io.total_length); });
     alloc_ledger ledger;
     call_book book(40000);
     {

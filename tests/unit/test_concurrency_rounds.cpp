@@ -27,9 +27,9 @@
 #include <vector>
 
 using namespace test_support;
-using async_socket::io_error_operation_aborted;
-using async_socket::io_no_error;
 using async_socket::socket_state;
+using async_socket::win32_no_error;
+using async_socket::win32_operation_aborted;
 
 namespace
 {
@@ -76,24 +76,24 @@ private:
     std::vector<void*> held_;
 };
 
-// fake_threadpool whose CancelIoEx aborts exactly the receives the test holds back (held_receives), so that
+// Fake Win32 calls whose CancelIoEx aborts exactly the receives the test holds back (held_receives), so that
 // the test's own bookkeeping decides which IO a close finds outstanding. An IO whose completion is already
 // queued to a worker has completed and is left alone, as Windows (and the fake's own CancelIoEx) does.
-class rounds_threadpool : public fake_threadpool
+class rounds_calls : public async_socket::testing::fake_threadpool_calls
 {
 public:
-    rounds_threadpool() noexcept = default;
-    explicit rounds_threadpool(held_receives* held) noexcept : held_(held) {}
-    rounds_threadpool(rounds_threadpool&& other) noexcept : fake_threadpool(std::move(other)), held_(other.held_) {}
+    rounds_calls() noexcept = default;
+    explicit rounds_calls(held_receives* held) noexcept : held_(held) {}
+    rounds_calls(rounds_calls&& other) noexcept : fake_threadpool_calls(std::move(other)), held_(other.held_) {}
 
     void cancel_socket_io(SOCKET_HANDLE socket) noexcept
     {
-        fake_threadpool::cancel_socket_io(socket); // recorded; cancel_behavior::ignore makes it complete nothing
+        fake_threadpool_calls::cancel_socket_io(socket); // recorded; cancel_behavior::ignore makes it complete nothing
         for (const pending_io& io : os()->pending())
         {
             if (io.socket == socket && held_->take(io.overlapped))
             {
-                os()->complete_on_worker(io.overlapped, io_error_operation_aborted, 0);
+                os()->complete_on_worker(io.overlapped, win32_operation_aborted, 0);
             }
         }
     }
@@ -102,7 +102,8 @@ private:
     held_receives* held_ = nullptr;
 };
 
-using rounds_socket = async_socket::basic_async_socket<rounds_threadpool, fault_alloc, async_socket::std_sync>;
+using rounds_backend = async_socket::win32_threadpool_backend<rounds_calls>;
+using rounds_socket = async_socket::basic_async_socket<rounds_backend, fault_alloc, async_socket::std_sync>;
 
 constexpr unsigned io_threads = 3;
 constexpr unsigned ops_per_thread = 6;
@@ -247,18 +248,18 @@ TEST_CASE("thousands of rounds of send and receive racing close and reopen: ever
     alloc_ledger ledger;
     held_receives held;
     os.set_worker_count(3);
-    os.set_cancel_behavior(cancel_behavior::ignore); // rounds_threadpool::cancel_socket_io does the aborting
+    os.set_cancel_behavior(cancel_behavior::ignore); // rounds_calls::cancel_socket_io does the aborting
     std::atomic<std::uint64_t> issued_receives{0};
     os.on_issue(
         [&](const pending_io& io)
         {
             if (io.kind == fake_call::wsa_send)
             {
-                os.complete_on_worker(io.overlapped, io_no_error, io.total_length);
+                os.complete_on_worker(io.overlapped, win32_no_error, io.total_length);
             }
             else if (issued_receives.fetch_add(1) % 2 == 0)
             {
-                os.complete_on_worker(io.overlapped, io_no_error, received_bytes);
+                os.complete_on_worker(io.overlapped, win32_no_error, received_bytes);
             }
             else
             {
@@ -270,8 +271,8 @@ TEST_CASE("thousands of rounds of send and receive racing close and reopen: ever
     rounds_socket::handle socket;
     const auto make_socket = [&]
     {
-        socket =
-            rounds_socket::create(&os, fake_socket(1000 + generation), rounds_threadpool{&held}, fault_alloc{&ledger});
+        socket = rounds_socket::create(&os, fake_socket(1000 + generation), rounds_backend{rounds_calls{&held}},
+                                       fault_alloc{&ledger});
         REQUIRE(socket);
         REQUIRE(socket->open_async(&noop_open, nullptr) == status::ok);
     };
@@ -501,7 +502,7 @@ TEST_CASE("CancelIoEx leaves alone an IO whose completion is already queued to a
     ASYNC_SOCKET_BUFFER in{inbox, sizeof(inbox)};
     REQUIRE(socket->receive_async(&in, 1, &worker_blocker::on_receive, &blocker) == status::ok);
     REQUIRE(os.pending_count() == 1);
-    os.complete_on_worker(os.pending()[0].overlapped, io_no_error, 1);
+    os.complete_on_worker(os.pending()[0].overlapped, win32_no_error, 1);
     {
         std::unique_lock lock(blocker.mutex);
         REQUIRE_MESSAGE(blocker.changed.wait_for(lock, deadline, [&] { return blocker.entered; }),
@@ -509,7 +510,7 @@ TEST_CASE("CancelIoEx leaves alone an IO whose completion is already queued to a
     }
 
     // The OS completes the send at once: its completion is queued behind the receive callback.
-    os.on_issue([&](const pending_io& io) { os.complete_on_worker(io.overlapped, io_no_error, io.total_length); });
+    os.on_issue([&](const pending_io& io) { os.complete_on_worker(io.overlapped, win32_no_error, io.total_length); });
     char payload[4] = {'d', 'a', 't', 'a'};
     ASYNC_SOCKET_BUFFER out{payload, sizeof(payload)};
     send_recorder sent;

@@ -60,7 +60,7 @@ TEST_CASE("create allocates one block and returns a non-NULL CLOSED socket over 
     CHECK(socket->socket_handle() == fake_socket(42));
     CHECK(ledger.allocations() == 1);
     CHECK(ledger.live_blocks() == 1);
-    CHECK(socket->threadpool().os() == &os);
+    CHECK(socket->backend().calls().os() == &os);
     socket.reset();
     expect_nothing_left(os, ledger);
 }
@@ -205,8 +205,8 @@ TEST_CASE("destroy after a life of IO releases the threadpool IO, cleanup group,
     receive_recorder received;
     REQUIRE(f.socket->send_async(&buffer, 1, &send_recorder::callback, &sent) == status::ok);
     REQUIRE(f.socket->receive_async(&buffer, 1, &receive_recorder::callback, &received) == status::ok);
-    REQUIRE(f.os.complete_oldest(async_socket::io_no_error, sizeof(payload)));
-    REQUIRE(f.os.complete_oldest(async_socket::io_no_error, 3));
+    REQUIRE(f.os.complete_oldest(async_socket::win32_no_error, sizeof(payload)));
+    REQUIRE(f.os.complete_oldest(async_socket::win32_no_error, 3));
     CHECK(f.socket->close() == status::ok);
     CHECK(f.os.live_ios() == 1);
     f.os.clear_calls();
@@ -259,7 +259,7 @@ TEST_CASE("destroy of an OPEN socket with IO pending completes each send and rec
     CHECK(received.seen()[0].result == ASYNC_SOCKET_RECEIVE_BECAUSE_CLOSE);
     CHECK(received.seen()[0].bytes == 0);
     CHECK(f.os.pending_count() == 0);
-    CHECK_FALSE(f.os.complete_oldest(async_socket::io_no_error, 1));
+    CHECK_FALSE(f.os.complete_oldest(async_socket::win32_no_error, 1));
     expect_nothing_left(f.os, f.ledger);
 }
 
@@ -372,7 +372,7 @@ TEST_CASE("destroy while the socket is CLOSING waits until the close has finishe
     CHECK(ledger.live_blocks() == 2); // the socket and the receive's context
 
     // The receive completes (as the cancelled IO would): close ends, and then destroy.
-    CHECK(os.complete_oldest(async_socket::io_error_operation_aborted, 0));
+    CHECK(os.complete_oldest(async_socket::win32_operation_aborted, 0));
     closer.join();
     destroyer.join();
 
@@ -425,7 +425,7 @@ TEST_CASE("a close that ends while destroy waits makes no call on the socket aft
     CHECK(probe.wait_until([&] { return probe.state_waits >= 1; }));
     probe.update([&] { probe.pause_after_store = socket_state::closed; });
 
-    CHECK(os.complete_oldest(async_socket::io_error_operation_aborted, 0));
+    CHECK(os.complete_oldest(async_socket::win32_operation_aborted, 0));
     closer.join();
     destroyer.join();
 

@@ -21,8 +21,8 @@
 #include <vector>
 
 using namespace test_support;
-using async_socket::io_no_error;
 using async_socket::socket_state;
+using async_socket::win32_no_error;
 
 namespace
 {
@@ -187,7 +187,7 @@ void prove_usable(world& w)
     const std::size_t sends = w.sent.seen().size();
     REQUIRE(w.socket->send_async(&out, 1, &send_recorder::callback, &w.sent) == status::ok);
     REQUIRE(w.os.pending_count() == 1);
-    REQUIRE(w.os.complete_oldest(io_no_error, sizeof(w.payload)));
+    REQUIRE(w.os.complete_oldest(win32_no_error, sizeof(w.payload)));
     REQUIRE(w.sent.seen().size() == sends + 1);
     CHECK(w.sent.seen().back() == ASYNC_SOCKET_SEND_OK);
 
@@ -230,7 +230,7 @@ void complete_outstanding(world& w)
 {
     const std::size_t before = w.callbacks();
     const std::size_t outstanding = w.os.pending_count();
-    while (w.os.complete_oldest(io_no_error, 0))
+    while (w.os.complete_oldest(win32_no_error, 0))
     {
     }
     CHECK(w.callbacks() == before + outstanding);

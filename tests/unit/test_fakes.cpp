@@ -21,9 +21,10 @@
 #include <vector>
 
 using namespace test_support;
-using async_socket::io_error;
-using async_socket::io_error_operation_aborted;
-using async_socket::io_no_error;
+using async_socket::win32_error;
+using async_socket::win32_no_error;
+using async_socket::win32_operation_aborted;
+using async_socket::testing::fake_threadpool_calls;
 
 namespace
 {
@@ -37,7 +38,7 @@ struct completion_log
     {
         void* context;
         void* overlapped;
-        io_error io_result;
+        win32_error io_result;
         std::size_t bytes;
         std::thread::id thread;
     };
@@ -58,7 +59,7 @@ struct completion_log
         return changed.wait_for(lock, deadline, [&] { return entries.size() >= n; });
     }
 
-    static void record(void* context, void* overlapped, io_error io_result, std::size_t bytes) noexcept
+    static void record(void* context, void* overlapped, win32_error io_result, std::size_t bytes) noexcept
     {
         auto* self = static_cast<completion_log*>(context);
         {
@@ -73,7 +74,7 @@ struct completion_log
 struct direct
 {
     fake_os os;
-    fake_threadpool tp;
+    fake_threadpool_calls tp;
     completion_log log;
     SOCKET_HANDLE socket = fake_socket(9);
 
@@ -85,13 +86,13 @@ struct direct
     }
 
     // StartThreadpoolIo + WSASend of `buffers`, as the core issues a send.
-    io_error send(fake_overlapped& overlapped, std::vector<fake_wsabuf>& buffers)
+    win32_error send(fake_overlapped& overlapped, std::vector<fake_wsabuf>& buffers)
     {
         tp.start_io();
         return tp.send(socket, buffers.data(), static_cast<std::uint32_t>(buffers.size()), nullptr, 0, &overlapped);
     }
 
-    io_error receive(fake_overlapped& overlapped, std::vector<fake_wsabuf>& buffers)
+    win32_error receive(fake_overlapped& overlapped, std::vector<fake_wsabuf>& buffers)
     {
         tp.start_io();
         std::uint32_t flags = 0;
@@ -132,7 +133,7 @@ std::string joined(const std::vector<std::string>& lines)
 TEST_CASE("fake_os records every call in order, with the arguments that call has")
 {
     fake_os os;
-    fake_threadpool tp;
+    fake_threadpool_calls tp;
     completion_log log;
     const SOCKET_HANDLE socket = fake_socket(9);
 
@@ -148,11 +149,11 @@ TEST_CASE("fake_os records every call in order, with the arguments that call has
     char payload[12] = "hello world";
     std::vector<fake_wsabuf> buffers{{5, payload}, {6, payload + 5}};
     fake_overlapped overlapped{};
-    fake_threadpool::set_overlapped_event(overlapped, event);
+    fake_threadpool_calls::set_overlapped_event(overlapped, event);
     tp.start_io();
-    REQUIRE(tp.send(socket, buffers.data(), 2, nullptr, 0, &overlapped) == io_no_error);
+    REQUIRE(tp.send(socket, buffers.data(), 2, nullptr, 0, &overlapped) == win32_no_error);
 
-    REQUIRE(os.complete(&overlapped, io_no_error, 11));
+    REQUIRE(os.complete(&overlapped, win32_no_error, 11));
     tp.close_event(event);
     tp.wait_for_io_callbacks(false);
     tp.close_io();
@@ -193,7 +194,7 @@ TEST_CASE("fake_os records every call in order, with the arguments that call has
     REQUIRE(log.seen().size() == 1);
     CHECK(log.seen()[0].context == &log);
     CHECK(log.seen()[0].overlapped == &overlapped);
-    CHECK(log.seen()[0].io_result == io_no_error);
+    CHECK(log.seen()[0].io_result == win32_no_error);
     CHECK(log.seen()[0].bytes == 11);
     CHECK(log.seen()[0].thread == std::this_thread::get_id());
     CHECK(os.violations().empty());
@@ -289,15 +290,15 @@ TEST_CASE("a failed WSASend returns the planned error, issues no IO and leaves t
     fake_overlapped second{};
     fake_overlapped third{};
 
-    CHECK(d.send(first, buffers) == io_no_error);
+    CHECK(d.send(first, buffers) == win32_no_error);
     CHECK(d.send(second, buffers) == 10054);
     d.tp.cancel_io(); // what the core does after a failed WSASend: no violation
-    CHECK(d.send(third, buffers) == io_no_error);
+    CHECK(d.send(third, buffers) == win32_no_error);
 
     CHECK(d.os.pending_count() == 2);
-    CHECK_FALSE(d.os.complete(&second, io_no_error, 3)); // never issued
-    CHECK(d.os.complete(&first, io_no_error, 3));
-    CHECK(d.os.complete(&third, io_no_error, 3));
+    CHECK_FALSE(d.os.complete(&second, win32_no_error, 3)); // never issued
+    CHECK(d.os.complete(&first, win32_no_error, 3));
+    CHECK(d.os.complete(&third, win32_no_error, 3));
     CHECK(d.log.seen().size() == 2);
     CHECK(d.os.violations().empty());
 }
@@ -349,9 +350,9 @@ TEST_CASE("fail() on a call that has no failure result leaves that call working"
     char payload[3] = {};
     std::vector<fake_wsabuf> buffers{{3, payload}};
     fake_overlapped overlapped{};
-    CHECK(d.send(overlapped, buffers) == io_no_error);
+    CHECK(d.send(overlapped, buffers) == win32_no_error);
     CHECK(d.os.violations().empty()); // the IO was started: WSASend was legal
-    CHECK(d.os.complete(&overlapped, io_no_error, 3));
+    CHECK(d.os.complete(&overlapped, win32_no_error, 3));
 }
 
 // Regression: the record used to say failed for a call without a failure result that had used up a planned failure.
@@ -373,9 +374,9 @@ TEST_CASE("fail() on a call that has no failure result does not mark that call f
 TEST_CASE("a second CreateThreadpoolIo on the same socket fails: a socket binds to one threadpool IO for life")
 {
     fake_os os;
-    fake_threadpool first;
-    fake_threadpool second;
-    fake_threadpool other;
+    fake_threadpool_calls first;
+    fake_threadpool_calls second;
+    fake_threadpool_calls other;
     completion_log log;
     REQUIRE(first.acquire_pool(&os));
     REQUIRE(second.acquire_pool(&os));
@@ -417,9 +418,9 @@ TEST_CASE("WSASend without a StartThreadpoolIo before it is a violation")
     char payload[3] = {};
     std::vector<fake_wsabuf> buffers{{3, payload}};
     fake_overlapped overlapped{};
-    CHECK(d.tp.send(d.socket, buffers.data(), 1, nullptr, 0, &overlapped) == io_no_error);
+    CHECK(d.tp.send(d.socket, buffers.data(), 1, nullptr, 0, &overlapped) == win32_no_error);
     CHECK(mentions(d.os.violations(), "WSASend without a StartThreadpoolIo"));
-    CHECK(d.os.complete(&overlapped, io_no_error, 3));
+    CHECK(d.os.complete(&overlapped, win32_no_error, 3));
 }
 
 TEST_CASE("WSARecv without a StartThreadpoolIo before it is a violation")
@@ -429,9 +430,9 @@ TEST_CASE("WSARecv without a StartThreadpoolIo before it is a violation")
     std::vector<fake_wsabuf> buffers{{3, payload}};
     fake_overlapped overlapped{};
     std::uint32_t flags = 0;
-    CHECK(d.tp.receive(d.socket, buffers.data(), 1, nullptr, &flags, &overlapped) == io_no_error);
+    CHECK(d.tp.receive(d.socket, buffers.data(), 1, nullptr, &flags, &overlapped) == win32_no_error);
     CHECK(mentions(d.os.violations(), "WSARecv without a StartThreadpoolIo"));
-    CHECK(d.os.complete(&overlapped, io_no_error, 0));
+    CHECK(d.os.complete(&overlapped, win32_no_error, 0));
 }
 
 TEST_CASE("one StartThreadpoolIo covers one IO only")
@@ -441,12 +442,12 @@ TEST_CASE("one StartThreadpoolIo covers one IO only")
     std::vector<fake_wsabuf> buffers{{3, payload}};
     fake_overlapped first{};
     fake_overlapped second{};
-    CHECK(d.send(first, buffers) == io_no_error);
+    CHECK(d.send(first, buffers) == win32_no_error);
     CHECK(d.os.violations().empty());
-    CHECK(d.tp.send(d.socket, buffers.data(), 1, nullptr, 0, &second) == io_no_error);
+    CHECK(d.tp.send(d.socket, buffers.data(), 1, nullptr, 0, &second) == win32_no_error);
     CHECK(mentions(d.os.violations(), "WSASend without a StartThreadpoolIo"));
-    CHECK(d.os.complete(&first, io_no_error, 3));
-    CHECK(d.os.complete(&second, io_no_error, 3));
+    CHECK(d.os.complete(&first, win32_no_error, 3));
+    CHECK(d.os.complete(&second, win32_no_error, 3));
 }
 
 TEST_CASE("CancelThreadpoolIo without a StartThreadpoolIo to cancel is a violation")
@@ -462,10 +463,10 @@ TEST_CASE("CancelThreadpoolIo after an issued IO is a violation: the start was u
     char payload[3] = {};
     std::vector<fake_wsabuf> buffers{{3, payload}};
     fake_overlapped overlapped{};
-    CHECK(d.send(overlapped, buffers) == io_no_error);
+    CHECK(d.send(overlapped, buffers) == win32_no_error);
     d.tp.cancel_io();
     CHECK(mentions(d.os.violations(), "CancelThreadpoolIo without a StartThreadpoolIo"));
-    CHECK(d.os.complete(&overlapped, io_no_error, 3));
+    CHECK(d.os.complete(&overlapped, win32_no_error, 3));
 }
 
 TEST_CASE("CloseThreadpoolIo with an IO outstanding is a violation")
@@ -474,10 +475,10 @@ TEST_CASE("CloseThreadpoolIo with an IO outstanding is a violation")
     char payload[3] = {};
     std::vector<fake_wsabuf> buffers{{3, payload}};
     fake_overlapped overlapped{};
-    CHECK(d.send(overlapped, buffers) == io_no_error);
+    CHECK(d.send(overlapped, buffers) == win32_no_error);
     d.tp.close_io();
     CHECK(mentions(d.os.violations(), "CloseThreadpoolIo with IO outstanding"));
-    CHECK(d.os.complete(&overlapped, io_no_error, 3));
+    CHECK(d.os.complete(&overlapped, win32_no_error, 3));
 }
 
 TEST_CASE("CloseThreadpoolIo after a StartThreadpoolIo that was neither used nor cancelled is a violation")
@@ -498,7 +499,7 @@ TEST_CASE("calls on a threadpool IO after CloseThreadpoolIo are violations")
     char payload[3] = {};
     std::vector<fake_wsabuf> buffers{{3, payload}};
     fake_overlapped overlapped{};
-    CHECK(d.tp.send(d.socket, buffers.data(), 1, nullptr, 0, &overlapped) != io_no_error);
+    CHECK(d.tp.send(d.socket, buffers.data(), 1, nullptr, 0, &overlapped) != win32_no_error);
     CHECK(d.os.pending_count() == 0);
 }
 
@@ -507,10 +508,10 @@ namespace
 // A completion routine that waits for its own threadpool IO's callbacks, as close would if called from a callback.
 struct waits_for_itself
 {
-    fake_threadpool* tp = nullptr;
+    fake_threadpool_calls* tp = nullptr;
     int calls = 0;
 
-    static void on_complete(void* context, void*, io_error, std::size_t) noexcept
+    static void on_complete(void* context, void*, win32_error, std::size_t) noexcept
     {
         auto* self = static_cast<waits_for_itself*>(context);
         ++self->calls;
@@ -522,7 +523,7 @@ struct waits_for_itself
 TEST_CASE("WaitForThreadpoolIoCallbacks from inside a callback of the same IO is a violation, not a deadlock")
 {
     fake_os os;
-    fake_threadpool tp;
+    fake_threadpool_calls tp;
     waits_for_itself callback{&tp};
     REQUIRE(tp.acquire_pool(&os));
     REQUIRE(tp.create_io<&waits_for_itself::on_complete>(fake_socket(3), &callback));
@@ -530,9 +531,9 @@ TEST_CASE("WaitForThreadpoolIoCallbacks from inside a callback of the same IO is
     fake_wsabuf buffer{3, payload};
     fake_overlapped overlapped{};
     tp.start_io();
-    REQUIRE(tp.send(fake_socket(3), &buffer, 1, nullptr, 0, &overlapped) == io_no_error);
+    REQUIRE(tp.send(fake_socket(3), &buffer, 1, nullptr, 0, &overlapped) == win32_no_error);
 
-    CHECK(os.complete(&overlapped, io_no_error, 3));
+    CHECK(os.complete(&overlapped, win32_no_error, 3));
     CHECK(callback.calls == 1);
     CHECK(mentions(os.violations(), "WaitForThreadpoolIoCallbacks called from inside a callback"));
 }
@@ -563,13 +564,13 @@ TEST_CASE("the watchdog ends a WaitForThreadpoolIoCallbacks that would hang, and
     char payload[3] = {};
     std::vector<fake_wsabuf> buffers{{3, payload}};
     fake_overlapped overlapped{};
-    REQUIRE(d.receive(overlapped, buffers) == io_no_error);
+    REQUIRE(d.receive(overlapped, buffers) == win32_no_error);
 
     d.tp.wait_for_io_callbacks(false); // nobody completes the receive: would block forever
 
     CHECK(mentions(d.os.violations(), "WaitForThreadpoolIoCallbacks hung"));
     CHECK(d.os.pending_count() == 1);
-    CHECK(d.os.complete(&overlapped, io_error_operation_aborted, 0));
+    CHECK(d.os.complete(&overlapped, win32_operation_aborted, 0));
 }
 
 TEST_CASE("a socket whose close would hang on a receive nobody cancels returns from close with a violation")
@@ -587,7 +588,7 @@ TEST_CASE("a socket whose close would hang on a receive nobody cancels returns f
 
     CHECK(mentions(f.os.violations(), "WaitForThreadpoolIoCallbacks hung"));
     CHECK(received.seen().empty());
-    CHECK(f.os.complete_oldest(io_error_operation_aborted, 0)); // let the receive go, or it would leak
+    CHECK(f.os.complete_oldest(win32_operation_aborted, 0)); // let the receive go, or it would leak
     CHECK(received.seen().size() == 1);
 }
 
@@ -603,7 +604,7 @@ TEST_CASE("complete_receive copies the data across the WSABUFs in order and repo
     std::array<char, 5> c{'x', 'x', 'x', 'x', 'x'};
     std::vector<fake_wsabuf> buffers{{3, a.data()}, {4, b.data()}, {5, c.data()}};
     fake_overlapped overlapped{};
-    REQUIRE(d.receive(overlapped, buffers) == io_no_error);
+    REQUIRE(d.receive(overlapped, buffers) == win32_no_error);
 
     const char text[] = "0123456789";
     const auto data = std::as_bytes(std::span(text, 10));
@@ -613,7 +614,7 @@ TEST_CASE("complete_receive copies the data across the WSABUFs in order and repo
     CHECK(std::string(b.data(), 4) == "3456");
     CHECK(std::string(c.data(), 5) == "789xx"); // the rest of the last buffer is untouched
     REQUIRE(d.log.seen().size() == 1);
-    CHECK(d.log.seen()[0].io_result == io_no_error);
+    CHECK(d.log.seen()[0].io_result == win32_no_error);
     CHECK(d.log.seen()[0].bytes == 10);
     CHECK(d.os.pending_count() == 0);
 }
@@ -624,7 +625,7 @@ TEST_CASE("complete_receive copies no more than the buffers hold")
     std::array<char, 4> a{};
     std::vector<fake_wsabuf> buffers{{4, a.data()}};
     fake_overlapped overlapped{};
-    REQUIRE(d.receive(overlapped, buffers) == io_no_error);
+    REQUIRE(d.receive(overlapped, buffers) == win32_no_error);
     const char text[] = "abcdefgh";
     CHECK(d.os.complete_receive(&overlapped, std::as_bytes(std::span(text, 8))));
     CHECK(std::string(a.data(), 4) == "abcd");
@@ -639,12 +640,12 @@ TEST_CASE("complete_receive refuses a send and an IO that is not outstanding")
     std::vector<fake_wsabuf> buffers{{3, payload}};
     fake_overlapped send{};
     fake_overlapped unknown{};
-    REQUIRE(d.send(send, buffers) == io_no_error);
+    REQUIRE(d.send(send, buffers) == win32_no_error);
     const char text[] = "ab";
     CHECK_FALSE(d.os.complete_receive(&send, std::as_bytes(std::span(text, 2))));
     CHECK_FALSE(d.os.complete_receive(&unknown, std::as_bytes(std::span(text, 2))));
     CHECK(d.log.seen().empty());
-    CHECK(d.os.complete(&send, io_no_error, 3));
+    CHECK(d.os.complete(&send, win32_no_error, 3));
 }
 
 TEST_CASE("a socket's receive gets the data complete_receive delivers, across its buffers")
@@ -668,18 +669,18 @@ TEST_CASE("a socket's receive gets the data complete_receive delivers, across it
 TEST_CASE("complete and complete_oldest deliver each IO once, oldest first, and refuse when nothing is outstanding")
 {
     direct d;
-    CHECK_FALSE(d.os.complete_oldest(io_no_error, 0));
+    CHECK_FALSE(d.os.complete_oldest(win32_no_error, 0));
     char payload[3] = {};
     std::vector<fake_wsabuf> buffers{{3, payload}};
     fake_overlapped first{};
     fake_overlapped second{};
-    REQUIRE(d.send(first, buffers) == io_no_error);
-    REQUIRE(d.receive(second, buffers) == io_no_error);
+    REQUIRE(d.send(first, buffers) == win32_no_error);
+    REQUIRE(d.receive(second, buffers) == win32_no_error);
 
     CHECK(d.os.complete_oldest(64, 0));
-    CHECK_FALSE(d.os.complete(&first, io_no_error, 3)); // already completed
-    CHECK(d.os.complete_oldest(io_no_error, 2));
-    CHECK_FALSE(d.os.complete_oldest(io_no_error, 0));
+    CHECK_FALSE(d.os.complete(&first, win32_no_error, 3)); // already completed
+    CHECK(d.os.complete_oldest(win32_no_error, 2));
+    CHECK_FALSE(d.os.complete_oldest(win32_no_error, 0));
 
     const auto seen = d.log.seen();
     REQUIRE(seen.size() == 2);
@@ -698,11 +699,11 @@ TEST_CASE("complete_on_worker delivers on a worker thread, and wait_until_idle w
     std::array<fake_overlapped, 8> overlapped{};
     for (auto& o : overlapped)
     {
-        REQUIRE(d.send(o, buffers) == io_no_error);
+        REQUIRE(d.send(o, buffers) == win32_no_error);
     }
     for (auto& o : overlapped)
     {
-        d.os.complete_on_worker(&o, io_no_error, 3);
+        d.os.complete_on_worker(&o, win32_no_error, 3);
     }
     CHECK(d.os.wait_until_idle(std::chrono::duration_cast<std::chrono::milliseconds>(deadline)));
 
@@ -711,7 +712,7 @@ TEST_CASE("complete_on_worker delivers on a worker thread, and wait_until_idle w
     for (const auto& entry : seen)
     {
         CHECK(entry.thread != std::this_thread::get_id());
-        CHECK(entry.io_result == io_no_error);
+        CHECK(entry.io_result == win32_no_error);
     }
     CHECK(d.os.pending_count() == 0);
     CHECK(d.os.violations().empty());
@@ -723,9 +724,9 @@ TEST_CASE("wait_until_idle reports false while an IO is still outstanding")
     char payload[3] = {};
     std::vector<fake_wsabuf> buffers{{3, payload}};
     fake_overlapped overlapped{};
-    REQUIRE(d.send(overlapped, buffers) == io_no_error);
+    REQUIRE(d.send(overlapped, buffers) == win32_no_error);
     CHECK_FALSE(d.os.wait_until_idle(std::chrono::milliseconds(50)));
-    CHECK(d.os.complete(&overlapped, io_no_error, 3));
+    CHECK(d.os.complete(&overlapped, win32_no_error, 3));
     CHECK(d.os.wait_until_idle(std::chrono::milliseconds(0)));
 }
 
@@ -740,7 +741,7 @@ TEST_CASE("on_issue sees every IO the fake accepts, before WSASend returns, and 
     fake_overlapped first{};
     fake_overlapped second{};
     fake_overlapped third{};
-    REQUIRE(d.send(first, buffers) == io_no_error);
+    REQUIRE(d.send(first, buffers) == win32_no_error);
     REQUIRE(issued.size() == 1);
     CHECK(issued[0].overlapped == &first);
     CHECK(issued[0].kind == fake_call::wsa_send);
@@ -748,23 +749,23 @@ TEST_CASE("on_issue sees every IO the fake accepts, before WSASend returns, and 
     CHECK(issued[0].buffers.size() == 2);
     CHECK(issued[0].socket == d.socket);
 
-    CHECK(d.send(second, buffers) != io_no_error);
+    CHECK(d.send(second, buffers) != win32_no_error);
     d.tp.cancel_io();
     CHECK(issued.size() == 1);
-    REQUIRE(d.receive(third, buffers) == io_no_error);
+    REQUIRE(d.receive(third, buffers) == win32_no_error);
     REQUIRE(issued.size() == 2);
     CHECK(issued[1].kind == fake_call::wsa_recv);
 
-    CHECK(d.os.complete(&first, io_no_error, 10));
-    CHECK(d.os.complete(&third, io_no_error, 0));
+    CHECK(d.os.complete(&first, win32_no_error, 10));
+    CHECK(d.os.complete(&third, win32_no_error, 0));
     CHECK(d.os.violations().empty());
 }
 
 TEST_CASE("CancelIoEx aborts the socket's outstanding IO as the cancel behaviour says, and no other socket's")
 {
     fake_os os;
-    fake_threadpool mine;
-    fake_threadpool theirs;
+    fake_threadpool_calls mine;
+    fake_threadpool_calls theirs;
     completion_log my_log;
     completion_log their_log;
     REQUIRE(mine.acquire_pool(&os));
@@ -779,10 +780,10 @@ TEST_CASE("CancelIoEx aborts the socket's outstanding IO as the cancel behaviour
     for (auto& o : my_ios)
     {
         mine.start_io();
-        REQUIRE(mine.receive(fake_socket(1), &buffer, 1, nullptr, &flags, &o) == io_no_error);
+        REQUIRE(mine.receive(fake_socket(1), &buffer, 1, nullptr, &flags, &o) == win32_no_error);
     }
     theirs.start_io();
-    REQUIRE(theirs.receive(fake_socket(2), &buffer, 1, nullptr, &flags, &their_io) == io_no_error);
+    REQUIRE(theirs.receive(fake_socket(2), &buffer, 1, nullptr, &flags, &their_io) == win32_no_error);
 
     SUBCASE("abort_on_worker (the default) completes each with ERROR_OPERATION_ABORTED on a worker")
     {
@@ -790,7 +791,7 @@ TEST_CASE("CancelIoEx aborts the socket's outstanding IO as the cancel behaviour
         REQUIRE(my_log.wait_for_count(2));
         for (const auto& entry : my_log.seen())
         {
-            CHECK(entry.io_result == io_error_operation_aborted);
+            CHECK(entry.io_result == win32_operation_aborted);
             CHECK(entry.bytes == 0);
             CHECK(entry.thread != std::this_thread::get_id());
         }
@@ -802,7 +803,7 @@ TEST_CASE("CancelIoEx aborts the socket's outstanding IO as the cancel behaviour
         REQUIRE(my_log.seen().size() == 2);
         for (const auto& entry : my_log.seen())
         {
-            CHECK(entry.io_result == io_error_operation_aborted);
+            CHECK(entry.io_result == win32_operation_aborted);
             CHECK(entry.thread == std::this_thread::get_id());
         }
     }
@@ -812,14 +813,14 @@ TEST_CASE("CancelIoEx aborts the socket's outstanding IO as the cancel behaviour
         mine.cancel_socket_io(fake_socket(1));
         CHECK(my_log.seen().empty());
         CHECK(os.pending_count() == 3);
-        CHECK(os.complete(&my_ios[0], io_error_operation_aborted, 0));
-        CHECK(os.complete(&my_ios[1], io_error_operation_aborted, 0));
+        CHECK(os.complete(&my_ios[0], win32_operation_aborted, 0));
+        CHECK(os.complete(&my_ios[1], win32_operation_aborted, 0));
     }
 
     CHECK(os.pending_count() == 1); // theirs is untouched
     CHECK(their_log.seen().empty());
     CHECK(os.count(fake_call::cancel_socket_io) == 1);
-    CHECK(os.complete(&their_io, io_no_error, 0));
+    CHECK(os.complete(&their_io, win32_no_error, 0));
     CHECK(os.wait_until_idle(std::chrono::duration_cast<std::chrono::milliseconds>(deadline)));
     CHECK(os.violations().empty());
 }
@@ -830,7 +831,7 @@ namespace
 // the same OVERLAPPED from inside the callback (as a socket's user does when the next IO reuses the memory).
 struct gated_completions
 {
-    fake_threadpool* tp = nullptr;
+    fake_threadpool_calls* tp = nullptr;
     fake_overlapped* gate = nullptr;    // the IO whose callback blocks
     fake_overlapped* reissue = nullptr; // the IO whose callback issues the next IO in the same OVERLAPPED
     fake_wsabuf* buffer = nullptr;
@@ -838,9 +839,9 @@ struct gated_completions
     std::condition_variable changed;
     bool gate_entered = false;
     bool gate_open = false;
-    std::vector<std::pair<void*, io_error>> seen;
+    std::vector<std::pair<void*, win32_error>> seen;
 
-    static void on_complete(void* context, void* overlapped, io_error io_result, std::size_t) noexcept
+    static void on_complete(void* context, void* overlapped, win32_error io_result, std::size_t) noexcept
     {
         auto* self = static_cast<gated_completions*>(context);
         std::unique_lock lock(self->mutex);
@@ -870,7 +871,7 @@ TEST_CASE("CancelIoEx does not add a second completion to an IO whose completion
 {
     fake_os os;
     os.set_worker_count(1);
-    fake_threadpool tp;
+    fake_threadpool_calls tp;
     gated_completions completions;
     char payload[3] = {};
     fake_wsabuf buffer{3, payload};
@@ -885,16 +886,16 @@ TEST_CASE("CancelIoEx does not add a second completion to an IO whose completion
     for (fake_overlapped* o : {&gate, &reused})
     {
         tp.start_io();
-        REQUIRE(tp.send(fake_socket(9), &buffer, 1, nullptr, 0, o) == io_no_error);
+        REQUIRE(tp.send(fake_socket(9), &buffer, 1, nullptr, 0, o) == win32_no_error);
     }
 
     // The only worker runs the gate's callback and stays there; `reused` completes successfully, queued behind.
-    os.complete_on_worker(&gate, io_no_error, 3);
+    os.complete_on_worker(&gate, win32_no_error, 3);
     {
         std::unique_lock lock(completions.mutex);
         REQUIRE(completions.changed.wait_for(lock, deadline, [&] { return completions.gate_entered; }));
     }
-    os.complete_on_worker(&reused, io_no_error, 3);
+    os.complete_on_worker(&reused, win32_no_error, 3);
 
     tp.cancel_socket_io(fake_socket(9)); // `reused` is already completed as far as the OS is concerned
 
@@ -909,7 +910,7 @@ TEST_CASE("CancelIoEx does not add a second completion to an IO whose completion
 
     std::lock_guard lock(completions.mutex);
     REQUIRE(completions.seen.size() >= 2);
-    CHECK(completions.seen[1] == std::pair<void*, io_error>{&reused, io_no_error});
+    CHECK(completions.seen[1] == std::pair<void*, win32_error>{&reused, win32_no_error});
     CHECK(completions.seen.size() == 2); // the new IO in `reused` was not completed
     CHECK(os.pending_count() == 1);
     CHECK_MESSAGE(os.violations().empty(), joined(os.violations()));
@@ -919,7 +920,7 @@ TEST_CASE("an IO whose completion is queued to a worker can no longer be complet
 {
     fake_os os;
     os.set_worker_count(1);
-    fake_threadpool tp;
+    fake_threadpool_calls tp;
     gated_completions completions;
     char payload[3] = {};
     fake_wsabuf buffer{3, payload};
@@ -931,28 +932,28 @@ TEST_CASE("an IO whose completion is queued to a worker can no longer be complet
     REQUIRE(tp.acquire_pool(&os));
     REQUIRE(tp.create_io<&gated_completions::on_complete>(fake_socket(9), &completions));
     tp.start_io();
-    REQUIRE(tp.send(fake_socket(9), &buffer, 1, nullptr, 0, &gate) == io_no_error);
+    REQUIRE(tp.send(fake_socket(9), &buffer, 1, nullptr, 0, &gate) == win32_no_error);
     tp.start_io();
     std::uint32_t flags = 0;
-    REQUIRE(tp.receive(fake_socket(9), &buffer, 1, nullptr, &flags, &queued) == io_no_error);
+    REQUIRE(tp.receive(fake_socket(9), &buffer, 1, nullptr, &flags, &queued) == win32_no_error);
 
-    CHECK(os.complete_on_worker(&gate, io_no_error, 3)); // the only worker blocks in the gate's callback
+    CHECK(os.complete_on_worker(&gate, win32_no_error, 3)); // the only worker blocks in the gate's callback
     {
         std::unique_lock lock(completions.mutex);
         REQUIRE(completions.changed.wait_for(lock, deadline, [&] { return completions.gate_entered; }));
     }
-    CHECK(os.complete_on_worker(&queued, io_no_error, 2));
+    CHECK(os.complete_on_worker(&queued, win32_no_error, 2));
     const std::vector<pending_io> pending = os.pending();
     REQUIRE(pending.size() == 1);
     CHECK(pending[0].overlapped == &queued);
     CHECK(pending[0].completion_queued);
 
-    CHECK_FALSE(os.complete(&queued, io_no_error, 1));
+    CHECK_FALSE(os.complete(&queued, win32_no_error, 1));
     const char text[] = "x";
     CHECK_FALSE(os.complete_receive(&queued, std::as_bytes(std::span(text, 1))));
-    CHECK_FALSE(os.complete_oldest(io_no_error, 1));
+    CHECK_FALSE(os.complete_oldest(win32_no_error, 1));
     CHECK(os.violations().empty());
-    CHECK_FALSE(os.complete_on_worker(&queued, io_no_error, 3));
+    CHECK_FALSE(os.complete_on_worker(&queued, win32_no_error, 3));
     CHECK(mentions(os.violations(), "a completion was queued for an IO that is not outstanding or already completing"));
 
     {
@@ -963,14 +964,14 @@ TEST_CASE("an IO whose completion is queued to a worker can no longer be complet
     CHECK(os.wait_until_idle(std::chrono::duration_cast<std::chrono::milliseconds>(deadline)));
     std::lock_guard lock(completions.mutex);
     REQUIRE(completions.seen.size() == 2);
-    CHECK(completions.seen[1] == std::pair<void*, io_error>{&queued, io_no_error}); // once, with its own result
+    CHECK(completions.seen[1] == std::pair<void*, win32_error>{&queued, win32_no_error}); // once, with its own result
 }
 
 TEST_CASE("complete_on_worker of an IO that is not outstanding is refused and reported")
 {
     direct d;
     fake_overlapped unknown{};
-    CHECK_FALSE(d.os.complete_on_worker(&unknown, io_no_error, 0));
+    CHECK_FALSE(d.os.complete_on_worker(&unknown, win32_no_error, 0));
     CHECK(mentions(d.os.violations(), "a completion was queued for an IO that is not outstanding"));
     CHECK(d.log.seen().empty());
 }
@@ -986,8 +987,8 @@ TEST_CASE("clear_failures drops the failures planned and not yet happened")
     char payload[3] = {};
     std::vector<fake_wsabuf> buffers{{3, payload}};
     fake_overlapped overlapped{};
-    CHECK(d.send(overlapped, buffers) == io_no_error);
-    CHECK(d.os.complete(&overlapped, io_no_error, 3));
+    CHECK(d.send(overlapped, buffers) == win32_no_error);
+    CHECK(d.os.complete(&overlapped, win32_no_error, 3));
     d.tp.close_event(event);
     CHECK(d.os.violations().empty());
 }
@@ -1119,7 +1120,7 @@ TEST_CASE("a socket over fault_alloc: a failed allocation fails create or the IO
     CHECK(socket->send_async(&buffer, 1, &send_recorder::callback, &sent) == status::out_of_memory);
     CHECK(os.calls().empty());
     CHECK(socket->send_async(&buffer, 1, &send_recorder::callback, &sent) == status::ok);
-    CHECK(os.complete_oldest(io_no_error, sizeof(payload)));
+    CHECK(os.complete_oldest(win32_no_error, sizeof(payload)));
     CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_OK});
     socket.reset();
     CHECK(ledger.live_blocks() == 0);

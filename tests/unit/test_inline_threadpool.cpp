@@ -1,4 +1,4 @@
-// testing::inline_threadpool: the benchmark ThreadpoolPolicy that completes every IO inline.
+// testing::inline_threadpool: the benchmark backend (the Win32 protocol over calls that complete every IO inline).
 #include "inline_threadpool.hpp"
 
 #include "../support/fixtures.hpp"
@@ -12,7 +12,7 @@
 #include <vector>
 
 using namespace test_support;
-using async_socket::io_no_error;
+using async_socket::win32_no_error;
 using async_socket::testing::inline_engine;
 using async_socket::testing::inline_event_threadpool;
 using async_socket::testing::inline_overlapped;
@@ -34,12 +34,12 @@ struct completion_log
     {
         void* callback_context;
         void* overlapped;
-        async_socket::io_error io_result;
+        async_socket::win32_error io_result;
         std::size_t bytes;
     };
     static inline std::vector<call> calls;
 
-    static void record(void* callback_context, void* overlapped, async_socket::io_error io_result,
+    static void record(void* callback_context, void* overlapped, async_socket::win32_error io_result,
                        std::size_t bytes) noexcept
     {
         calls.push_back({callback_context, overlapped, io_result, bytes});
@@ -65,18 +65,20 @@ struct inline_send_recorder
 
 } // namespace
 
-TEST_CASE("inline_threadpool models threadpool_policy, with and without the per-IO event")
+TEST_CASE("inline_threadpool is a backend, with and without the per-IO event")
 {
-    static_assert(async_socket::check_threadpool_policy<inline_threadpool>());
-    static_assert(async_socket::check_threadpool_policy<inline_event_threadpool>());
-    CHECK_FALSE(async_socket::uses_io_events<inline_threadpool>());
-    CHECK(async_socket::uses_io_events<inline_event_threadpool>());
-    CHECK_FALSE(async_socket::skips_completion_on_success<inline_threadpool>());
+    static_assert(async_socket::check_backend<inline_threadpool>());
+    static_assert(async_socket::check_backend<inline_event_threadpool>());
+    static_assert(async_socket::win32_threadpool_calls<async_socket::testing::inline_win32_calls<true>>);
+    CHECK_FALSE(inline_threadpool::uses_io_events);
+    CHECK(inline_event_threadpool::uses_io_events);
+    CHECK_FALSE(async_socket::completes_at_once<inline_threadpool>());
 }
 
-TEST_CASE_TEMPLATE("inline_threadpool: send and receive call the completion routine once, with NO_ERROR and every "
+TEST_CASE_TEMPLATE("inline_win32_calls: send and receive call the completion routine once, with NO_ERROR and every "
                    "byte, before they return",
-                   Threadpool, inline_threadpool, inline_event_threadpool)
+                   Threadpool, async_socket::testing::inline_win32_calls<false>,
+                   async_socket::testing::inline_win32_calls<true>)
 {
     completion_log::calls.clear();
     inline_engine engine;
@@ -92,8 +94,8 @@ TEST_CASE_TEMPLATE("inline_threadpool: send and receive call the completion rout
     Threadpool::set_buffer(buffers[1], data + 2, 3);
     Threadpool::set_buffer(buffers[2], data + 5, 5);
     inline_overlapped overlapped{};
-    const auto event = async_socket::uses_io_events<Threadpool>() ? threadpool.create_event() : 0;
-    if (async_socket::uses_io_events<Threadpool>())
+    const auto event = Threadpool::uses_io_events ? threadpool.create_event() : 0;
+    if (Threadpool::uses_io_events)
     {
         CHECK(event != 0); // a dummy, but not "no event"
     }
@@ -101,16 +103,16 @@ TEST_CASE_TEMPLATE("inline_threadpool: send and receive call the completion rout
     CHECK(overlapped.event == event);
 
     threadpool.start_io();
-    CHECK(threadpool.send(fake_socket(1), buffers, 3, nullptr, 0, &overlapped) == io_no_error);
+    CHECK(threadpool.send(fake_socket(1), buffers, 3, nullptr, 0, &overlapped) == win32_no_error);
     REQUIRE(completion_log::calls.size() == 1);
     CHECK(completion_log::calls[0].callback_context == &context);
     CHECK(completion_log::calls[0].overlapped == &overlapped);
-    CHECK(completion_log::calls[0].io_result == io_no_error);
+    CHECK(completion_log::calls[0].io_result == win32_no_error);
     CHECK(completion_log::calls[0].bytes == 10);
 
     std::uint32_t flags = 0;
     threadpool.start_io();
-    CHECK(threadpool.receive(fake_socket(1), buffers, 2, nullptr, &flags, &overlapped) == io_no_error);
+    CHECK(threadpool.receive(fake_socket(1), buffers, 2, nullptr, &flags, &overlapped) == win32_no_error);
     REQUIRE(completion_log::calls.size() == 2);
     CHECK(completion_log::calls[1].bytes == 5);
     CHECK(flags == 0);

@@ -260,7 +260,7 @@ TEST_CASE("open_async creates the threadpool IO over the socket handle, with the
     const auto in_flight = f.os.pending();
     REQUIRE(in_flight.size() == 1);
     CHECK(in_flight[0].io_id == calls[3].io_id);
-    CHECK(f.os.complete(in_flight[0].overlapped, async_socket::io_no_error, sizeof(payload)));
+    CHECK(f.os.complete(in_flight[0].overlapped, async_socket::win32_no_error, sizeof(payload)));
     CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_OK});
     f.socket.reset();
     expect_nothing_left(f.os, f.ledger);

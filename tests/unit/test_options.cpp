@@ -13,7 +13,7 @@
 #include <vector>
 
 using namespace test_support;
-using async_socket::io_no_error;
+using async_socket::win32_no_error;
 
 namespace
 {
@@ -70,8 +70,8 @@ TEST_CASE("a threadpool policy without io events makes no event per IO and leave
                 CHECK(call.event == 0);
             }
         }
-        REQUIRE(os.complete_oldest(io_no_error, sizeof(data)));
-        REQUIRE(os.complete_oldest(io_no_error, 2));
+        REQUIRE(os.complete_oldest(win32_no_error, sizeof(data)));
+        REQUIRE(os.complete_oldest(win32_no_error, 2));
         CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_OK});
         REQUIRE(received.seen().size() == 1);
         CHECK(received.seen()[0].bytes == 2);
@@ -163,7 +163,7 @@ TEST_CASE("skip mode: a receive that finishes at once reports its bytes; one tha
         REQUIRE(socket->receive_async(&buffer, 1, &receive_recorder::callback, &received) == status::ok);
         CHECK(received.seen().size() == 1);
         REQUIRE(os.pending_count() == 1);
-        REQUIRE(os.complete_oldest(io_no_error, 7));
+        REQUIRE(os.complete_oldest(win32_no_error, 7));
         REQUIRE(received.seen().size() == 2);
         CHECK(received.seen()[1].bytes == 7);
         CHECK(os.call_names() ==
@@ -443,12 +443,12 @@ TEST_CASE("skip mode: close of a socket whose pooled callback is further out on 
         const auto overlapped = os.pending().at(0).overlapped;
         if (on_worker)
         {
-            os.complete_on_worker(overlapped, io_no_error, 4);
+            os.complete_on_worker(overlapped, win32_no_error, 4);
             CHECK(os.wait_until_idle(std::chrono::seconds(60)));
         }
         else
         {
-            CHECK(os.complete(overlapped, io_no_error, 4));
+            CHECK(os.complete(overlapped, win32_no_error, 4));
         }
 
         CHECK(test.a_received.load() == 1);

@@ -3,6 +3,7 @@
 // type list of its suite (sync_policies_under_test, alloc_policies_under_test) and passes.
 #include <async_socket/concepts.hpp>
 
+#include "../support/doc_example.hpp"
 #include "../support/fixtures.hpp"
 
 #include <async_socket/alloc/heap_alloc.hpp>
@@ -73,8 +74,9 @@ static_assert(async_socket::alloc_policy<counting_alloc>);
 
 using namespace test_support;
 using async_socket::alloc_policy;
+using async_socket::socket_backend;
 using async_socket::sync_policy;
-using async_socket::threadpool_policy;
+using async_socket::win32_threadpool_calls;
 
 namespace
 {
@@ -113,41 +115,75 @@ struct not_regular_event
     bool operator==(const not_regular_event&) const = delete;
 };
 
-// A complete ThreadpoolPolicy whose pieces can be taken away one at a time.
+struct plain_io_state
+{
+    std::uintptr_t internal;
+};
+
+// A complete Backend whose pieces can be taken away one at a time.
+template <bool WithCancelAll = true, bool NoexceptSubmit = true, class IoState = plain_io_state,
+          bool WithBindTemplate = true, bool NothrowMove = true, class SubmitResult = async_socket::submit_result>
+struct stub_backend
+{
+    using engine_type = int*;
+    using io_state = IoState;
+    using buffer_type = plain_buffer;
+
+    stub_backend() noexcept = default;
+    stub_backend(stub_backend&&) noexcept(NothrowMove);
+
+    bool attach(engine_type) noexcept;
+    template <async_socket::io_completion_fn Completion>
+    bool bind(SOCKET_HANDLE, void*) noexcept requires WithBindTemplate;
+    bool bind(SOCKET_HANDLE, void*) noexcept requires(!WithBindTemplate);
+    void unbind() noexcept;
+    SubmitResult submit_send(io_state&, buffer_type*, std::uint32_t) noexcept(NoexceptSubmit);
+    SubmitResult submit_receive(io_state&, buffer_type*, std::uint32_t) noexcept(NoexceptSubmit);
+    void cancel_all() noexcept requires WithCancelAll;
+    void drain() noexcept;
+    static void set_buffer(buffer_type&, void*, std::uint32_t) noexcept;
+};
+
+// A complete layer of Win32 calls (what win32_threadpool_backend runs on) whose pieces can be taken away.
 template <bool WithCancelSocketIo = true, bool NoexceptStartIo = true, class Overlapped = plain_overlapped,
-          class Event = std::uintptr_t, bool WithCreateIoTemplate = true, bool NothrowMove = true>
-struct stub_threadpool
+          class Event = std::uintptr_t, bool WithCreateIoTemplate = true, bool NothrowMove = true,
+          bool SkipMode = false, bool WithSkipCall = true>
+struct stub_win32_calls
 {
     using engine_type = int*;
     using overlapped_type = Overlapped;
     using buffer_type = plain_buffer;
     using event_type = Event;
+    static constexpr bool uses_io_events = true;
+    static constexpr bool skip_completion_on_success = SkipMode;
 
-    stub_threadpool() noexcept = default;
-    stub_threadpool(stub_threadpool&&) noexcept(NothrowMove);
+    stub_win32_calls() noexcept = default;
+    stub_win32_calls(stub_win32_calls&&) noexcept(NothrowMove);
 
     bool acquire_pool(engine_type) noexcept;
     void initialize_environment() noexcept;
     void set_callback_pool() noexcept;
     bool create_cleanup_group() noexcept;
-    template <async_socket::io_completion_fn Completion>
+    template <async_socket::win32_completion_routine Completion>
     bool create_io(SOCKET_HANDLE, void*) noexcept requires WithCreateIoTemplate;
     bool create_io(SOCKET_HANDLE, void*) noexcept requires(!WithCreateIoTemplate);
     void close_io() noexcept;
     void close_cleanup_group() noexcept;
     void destroy_environment() noexcept;
+    bool set_skip_completion_on_success(SOCKET_HANDLE) noexcept requires WithSkipCall;
 
     void start_io() noexcept(NoexceptStartIo);
     void cancel_io() noexcept;
     void wait_for_io_callbacks(bool) noexcept;
     event_type create_event() noexcept;
     void close_event(event_type) noexcept;
+    async_socket::win32_error last_error() const noexcept;
     static void set_overlapped_event(overlapped_type&, event_type) noexcept;
     static void set_buffer(buffer_type&, void*, std::uint32_t) noexcept;
-    async_socket::io_error send(SOCKET_HANDLE, buffer_type*, std::uint32_t, std::uint32_t*, std::uint32_t,
-                                overlapped_type*) noexcept;
-    async_socket::io_error receive(SOCKET_HANDLE, buffer_type*, std::uint32_t, std::uint32_t*, std::uint32_t*,
+    async_socket::win32_error send(SOCKET_HANDLE, buffer_type*, std::uint32_t, std::uint32_t*, std::uint32_t,
                                    overlapped_type*) noexcept;
+    async_socket::win32_error receive(SOCKET_HANDLE, buffer_type*, std::uint32_t, std::uint32_t*, std::uint32_t*,
+                                      overlapped_type*) noexcept;
     void cancel_socket_io(SOCKET_HANDLE) noexcept requires WithCancelSocketIo;
 };
 
@@ -279,71 +315,101 @@ TEST_CASE("the policies the library ships model their concepts")
 #endif
     static_assert(alloc_policy<async_socket::heap_alloc>);
     static_assert(alloc_policy<fault_alloc>);
-    static_assert(threadpool_policy<fake_threadpool>);
-    static_assert(threadpool_policy<basic_fake_threadpool<plain_buffer>>);
+    static_assert(socket_backend<fake_threadpool>);
+    static_assert(socket_backend<basic_fake_threadpool<plain_buffer>>);
+    static_assert(win32_threadpool_calls<async_socket::testing::fake_threadpool_calls>);
     static_assert(alloc_policy<counting_alloc>);
 
     // The check_* helpers give the same answer for a model (and static_assert with a message otherwise).
     static_assert(async_socket::check_sync_policy<async_socket::std_sync>());
     static_assert(async_socket::check_alloc_policy<async_socket::heap_alloc>());
-    static_assert(async_socket::check_threadpool_policy<fake_threadpool>());
+    static_assert(async_socket::check_backend<fake_threadpool>());
 
     CHECK(sync_policy<async_socket::std_sync>);
     CHECK(alloc_policy<async_socket::heap_alloc>);
     CHECK(alloc_policy<fault_alloc>);
-    CHECK(threadpool_policy<fake_threadpool>);
+    CHECK(socket_backend<fake_threadpool>);
 }
 
-TEST_CASE("a complete stub models threadpool_policy, so that each variant below differs by one piece only")
+TEST_CASE("a complete stub models socket_backend, so that each variant below differs by one piece only")
 {
-    static_assert(threadpool_policy<stub_threadpool<>>);
-    CHECK(threadpool_policy<stub_threadpool<>>);
+    static_assert(socket_backend<stub_backend<>>);
+    static_assert(async_socket::check_backend<stub_backend<>>());
+    CHECK(socket_backend<stub_backend<>>);
 }
 
-TEST_CASE("a threadpool without cancel_socket_io is not a threadpool_policy")
+TEST_CASE("a backend without cancel_all is not a socket_backend")
 {
-    using missing = stub_threadpool<false>;
-    static_assert(!threadpool_policy<missing>);
-    static_assert(!async_socket::threadpool_policy_io<missing>);
-    static_assert(async_socket::threadpool_policy_environment<missing>);
-    CHECK_FALSE(threadpool_policy<missing>);
+    using missing = stub_backend<false>;
+    static_assert(!socket_backend<missing>);
+    static_assert(!async_socket::backend_io<missing>);
+    static_assert(async_socket::backend_lifetime<missing>);
+    CHECK_FALSE(socket_backend<missing>);
 }
 
-TEST_CASE("a threadpool whose start_io may throw is not a threadpool_policy")
+TEST_CASE("a backend whose submit may throw is not a socket_backend")
 {
-    using throwing = stub_threadpool<true, false>;
-    static_assert(!threadpool_policy<throwing>);
-    CHECK_FALSE(threadpool_policy<throwing>);
+    using throwing = stub_backend<true, false>;
+    static_assert(!socket_backend<throwing>);
+    static_assert(!async_socket::backend_io<throwing>);
+    CHECK_FALSE(socket_backend<throwing>);
 }
 
-TEST_CASE("a threadpool whose overlapped_type is not standard layout is not a threadpool_policy")
+TEST_CASE("a backend whose io_state is not standard layout is not a socket_backend")
 {
-    using scrambled = stub_threadpool<true, true, not_standard_layout_overlapped>;
+    using scrambled = stub_backend<true, true, not_standard_layout_overlapped>;
     static_assert(!std::is_standard_layout_v<not_standard_layout_overlapped>);
-    static_assert(!async_socket::threadpool_policy_types<scrambled>);
-    CHECK_FALSE(threadpool_policy<scrambled>);
+    static_assert(!async_socket::backend_types<scrambled>);
+    CHECK_FALSE(socket_backend<scrambled>);
 }
 
-TEST_CASE("a threadpool whose event_type cannot be compared is not a threadpool_policy")
+TEST_CASE("a backend whose bind does not take the completion routine as a template argument is not a "
+          "socket_backend")
 {
-    using incomparable = stub_threadpool<true, true, plain_overlapped, not_regular_event>;
-    static_assert(!async_socket::threadpool_policy_types<incomparable>);
-    CHECK_FALSE(threadpool_policy<incomparable>);
+    using runtime_bind = stub_backend<true, true, plain_io_state, false>;
+    static_assert(!async_socket::backend_lifetime<runtime_bind>);
+    CHECK_FALSE(socket_backend<runtime_bind>);
 }
 
-TEST_CASE("a threadpool whose create_io does not take the completion routine as a template argument is not a "
-          "threadpool_policy")
+TEST_CASE("a backend that may throw when moved is not a socket_backend")
 {
-    using runtime_create_io = stub_threadpool<true, true, plain_overlapped, std::uintptr_t, false>;
-    static_assert(!async_socket::threadpool_policy_environment<runtime_create_io>);
-    CHECK_FALSE(threadpool_policy<runtime_create_io>);
+    using throwing_move = stub_backend<true, true, plain_io_state, true, false>;
+    static_assert(!async_socket::backend_lifetime<throwing_move>);
+    CHECK_FALSE(socket_backend<throwing_move>);
 }
 
-TEST_CASE("a threadpool that may throw when moved is not a threadpool_policy")
+TEST_CASE("a backend whose submit answers a Win32 number instead of a submit_result is not a socket_backend")
 {
-    using throwing_move = stub_threadpool<true, true, plain_overlapped, std::uintptr_t, true, false>;
-    static_assert(!async_socket::threadpool_policy_environment<throwing_move>);
-    CHECK_FALSE(threadpool_policy<throwing_move>);
+    using numeric = stub_backend<true, true, plain_io_state, true, true, std::uint32_t>;
+    static_assert(!async_socket::backend_io<numeric>);
+    CHECK_FALSE(socket_backend<numeric>);
+}
+
+TEST_CASE("the Win32 calls layer: a complete stub models it, and each missing piece is noticed")
+{
+    static_assert(win32_threadpool_calls<stub_win32_calls<>>);
+    // The Win32 backend over it is a socket_backend.
+    static_assert(socket_backend<async_socket::win32_threadpool_backend<stub_win32_calls<>>>);
+    CHECK(win32_threadpool_calls<stub_win32_calls<>>);
+    // Without CancelIoEx.
+    static_assert(!win32_threadpool_calls<stub_win32_calls<false>>);
+    CHECK_FALSE(win32_threadpool_calls<stub_win32_calls<false>>);
+    // StartThreadpoolIo that may throw.
+    CHECK_FALSE(win32_threadpool_calls<stub_win32_calls<true, false>>);
+    // An OVERLAPPED that is not standard layout.
+    CHECK_FALSE(win32_threadpool_calls<stub_win32_calls<true, true, not_standard_layout_overlapped>>);
+    // An event that cannot be compared.
+    CHECK_FALSE(win32_threadpool_calls<stub_win32_calls<true, true, plain_overlapped, not_regular_event>>);
+    // CreateThreadpoolIo without the routine as a template argument.
+    CHECK_FALSE(win32_threadpool_calls<stub_win32_calls<true, true, plain_overlapped, std::uintptr_t, false>>);
+    // A throwing move.
+    CHECK_FALSE(win32_threadpool_calls<stub_win32_calls<true, true, plain_overlapped, std::uintptr_t, true, false>>);
+    // Skip mode asks for SetFileCompletionNotificationModes; without skip mode it is not needed.
+    CHECK(win32_threadpool_calls<stub_win32_calls<true, true, plain_overlapped, std::uintptr_t, true, true, true>>);
+    CHECK_FALSE(win32_threadpool_calls<
+                stub_win32_calls<true, true, plain_overlapped, std::uintptr_t, true, true, true, false>>);
+    CHECK(win32_threadpool_calls<
+          stub_win32_calls<true, true, plain_overlapped, std::uintptr_t, true, true, false, false>>);
 }
 
 TEST_CASE("an allocator whose allocate or deallocate is not noexcept is not an alloc_policy")
@@ -929,7 +995,7 @@ TEST_CASE_TEMPLATE_DEFINE("AllocPolicy: a socket built on it completes a send an
         char payload[100] = {};
         ASYNC_SOCKET_BUFFER buffers[3] = {{payload, 10}, {payload + 10, 20}, {payload + 30, 70}};
         REQUIRE(socket->send_async(buffers, 3, &send_recorder::callback, &sent) == status::ok);
-        REQUIRE(os.complete_oldest(async_socket::io_no_error, 100));
+        REQUIRE(os.complete_oldest(async_socket::win32_no_error, 100));
     }
     CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_OK});
     CHECK(os.violations().empty());
@@ -967,53 +1033,13 @@ TEST_CASE("counting_alloc (docs/policies.md) counts the socket, then its IO cont
         CHECK(while_sending >=
               static_cast<std::int64_t>(sizeof(counted_socket) + sizeof(fake_overlapped) + 2 * sizeof(fake_wsabuf)));
 
-        REQUIRE(os.complete_oldest(async_socket::io_no_error, 64));
+        REQUIRE(os.complete_oldest(async_socket::win32_no_error, 64));
         CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_OK});
         CHECK(live_bytes.load() == static_cast<std::int64_t>(sizeof(counted_socket)));
     }
     CHECK(live_bytes.load() == 0);
     CHECK(os.violations().empty());
 }
-
-namespace
-{
-
-// The lines of `text` between the first line containing `begin` and the next containing `end`, both excluded.
-std::string between(const std::string& text, const std::string& begin, const std::string& end)
-{
-    std::istringstream lines(text);
-    std::string line;
-    std::string out;
-    bool inside = false;
-    while (std::getline(lines, line))
-    {
-        if (!inside && line.find(begin) != std::string::npos)
-        {
-            inside = true;
-            continue;
-        }
-        if (inside && line.find(end) != std::string::npos)
-        {
-            return out;
-        }
-        if (inside)
-        {
-            out += line;
-            out += '\n';
-        }
-    }
-    return {};
-}
-
-std::string read_all(const std::string& path)
-{
-    std::ifstream file(path);
-    std::ostringstream text;
-    text << file.rdbuf();
-    return text.str();
-}
-
-} // namespace
 
 TEST_CASE("the counting_alloc of docs/policies.md is the code compiled and tested here, word for word")
 {

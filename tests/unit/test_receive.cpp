@@ -14,16 +14,16 @@
 #include <vector>
 
 using namespace test_support;
-using async_socket::io_no_error;
+using async_socket::win32_no_error;
 
 namespace
 {
 
-constexpr async_socket::io_error wsaenobufs = 10055;
-constexpr async_socket::io_error wsaeconnreset = 10054;
+constexpr async_socket::win32_error wsaenobufs = 10055;
+constexpr async_socket::win32_error wsaeconnreset = 10054;
 
 // The context layout the socket uses with the fake threadpool, for the tests that look inside a context.
-using header_type = async_socket::detail::io_context_header<fake_overlapped, fake_event>;
+using header_type = async_socket::detail::io_context_header<fake_threadpool::io_state>;
 template <class Buffer>
 using layout_for = async_socket::detail::io_context_layout<header_type, Buffer>;
 using fake_layout = layout_for<fake_wsabuf>;
@@ -132,28 +132,29 @@ constexpr std::uint32_t largest_fitting_count =
 static_assert(big_layout::size(largest_fitting_count) <= UINT32_MAX);
 static_assert(big_layout::size(largest_fitting_count + 1) > UINT32_MAX);
 
-// A fake threadpool that runs a test's function inside CreateThreadpoolIo, that is while the socket is OPENING.
-class opening_probe_threadpool : public fake_threadpool
+// Fake Win32 calls that run a test's function inside CreateThreadpoolIo, that is while the socket is OPENING.
+class opening_probe_calls : public async_socket::testing::fake_threadpool_calls
 {
 public:
-    opening_probe_threadpool() noexcept = default;
-    opening_probe_threadpool(opening_probe_threadpool&&) noexcept = default;
+    opening_probe_calls() noexcept = default;
+    opening_probe_calls(opening_probe_calls&&) noexcept = default;
 
-    template <async_socket::io_completion_fn Completion>
+    template <async_socket::win32_completion_routine Completion>
     bool create_io(SOCKET_HANDLE socket, void* callback_context) noexcept
     {
         if (while_opening != nullptr)
         {
             while_opening(while_opening_context);
         }
-        return fake_threadpool::create_io<Completion>(socket, callback_context);
+        return fake_threadpool_calls::create_io<Completion>(socket, callback_context);
     }
 
     void (*while_opening)(void*) = nullptr;
     void* while_opening_context = nullptr;
 };
 using opening_probe_socket_type =
-    async_socket::basic_async_socket<opening_probe_threadpool, fault_alloc, async_socket::std_sync>;
+    async_socket::basic_async_socket<async_socket::win32_threadpool_backend<opening_probe_calls>, fault_alloc,
+                                     async_socket::std_sync>;
 
 // Tries a receive while the socket opens.
 struct receive_while_opening
@@ -366,7 +367,7 @@ TEST_CASE("receive_async accepts buffer lengths that sum to exactly UINT32_MAX")
     CHECK(receives[0].buffers[1].len == 1u);
 
     // UINT32_MAX bytes is not more than the total: OK with all of them.
-    REQUIRE(f.os.complete(receives[0].overlapped, io_no_error, std::size_t{UINT32_MAX}));
+    REQUIRE(f.os.complete(receives[0].overlapped, win32_no_error, std::size_t{UINT32_MAX}));
     const std::vector<receive_recorder::completion> seen = received.seen();
     REQUIRE(seen.size() == 1);
     CHECK(seen[0].result == ASYNC_SOCKET_RECEIVE_OK);
@@ -424,7 +425,7 @@ TEST_CASE("receive_async passes a non-NULL callback context through unchanged")
     context_probe::reset();
 
     REQUIRE(f.socket->receive_async(&buffer, 1, &context_probe::callback, &marker) == status::ok);
-    REQUIRE(f.os.complete_oldest(io_no_error, 1));
+    REQUIRE(f.os.complete_oldest(win32_no_error, 1));
 
     CHECK(context_probe::calls == 1);
     CHECK(context_probe::last_context == static_cast<void*>(&marker));
@@ -487,8 +488,8 @@ TEST_CASE("receive_async fails with invalid_state while the socket is OPENING")
     REQUIRE(socket);
     probe.socket = socket.get();
     probe.os = &os;
-    socket->threadpool().while_opening = &receive_while_opening::run;
-    socket->threadpool().while_opening_context = &probe;
+    socket->backend().calls().while_opening = &receive_while_opening::run;
+    socket->backend().calls().while_opening_context = &probe;
     const std::int64_t blocks = ledger.live_blocks();
 
     REQUIRE(socket->open_async(&open_recorder::callback, &opened) == status::ok);
@@ -594,7 +595,7 @@ TEST_CASE("receive_async allocates one block of header plus buffer_count WSABUFs
         CHECK(f.ledger.live_blocks() == blocks + 1);
         CHECK(f.ledger.live_bytes() - bytes == static_cast<std::int64_t>(fake_layout::size(count)));
         CHECK(fake_layout::size(count) >= sizeof(header_type) + count * sizeof(fake_wsabuf));
-        REQUIRE(f.os.complete_oldest(io_no_error, count));
+        REQUIRE(f.os.complete_oldest(win32_no_error, count));
         CHECK(f.ledger.live_blocks() == blocks);
     }
     CHECK(f.ledger.misuse() == 0);
@@ -745,13 +746,13 @@ TEST_CASE("receive_async creates one event per receive and puts it in the OVERLA
         CHECK(events[i].event != fake_event{0});
         CHECK(receives[i].event == events[i].event);
         CHECK(static_cast<const fake_overlapped*>(receives[i].overlapped)->event == events[i].event);
-        CHECK(context_of(receives[i].overlapped)->event == events[i].event);
+        CHECK(context_of(receives[i].overlapped)->io.event == events[i].event);
     }
     CHECK(events[0].event != events[1].event);
     CHECK(receives[0].overlapped != receives[1].overlapped);
 
-    REQUIRE(f.os.complete_oldest(io_no_error, 1));
-    REQUIRE(f.os.complete_oldest(io_no_error, 1));
+    REQUIRE(f.os.complete_oldest(win32_no_error, 1));
+    REQUIRE(f.os.complete_oldest(win32_no_error, 1));
     CHECK(f.os.live_events() == 0);
 }
 
@@ -775,7 +776,7 @@ TEST_CASE("receive_async calls StartThreadpoolIo on the socket's threadpool IO b
     CHECK(calls[1].io_id == created[0].io_id);
     CHECK(calls[2].io_id == created[0].io_id);
     CHECK(f.os.violations().empty());
-    REQUIRE(f.os.complete_oldest(io_no_error, 1));
+    REQUIRE(f.os.complete_oldest(win32_no_error, 1));
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_082: [ A receive shall be started for the WSABUF array associated with the context
@@ -815,7 +816,7 @@ TEST_CASE("receive_async calls WSARecv on the socket with the context's OVERLAPP
     REQUIRE(pending.size() == 1);
     CHECK(pending[0].overlapped == receives[0].overlapped);
     CHECK(pending[0].kind == fake_call::wsa_recv);
-    REQUIRE(f.os.complete_oldest(io_no_error, 1));
+    REQUIRE(f.os.complete_oldest(win32_no_error, 1));
 }
 
 // ---- failures ---------------------------------------------------------------------------------------------
@@ -829,7 +830,7 @@ TEST_CASE("receive_async cancels the threadpool IO, closes the event and frees t
     char data[3] = {};
     ASYNC_SOCKET_BUFFER buffer{data, sizeof(data)};
 
-    for (const async_socket::io_error error : {wsaenobufs, wsaeconnreset})
+    for (const async_socket::win32_error error : {wsaenobufs, wsaeconnreset})
     {
         CAPTURE(error);
         const std::int64_t blocks = f.ledger.live_blocks();
@@ -877,7 +878,7 @@ TEST_CASE("receive_async returns 0 on success")
     CHECK(static_cast<int>(result) == 0);
     CHECK(f.os.pending_count() == 1);
     CHECK(received.seen().empty()); // the callback comes with the completion, not before
-    REQUIRE(f.os.complete_oldest(io_no_error, 3));
+    REQUIRE(f.os.complete_oldest(win32_no_error, 3));
     CHECK(received.seen().size() == 1);
 }
 

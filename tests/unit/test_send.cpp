@@ -12,16 +12,16 @@
 #include <vector>
 
 using namespace test_support;
-using async_socket::io_no_error;
+using async_socket::win32_no_error;
 
 namespace
 {
 
-constexpr async_socket::io_error wsaenobufs = 10055;
-constexpr async_socket::io_error wsaeconnreset = 10054;
+constexpr async_socket::win32_error wsaenobufs = 10055;
+constexpr async_socket::win32_error wsaeconnreset = 10054;
 
 // The context layout the socket uses with the fake threadpool, for the tests that look inside a context.
-using header_type = async_socket::detail::io_context_header<fake_overlapped, fake_event>;
+using header_type = async_socket::detail::io_context_header<fake_threadpool::io_state>;
 template <class Buffer>
 using layout_for = async_socket::detail::io_context_layout<header_type, Buffer>;
 using fake_layout = layout_for<fake_wsabuf>;
@@ -76,7 +76,7 @@ void check_send_still_works(fixture& f)
     REQUIRE(f.socket->send_async(&buffer, 1, &send_recorder::callback, &sent) == status::ok);
     const std::vector<pending_io> pending = f.os.pending();
     REQUIRE(!pending.empty());
-    REQUIRE(f.os.complete(pending.back().overlapped, io_no_error, sizeof(data)));
+    REQUIRE(f.os.complete(pending.back().overlapped, win32_no_error, sizeof(data)));
     CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_OK});
     CHECK(f.ledger.live_blocks() == blocks);
     CHECK(f.os.violations().empty());
@@ -118,28 +118,29 @@ constexpr std::uint32_t largest_fitting_count =
 static_assert(big_layout::size(largest_fitting_count) <= UINT32_MAX);
 static_assert(big_layout::size(largest_fitting_count + 1) > UINT32_MAX);
 
-// A fake threadpool that runs a test's function inside CreateThreadpoolIo, that is while the socket is OPENING.
-class opening_probe_threadpool : public fake_threadpool
+// Fake Win32 calls that run a test's function inside CreateThreadpoolIo, that is while the socket is OPENING.
+class opening_probe_calls : public async_socket::testing::fake_threadpool_calls
 {
 public:
-    opening_probe_threadpool() noexcept = default;
-    opening_probe_threadpool(opening_probe_threadpool&&) noexcept = default;
+    opening_probe_calls() noexcept = default;
+    opening_probe_calls(opening_probe_calls&&) noexcept = default;
 
-    template <async_socket::io_completion_fn Completion>
+    template <async_socket::win32_completion_routine Completion>
     bool create_io(SOCKET_HANDLE socket, void* callback_context) noexcept
     {
         if (while_opening != nullptr)
         {
             while_opening(while_opening_context);
         }
-        return fake_threadpool::create_io<Completion>(socket, callback_context);
+        return fake_threadpool_calls::create_io<Completion>(socket, callback_context);
     }
 
     void (*while_opening)(void*) = nullptr;
     void* while_opening_context = nullptr;
 };
 using opening_probe_socket_type =
-    async_socket::basic_async_socket<opening_probe_threadpool, fault_alloc, async_socket::std_sync>;
+    async_socket::basic_async_socket<async_socket::win32_threadpool_backend<opening_probe_calls>, fault_alloc,
+                                     async_socket::std_sync>;
 
 // Tries a send while the socket opens.
 struct send_while_opening
@@ -351,7 +352,7 @@ TEST_CASE("send_async accepts buffer lengths that sum to exactly UINT32_MAX")
     CHECK(sends[0].buffers[0].len == 0xFFFFFFFEu);
     CHECK(sends[0].buffers[1].len == 1u);
 
-    REQUIRE(f.os.complete(sends[0].overlapped, io_no_error, std::size_t{UINT32_MAX}));
+    REQUIRE(f.os.complete(sends[0].overlapped, win32_no_error, std::size_t{UINT32_MAX}));
     CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_OK});
     CHECK(f.os.violations().empty());
 }
@@ -387,7 +388,7 @@ TEST_CASE("send_async accepts a NULL callback context and passes it to the callb
 
     REQUIRE(f.socket->send_async(&buffer, 1, &context_probe::callback, nullptr) == status::ok);
     CHECK(f.os.count(fake_call::wsa_send) == 1);
-    REQUIRE(f.os.complete_oldest(io_no_error, sizeof(data)));
+    REQUIRE(f.os.complete_oldest(win32_no_error, sizeof(data)));
 
     CHECK(context_probe::calls == 1);
     CHECK(context_probe::last_context == nullptr);
@@ -405,7 +406,7 @@ TEST_CASE("send_async passes a non-NULL callback context through unchanged")
     context_probe::reset();
 
     REQUIRE(f.socket->send_async(&buffer, 1, &context_probe::callback, &marker) == status::ok);
-    REQUIRE(f.os.complete_oldest(io_no_error, sizeof(data)));
+    REQUIRE(f.os.complete_oldest(win32_no_error, sizeof(data)));
 
     CHECK(context_probe::calls == 1);
     CHECK(context_probe::last_context == static_cast<void*>(&marker));
@@ -468,8 +469,8 @@ TEST_CASE("send_async fails with invalid_state while the socket is OPENING")
     REQUIRE(socket);
     probe.socket = socket.get();
     probe.os = &os;
-    socket->threadpool().while_opening = &send_while_opening::run;
-    socket->threadpool().while_opening_context = &probe;
+    socket->backend().calls().while_opening = &send_while_opening::run;
+    socket->backend().calls().while_opening_context = &probe;
     const std::int64_t blocks = ledger.live_blocks();
 
     REQUIRE(socket->open_async(&open_recorder::callback, &opened) == status::ok);
@@ -540,7 +541,7 @@ TEST_CASE("send_async stores the payload, the callback and its context in one co
     CHECK(context->buffer_count == 2u);
 
     // The stored callback and context are the ones called.
-    REQUIRE(f.os.complete(sends[0].overlapped, io_no_error, sizeof(first) + sizeof(second)));
+    REQUIRE(f.os.complete(sends[0].overlapped, win32_no_error, sizeof(first) + sizeof(second)));
     CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_OK});
     CHECK(f.ledger.live_blocks() == blocks);
 }
@@ -572,7 +573,7 @@ TEST_CASE("send_async allocates one block of header plus buffer_count WSABUFs fo
         CHECK(f.ledger.live_blocks() == blocks + 1);
         CHECK(f.ledger.live_bytes() - bytes == static_cast<std::int64_t>(fake_layout::size(count)));
         CHECK(fake_layout::size(count) >= sizeof(header_type) + count * sizeof(fake_wsabuf));
-        REQUIRE(f.os.complete_oldest(io_no_error, count));
+        REQUIRE(f.os.complete_oldest(win32_no_error, count));
         CHECK(f.ledger.live_blocks() == blocks);
     }
     CHECK(f.ledger.misuse() == 0);
@@ -606,7 +607,7 @@ TEST_CASE("send_async fails with size_overflow when the context would exceed UIN
     // Still usable: a small send through the same large WSABUF type goes out and completes.
     ASYNC_SOCKET_BUFFER three[3] = {{&byte, 1}, {&byte, 1}, {&byte, 1}};
     REQUIRE(f.socket->send_async(three, 3, &send_recorder::callback, &sent) == status::ok);
-    REQUIRE(f.os.complete_oldest(io_no_error, 3));
+    REQUIRE(f.os.complete_oldest(win32_no_error, 3));
     CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_OK});
     CHECK(f.ledger.live_blocks() == blocks);
     CHECK(f.os.violations().empty());
@@ -678,7 +679,7 @@ TEST_CASE("send_async passes WSASend WSABUFs that point at the caller's memory a
     }
 
     // The completion needs nothing from the caller's (freed) array: ASan would catch a read of it.
-    REQUIRE(f.os.complete(sends[0].overlapped, io_no_error, 1 + 7 + 3 + 300));
+    REQUIRE(f.os.complete(sends[0].overlapped, win32_no_error, 1 + 7 + 3 + 300));
     CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_OK});
 }
 
@@ -708,8 +709,8 @@ TEST_CASE("send_async keeps its WSABUF copy when the caller reuses the ASYNC_SOC
     CHECK(in_context[1].len == sizeof(second));
 
     // The first send completes against its own total (6), the second against its own (12).
-    REQUIRE(f.os.complete(first_overlapped, io_no_error, sizeof(first) + sizeof(second)));
-    REQUIRE(f.os.complete_oldest(io_no_error, sizeof(third) + 3));
+    REQUIRE(f.os.complete(first_overlapped, win32_no_error, sizeof(first) + sizeof(second)));
+    REQUIRE(f.os.complete_oldest(win32_no_error, sizeof(third) + 3));
     CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_OK, ASYNC_SOCKET_SEND_OK});
 }
 
@@ -740,13 +741,13 @@ TEST_CASE("send_async creates one event per send and puts it in the OVERLAPPED g
         CHECK(events[i].event != fake_event{0});
         CHECK(sends[i].event == events[i].event);
         CHECK(static_cast<const fake_overlapped*>(sends[i].overlapped)->event == events[i].event);
-        CHECK(context_of(sends[i].overlapped)->event == events[i].event);
+        CHECK(context_of(sends[i].overlapped)->io.event == events[i].event);
     }
     CHECK(events[0].event != events[1].event);
     CHECK(sends[0].overlapped != sends[1].overlapped);
 
-    REQUIRE(f.os.complete_oldest(io_no_error, sizeof(data)));
-    REQUIRE(f.os.complete_oldest(io_no_error, sizeof(data)));
+    REQUIRE(f.os.complete_oldest(win32_no_error, sizeof(data)));
+    REQUIRE(f.os.complete_oldest(win32_no_error, sizeof(data)));
     CHECK(f.os.live_events() == 0);
 }
 
@@ -770,7 +771,7 @@ TEST_CASE("send_async calls StartThreadpoolIo on the socket's threadpool IO befo
     CHECK(calls[1].io_id == created[0].io_id);
     CHECK(calls[2].io_id == created[0].io_id);
     CHECK(f.os.violations().empty());
-    REQUIRE(f.os.complete_oldest(io_no_error, sizeof(data)));
+    REQUIRE(f.os.complete_oldest(win32_no_error, sizeof(data)));
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_061: [ The WSABUF array associated with the context shall be sent by calling WSASend
@@ -810,7 +811,7 @@ TEST_CASE("send_async calls WSASend on the socket with the context's OVERLAPPED 
     REQUIRE(pending.size() == 1);
     CHECK(pending[0].overlapped == sends[0].overlapped);
     CHECK(pending[0].kind == fake_call::wsa_send);
-    REQUIRE(f.os.complete_oldest(io_no_error, sizeof(data)));
+    REQUIRE(f.os.complete_oldest(win32_no_error, sizeof(data)));
 }
 
 // ---- failures ---------------------------------------------------------------------------------------------
@@ -825,7 +826,7 @@ TEST_CASE("send_async cancels the threadpool IO, closes the event and frees the 
     char data[3] = {'a', 'b', 'c'};
     ASYNC_SOCKET_BUFFER buffer{data, sizeof(data)};
 
-    for (const async_socket::io_error error : {wsaenobufs, wsaeconnreset})
+    for (const async_socket::win32_error error : {wsaenobufs, wsaeconnreset})
     {
         CAPTURE(error);
         const std::int64_t blocks = f.ledger.live_blocks();
@@ -873,7 +874,7 @@ TEST_CASE("send_async returns 0 on success")
     CHECK(static_cast<int>(result) == 0);
     CHECK(f.os.pending_count() == 1);
     CHECK(sent.seen().empty()); // the callback comes with the completion, not before
-    REQUIRE(f.os.complete_oldest(io_no_error, sizeof(data)));
+    REQUIRE(f.os.complete_oldest(win32_no_error, sizeof(data)));
     CHECK(sent.seen().size() == 1);
 }
 
@@ -886,7 +887,7 @@ TEST_CASE("send_async returns 0 when the send completes before WSASend returns")
     char data[3] = {'a', 'b', 'c'};
     ASYNC_SOCKET_BUFFER buffer{data, sizeof(data)};
     const std::int64_t blocks = f.ledger.live_blocks();
-    f.os.on_issue([&f](const pending_io& io) { (void)f.os.complete(io.overlapped, io_no_error, io.total_length); });
+    f.os.on_issue([&f](const pending_io& io) { (void)f.os.complete(io.overlapped, win32_no_error, io.total_length); });
 
     const status result = f.socket->send_async(&buffer, 1, &send_recorder::callback, &sent);
     f.os.on_issue(nullptr);

@@ -16,14 +16,13 @@ enum class io_kind : std::uint8_t
     receive,
 };
 
-// The fixed part of an IO context. The OVERLAPPED comes first, so the completion routine gets from the
-// OVERLAPPED* the OS hands back to the context without a lookup. The buffer array follows the header in
-// the same allocation (see io_context_layout).
-template <class Overlapped, class Event>
+// The fixed part of an IO context. The backend's io_state (the OVERLAPPED on Win32) comes first, so the
+// completion routine gets from the io_state* the backend hands back to the context without a lookup. The
+// buffer array follows the header in the same allocation (see io_context_layout).
+template <class IoState>
 struct io_context_header
 {
-    Overlapped overlapped;
-    Event event;
+    IoState io;
     void* callback_context;
     ON_ASYNC_SOCKET_SEND_COMPLETE on_send_complete;       // set for a send
     ON_ASYNC_SOCKET_RECEIVE_COMPLETE on_receive_complete; // set for a receive
@@ -45,7 +44,7 @@ constexpr std::uint64_t round_up(std::uint64_t value, std::uint64_t alignment) n
 template <class Header, class Buffer>
 struct io_context_layout
 {
-    static_assert(std::is_standard_layout_v<Header>, "the OVERLAPPED must be reachable from the context");
+    static_assert(std::is_standard_layout_v<Header>, "the io_state must be reachable from the context");
     static_assert(alignof(Buffer) <= alignof(std::max_align_t), "allocations are max_align_t aligned");
 
     static constexpr std::uint64_t buffers_offset = round_up(sizeof(Header), alignof(Buffer));

@@ -1,4 +1,8 @@
-// async_socket testing: a fake ThreadpoolPolicy that models the Win32 threadpool IO without an OS.
+// async_socket testing: the Win32 backend over a fake of the Win32 calls, to test without an OS.
+//
+// basic_fake_threadpool is win32_threadpool_backend (backend/win32/threadpool_backend.hpp, the protocol every
+// real Win32 socket runs) over basic_fake_threadpool_calls, a model of the Win32 calls. So a test of a socket
+// over fake_threadpool checks the core and the spec's Win32 call sequence at once.
 //
 // fake_os is the world a test owns: it records every call the sockets make, in order and with its
 // arguments (call_names() reads as the Win32 call sequence), fails any call on demand, holds every
@@ -21,6 +25,7 @@
 #pragma once
 
 #include <async_socket/concepts.hpp>
+#include <async_socket/backend/win32/threadpool_backend.hpp>
 #include <async_socket/types.h>
 
 #include <algorithm>
@@ -42,7 +47,7 @@
 namespace async_socket::testing
 {
 
-// The calls a ThreadpoolPolicy makes, named as the Win32 functions they stand for.
+// The calls the Win32 backend makes, named as the Win32 functions they stand for.
 enum class fake_call : std::uint8_t
 {
     get_threadpool,         // execution_engine_win32_get_threadpool
@@ -148,7 +153,7 @@ enum class cancel_behavior : std::uint8_t
     ignore,          // leave them; the test completes them itself
 };
 
-// The optional ThreadpoolPolicy traits (see concepts.hpp) a fake_threadpool models.
+// The optional traits of a Win32 calls layer (threadpool_backend.hpp) a fake_threadpool models.
 struct fake_features
 {
     bool io_events = true;                   // false: uses_io_events = false (no event per IO)
@@ -156,7 +161,7 @@ struct fake_features
 };
 
 template <class Buffer, fake_features Features>
-class basic_fake_threadpool;
+class basic_fake_threadpool_calls;
 
 class fake_os
 {
@@ -234,7 +239,7 @@ public:
     // Makes the (skip + 1)-th next call of `call` fail: create_* and get_threadpool return failure,
     // WSASend/WSARecv return `error`. Calls without a failure result (StartThreadpoolIo, CloseHandle, ...)
     // never fail: a failure planned for them never happens.
-    void fail(fake_call call, unsigned skip = 0, io_error error = 10055 /* WSAENOBUFS */)
+    void fail(fake_call call, unsigned skip = 0, win32_error error = 10055 /* WSAENOBUFS */)
     {
         std::lock_guard lock(mutex_);
         failures_[static_cast<std::size_t>(call)] = planned_failure{skip, error};
@@ -276,7 +281,7 @@ public:
     // Completes an accepted IO on the calling thread: runs the socket's completion routine with these
     // values. Returns false (and calls nothing) when no IO with that OVERLAPPED is outstanding, or when its
     // completion is already queued to a worker.
-    bool complete(void* overlapped, io_error io_result, std::size_t bytes_transferred)
+    bool complete(void* overlapped, win32_error io_result, std::size_t bytes_transferred)
     {
         std::unique_lock lock(mutex_);
         const pending_io* io = find_pending(overlapped);
@@ -284,7 +289,7 @@ public:
     }
 
     // Completes the oldest outstanding IO whose completion is not queued. Returns false when there is none.
-    bool complete_oldest(io_error io_result, std::size_t bytes_transferred)
+    bool complete_oldest(win32_error io_result, std::size_t bytes_transferred)
     {
         std::unique_lock lock(mutex_);
         void* overlapped = oldest_overlapped();
@@ -308,13 +313,13 @@ public:
             std::memcpy(buffer.buf, data.data() + copied, n);
             copied += n;
         }
-        return deliver(lock, overlapped, io_no_error, copied);
+        return deliver(lock, overlapped, win32_no_error, copied);
     }
 
     // Queues the completion to a worker thread (see set_worker_count) and returns at once. From then on
     // the IO is no longer cancellable, as on Windows once its completion packet is queued. Returns false
     // (a violation) when the IO is not outstanding or already has a completion queued.
-    bool complete_on_worker(void* overlapped, io_error io_result, std::size_t bytes_transferred)
+    bool complete_on_worker(void* overlapped, win32_error io_result, std::size_t bytes_transferred)
     {
         {
             std::lock_guard lock(mutex_);
@@ -378,13 +383,13 @@ public:
 
 private:
     template <class Buffer, fake_features Features>
-    friend class basic_fake_threadpool;
+    friend class basic_fake_threadpool_calls;
 
     struct io_object
     {
         std::uint32_t id = 0;
         SOCKET_HANDLE socket = nullptr;
-        io_completion_fn completion = nullptr;
+        win32_completion_routine completion = nullptr;
         void* callback_context = nullptr;
         int started = 0;        // StartThreadpoolIo calls not yet matched by an issued IO or a cancel
         int running = 0;        // completion routines running now
@@ -396,22 +401,22 @@ private:
     struct planned_failure
     {
         unsigned skip;
-        io_error error;
+        win32_error error;
     };
 
     struct work_item
     {
         void* overlapped;
-        io_error io_result;
+        win32_error io_result;
         std::size_t bytes_transferred;
     };
 
     static inline thread_local std::uint32_t running_io_id_ = 0; // the IO whose callback this thread runs
 
     // Records a call; returns the planned failure's error if this call is to fail.
-    std::optional<io_error> record(call_record record)
+    std::optional<win32_error> record(call_record record)
     {
-        std::optional<io_error> failure;
+        std::optional<win32_error> failure;
         auto& planned = failures_[static_cast<std::size_t>(record.call)];
         if (planned && can_fail(record.call))
         {
@@ -426,6 +431,10 @@ private:
             }
         }
         record.failed = failure.has_value();
+        if (failure)
+        {
+            last_error_ = *failure;
+        }
         calls_.push_back(std::move(record));
         return failure;
     }
@@ -496,7 +505,7 @@ private:
     }
 
     // Under the lock: marks the IO's completion as queued and queues it for the workers.
-    bool queue_completion(void* overlapped, io_error io_result, std::size_t bytes_transferred)
+    bool queue_completion(void* overlapped, win32_error io_result, std::size_t bytes_transferred)
     {
         pending_io* io = find_pending(overlapped);
         if (io == nullptr || io->completion_queued)
@@ -520,7 +529,7 @@ private:
     }
 
     // Runs the completion routine of the IO behind `overlapped`, outside the lock.
-    bool deliver(std::unique_lock<std::mutex>& lock, void* overlapped, io_error io_result, std::size_t bytes)
+    bool deliver(std::unique_lock<std::mutex>& lock, void* overlapped, win32_error io_result, std::size_t bytes)
     {
         for (auto& io : ios_)
         {
@@ -532,7 +541,7 @@ private:
             }
             io.in_flight.erase(it);
             ++io.running;
-            const io_completion_fn completion = io.completion;
+            const win32_completion_routine completion = io.completion;
             void* const context = io.callback_context;
             const std::uint32_t id = io.id;
             lock.unlock();
@@ -588,6 +597,7 @@ private:
     std::vector<SOCKET_HANDLE> bound_sockets_; // bound for life, as a real socket is
     std::vector<fake_event> live_events_;
     fake_event next_event_ = 0x1000;
+    win32_error last_error_ = 0; // the error of the last call failed on demand (GetLastError)
     std::uint32_t next_io_id_ = 1;
     std::function<void(const pending_io&)> on_issue_;
     std::function<std::optional<std::uint32_t>(const pending_io&)> at_once_;
@@ -600,11 +610,11 @@ private:
     bool stopping_ = false;
 };
 
-// The ThreadpoolPolicy: one object per socket, one fake threadpool IO. Buffer is the WSABUF stand-in
+// The Win32 calls: one object per socket, one fake threadpool IO. Buffer is the WSABUF stand-in
 // (a test may give a larger one to reach the UINT32_MAX context-size limit with little memory); it
 // needs the members `len` and `buf`. Features selects the optional traits it models.
 template <class Buffer = fake_wsabuf, fake_features Features = fake_features{}>
-class basic_fake_threadpool
+class basic_fake_threadpool_calls
 {
 public:
     using engine_type = fake_os*;
@@ -615,13 +625,13 @@ public:
     static constexpr bool uses_io_events = Features.io_events;
     static constexpr bool skip_completion_on_success = Features.skip_completion_on_success;
 
-    basic_fake_threadpool() noexcept = default;
-    basic_fake_threadpool(basic_fake_threadpool&& other) noexcept : os_(other.os_), io_id_(other.io_id_)
+    basic_fake_threadpool_calls() noexcept = default;
+    basic_fake_threadpool_calls(basic_fake_threadpool_calls&& other) noexcept : os_(other.os_), io_id_(other.io_id_)
     {
         other.os_ = nullptr;
         other.io_id_ = 0;
     }
-    basic_fake_threadpool& operator=(basic_fake_threadpool&&) = delete;
+    basic_fake_threadpool_calls& operator=(basic_fake_threadpool_calls&&) = delete;
 
     [[nodiscard]] fake_os* os() const noexcept
     {
@@ -654,7 +664,7 @@ public:
         return !simple(fake_call::create_cleanup_group);
     }
 
-    template <io_completion_fn Completion>
+    template <win32_completion_routine Completion>
     bool create_io(SOCKET_HANDLE socket, void* callback_context) noexcept
     {
         std::lock_guard lock(os_->mutex_);
@@ -782,6 +792,13 @@ public:
         return event;
     }
 
+    // GetLastError after a failed create_event: the error planned with fail().
+    win32_error last_error() const noexcept
+    {
+        std::lock_guard lock(os_->mutex_);
+        return os_->last_error_;
+    }
+
     void close_event(fake_event event) noexcept
     {
         std::lock_guard lock(os_->mutex_);
@@ -807,14 +824,14 @@ public:
         buffer.len = length;
     }
 
-    io_error send(SOCKET_HANDLE socket, Buffer* buffers, std::uint32_t count, std::uint32_t* bytes_sent,
-                  std::uint32_t flags, fake_overlapped* overlapped) noexcept
+    win32_error send(SOCKET_HANDLE socket, Buffer* buffers, std::uint32_t count, std::uint32_t* bytes_sent,
+                     std::uint32_t flags, fake_overlapped* overlapped) noexcept
     {
         return issue(fake_call::wsa_send, socket, buffers, count, bytes_sent, flags, overlapped);
     }
 
-    io_error receive(SOCKET_HANDLE socket, Buffer* buffers, std::uint32_t count, std::uint32_t* bytes_received,
-                     std::uint32_t* flags, fake_overlapped* overlapped) noexcept
+    win32_error receive(SOCKET_HANDLE socket, Buffer* buffers, std::uint32_t count, std::uint32_t* bytes_received,
+                        std::uint32_t* flags, fake_overlapped* overlapped) noexcept
     {
         return issue(fake_call::wsa_recv, socket, buffers, count, bytes_received, *flags, overlapped);
     }
@@ -847,7 +864,7 @@ public:
             {
                 for (void* overlapped : aborted)
                 {
-                    queued = os_->queue_completion(overlapped, io_error_operation_aborted, 0) || queued;
+                    queued = os_->queue_completion(overlapped, win32_operation_aborted, 0) || queued;
                 }
                 aborted.clear();
             }
@@ -859,7 +876,7 @@ public:
         for (void* overlapped : aborted)
         {
             // abort_inline: one that got a completion queued meanwhile is left to it.
-            (void)os_->complete(overlapped, io_error_operation_aborted, 0);
+            (void)os_->complete(overlapped, win32_operation_aborted, 0);
         }
     }
 
@@ -882,8 +899,8 @@ private:
         return io;
     }
 
-    io_error issue(fake_call kind, SOCKET_HANDLE socket, Buffer* buffers, std::uint32_t count, std::uint32_t* bytes,
-                   std::uint32_t flags, fake_overlapped* overlapped) noexcept
+    win32_error issue(fake_call kind, SOCKET_HANDLE socket, Buffer* buffers, std::uint32_t count, std::uint32_t* bytes,
+                      std::uint32_t flags, fake_overlapped* overlapped) noexcept
     {
         std::function<void(const pending_io&)> hook;
         std::function<std::optional<std::uint32_t>(const pending_io&)> decide;
@@ -906,7 +923,7 @@ private:
                 total += buffers[i].len;
             }
             accepted = pending_io{io_id_, kind, socket, overlapped, record.buffers, total};
-            const std::optional<io_error> failure = os_->record(std::move(record));
+            const std::optional<win32_error> failure = os_->record(std::move(record));
             fake_os::io_object* io = live_io(win32_name(kind));
             if (io == nullptr)
             {
@@ -949,7 +966,7 @@ private:
                 {
                     *bytes = *at_once;
                 }
-                return io_completed_at_once;
+                return win32_completed_at_once;
             }
             issue_pending(*io, accepted);
             hook = os_->on_issue_;
@@ -958,7 +975,7 @@ private:
         {
             hook(accepted);
         }
-        return io_no_error;
+        return win32_no_error;
     }
 
     // Under the lock: the IO is accepted and its completion will be delivered.
@@ -975,6 +992,11 @@ private:
     std::uint32_t io_id_ = 0;
 };
 
+// The Win32 backend over the fake calls.
+template <class Buffer = fake_wsabuf, fake_features Features = fake_features{}>
+using basic_fake_threadpool = win32_threadpool_backend<basic_fake_threadpool_calls<Buffer, Features>>;
+
+using fake_threadpool_calls = basic_fake_threadpool_calls<>;
 using fake_threadpool = basic_fake_threadpool<>;
 
 } // namespace async_socket::testing

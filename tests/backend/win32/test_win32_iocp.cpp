@@ -27,8 +27,8 @@ namespace iocp_test
 using async_socket::basic_async_socket;
 using async_socket::basic_win32_iocp_threadpool;
 using async_socket::heap_alloc;
-using async_socket::io_error;
 using async_socket::status;
+using async_socket::win32_error;
 using async_socket::win32_event_mode;
 using async_socket::win32_iocp_engine;
 using async_socket::win32_options;
@@ -87,11 +87,12 @@ struct raw_completion
 {
     win32_test::waiter waiter;
     int calls = 0; // guarded by waiter.mutex(), as are the members below
-    io_error result = 0;
+    win32_error result = 0;
     std::size_t bytes = 0;
     DWORD thread = 0;
 
-    static void record(void* context, void* /*overlapped*/, io_error io_result, std::size_t bytes_transferred) noexcept
+    static void record(void* context, void* /*overlapped*/, win32_error io_result,
+                       std::size_t bytes_transferred) noexcept
     {
         auto* self = static_cast<raw_completion*>(context);
         self->waiter.update(
@@ -111,15 +112,15 @@ enum class receive_ending
     reset,     // the peer closes with SO_LINGER {1, 0}
 };
 
-// Drives a ThreadpoolPolicy by hand: binds the server end of a fresh loopback pair, posts one receive, ends it
-// as asked, and returns the io_error its completion routine got.
+// Drives a layer of Win32 calls by hand: binds the server end of a fresh loopback pair, posts one receive, ends it
+// as asked, and returns the win32_error its completion routine got.
 template <class Policy, class Engine>
-io_error receive_error_of(Engine engine, receive_ending ending)
+win32_error receive_error_of(Engine engine, receive_ending ending)
 {
     win32_test::socket_pair pair = win32_test::make_loopback_pair();
     REQUIRE(pair.valid());
     raw_completion seen;
-    io_error result = 0;
+    win32_error result = 0;
     {
         Policy policy;
         REQUIRE(policy.acquire_pool(engine));
@@ -136,7 +137,7 @@ io_error receive_error_of(Engine engine, receive_ending ending)
         std::uint32_t flags = 0;
         policy.start_io();
         REQUIRE(policy.receive(win32_test::as_handle(pair.server), &wsabuf, 1, nullptr, &flags, &overlapped) ==
-                async_socket::io_no_error);
+                async_socket::win32_no_error);
         if (ending == receive_ending::cancelled)
         {
             policy.cancel_socket_io(win32_test::as_handle(pair.server));
@@ -233,23 +234,23 @@ TEST_CASE("a cancelled and a reset receive report the same Win32 codes as thread
     win32_test::wsa_session wsa;
     REQUIRE(wsa.ok());
     constexpr win32_options no_events{.events = win32_event_mode::none};
-    using iocp_policy = basic_win32_iocp_threadpool<no_events>;
-    using pool_policy = async_socket::basic_win32_threadpool<no_events>;
+    using iocp_policy = async_socket::detail::win32_iocp_calls<no_events>;
+    using pool_policy = async_socket::detail::win32_threadpool_calls<no_events>;
 
     const win32_iocp_engine::handle iocp_engine = make_engine(1);
     REQUIRE(iocp_engine);
     EXECUTION_ENGINE_HANDLE pool_engine = execution_engine_create(nullptr);
     REQUIRE(pool_engine != nullptr);
 
-    const io_error iocp_cancelled = receive_error_of<iocp_policy>(iocp_engine.get(), receive_ending::cancelled);
-    const io_error pool_cancelled = receive_error_of<pool_policy>(pool_engine, receive_ending::cancelled);
-    const io_error iocp_reset = receive_error_of<iocp_policy>(iocp_engine.get(), receive_ending::reset);
-    const io_error pool_reset = receive_error_of<pool_policy>(pool_engine, receive_ending::reset);
+    const win32_error iocp_cancelled = receive_error_of<iocp_policy>(iocp_engine.get(), receive_ending::cancelled);
+    const win32_error pool_cancelled = receive_error_of<pool_policy>(pool_engine, receive_ending::cancelled);
+    const win32_error iocp_reset = receive_error_of<iocp_policy>(iocp_engine.get(), receive_ending::reset);
+    const win32_error pool_reset = receive_error_of<pool_policy>(pool_engine, receive_ending::reset);
     execution_engine_dec_ref(pool_engine);
 
     CHECK(iocp_cancelled == ERROR_OPERATION_ABORTED);
     CHECK(pool_cancelled == ERROR_OPERATION_ABORTED);
-    CHECK(iocp_reset != async_socket::io_no_error);
+    CHECK(iocp_reset != async_socket::win32_no_error);
     CHECK(iocp_reset == pool_reset);
     MESSAGE("cancelled: iocp " << iocp_cancelled << ", threadpool " << pool_cancelled << "; reset: iocp " << iocp_reset
                                << ", threadpool " << pool_reset);

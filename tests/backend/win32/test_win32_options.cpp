@@ -42,7 +42,7 @@ using skip_no_event_socket =
     socket_with<win32_options{.events = win32_event_mode::none, .skip_completion_on_success = true}>;
 using skip_recycled_socket =
     socket_with<win32_options{.events = win32_event_mode::recycled, .skip_completion_on_success = true}>;
-using fast_socket = async_socket::win32_fast_async_socket;
+using fast_socket = async_socket::win32_no_event_skip_port_async_socket;
 
 // An execution engine (default parameters unless given), released at the end of the test.
 struct engine_ref

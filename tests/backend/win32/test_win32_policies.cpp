@@ -269,7 +269,10 @@ TEST_CASE_TEMPLATE("a sync policy's wake_one hands a counter from thread to thre
     CHECK(sync::load(word) == rounds);
 }
 
-// ---- win32_threadpool on a real socket -------------------------------------------------------------
+// The layer of real Win32 calls under win32_threadpool (one member, one call).
+using win32_calls = async_socket::detail::win32_threadpool_calls<async_socket::win32_options{}>;
+
+// ---- the Win32 calls of threadpool IO on a real socket -------------------------------------------------------------
 
 namespace
 {
@@ -283,7 +286,7 @@ struct io_record
     win32_test::waiter waiter;
 };
 
-void record_completion(void* context, void* overlapped, async_socket::io_error io_result,
+void record_completion(void* context, void* overlapped, async_socket::win32_error io_result,
                        std::size_t bytes_transferred) noexcept
 {
     auto* record = static_cast<io_record*>(context);
@@ -301,7 +304,7 @@ void record_completion(void* context, void* overlapped, async_socket::io_error i
 // destroy environment).
 struct bound_threadpool
 {
-    async_socket::win32_threadpool threadpool;
+    win32_calls threadpool;
     bool bound = false;
 
     bound_threadpool(EXECUTION_ENGINE_HANDLE engine, SOCKET socket, io_record& record)
@@ -350,7 +353,7 @@ struct engine_and_pair
 
 } // namespace
 
-TEST_CASE("win32_threadpool delivers a receive's completion with NO_ERROR and the byte count")
+TEST_CASE("the Win32 threadpool calls deliver a receive's completion with NO_ERROR and the byte count")
 {
     engine_and_pair world;
     io_record record;
@@ -360,29 +363,29 @@ TEST_CASE("win32_threadpool delivers a receive's completion with NO_ERROR and th
 
     char buffer[32] = {};
     WSABUF wsabuf;
-    async_socket::win32_threadpool::set_buffer(wsabuf, buffer, sizeof(buffer));
+    win32_calls::set_buffer(wsabuf, buffer, sizeof(buffer));
     HANDLE event = threadpool.create_event();
     REQUIRE(event != nullptr);
     OVERLAPPED overlapped;
-    async_socket::win32_threadpool::set_overlapped_event(overlapped, event);
+    win32_calls::set_overlapped_event(overlapped, event);
     CHECK(overlapped.hEvent == event);
     CHECK(overlapped.Internal == 0);
 
     threadpool.start_io();
     std::uint32_t flags = 0;
     REQUIRE(threadpool.receive(win32_test::as_handle(world.pair.server), &wsabuf, 1, nullptr, &flags, &overlapped) ==
-            async_socket::io_no_error);
+            async_socket::win32_no_error);
     CHECK(send(world.pair.client, "hello", 5, 0) == 5);
 
     REQUIRE(record.waiter.wait_for([&] { return record.calls == 1; }, deadline_seconds));
-    CHECK(record.io_result == async_socket::io_no_error);
+    CHECK(record.io_result == async_socket::win32_no_error);
     CHECK(record.bytes == 5);
     CHECK(record.overlapped == &overlapped);
     CHECK(std::string(buffer, 5) == "hello");
     threadpool.close_event(event);
 }
 
-TEST_CASE("win32_threadpool's cancel_socket_io completes a pending receive with ERROR_OPERATION_ABORTED")
+TEST_CASE("the Win32 threadpool calls: cancel_socket_io completes a pending receive with ERROR_OPERATION_ABORTED")
 {
     engine_and_pair world;
     io_record record;
@@ -392,31 +395,31 @@ TEST_CASE("win32_threadpool's cancel_socket_io completes a pending receive with 
 
     char buffer[32] = {};
     WSABUF wsabuf;
-    async_socket::win32_threadpool::set_buffer(wsabuf, buffer, sizeof(buffer));
+    win32_calls::set_buffer(wsabuf, buffer, sizeof(buffer));
     OVERLAPPED overlapped;
-    async_socket::win32_threadpool::set_overlapped_event(overlapped, nullptr);
+    win32_calls::set_overlapped_event(overlapped, nullptr);
     threadpool.start_io();
     std::uint32_t flags = 0;
     REQUIRE(threadpool.receive(win32_test::as_handle(world.pair.server), &wsabuf, 1, nullptr, &flags, &overlapped) ==
-            async_socket::io_no_error);
+            async_socket::win32_no_error);
 
     threadpool.cancel_socket_io(win32_test::as_handle(world.pair.server));
 
     REQUIRE(record.waiter.wait_for([&] { return record.calls == 1; }, deadline_seconds));
-    CHECK(record.io_result == async_socket::io_error_operation_aborted);
+    CHECK(record.io_result == async_socket::win32_operation_aborted);
     CHECK(record.bytes == 0);
 
     // The socket still works after the cancel.
     threadpool.start_io();
     REQUIRE(threadpool.receive(win32_test::as_handle(world.pair.server), &wsabuf, 1, nullptr, &flags, &overlapped) ==
-            async_socket::io_no_error);
+            async_socket::win32_no_error);
     CHECK(send(world.pair.client, "x", 1, 0) == 1);
     REQUIRE(record.waiter.wait_for([&] { return record.calls == 2; }, deadline_seconds));
-    CHECK(record.io_result == async_socket::io_no_error);
+    CHECK(record.io_result == async_socket::win32_no_error);
     CHECK(record.bytes == 1);
 }
 
-TEST_CASE("win32_threadpool's send returns the WSA error when WSASend fails at once")
+TEST_CASE("the Win32 threadpool calls: send returns the WSA error when WSASend fails at once")
 {
     engine_and_pair world;
     io_record record;
@@ -427,18 +430,18 @@ TEST_CASE("win32_threadpool's send returns the WSA error when WSASend fails at o
 
     char byte = 'x';
     WSABUF wsabuf;
-    async_socket::win32_threadpool::set_buffer(wsabuf, &byte, 1);
+    win32_calls::set_buffer(wsabuf, &byte, 1);
     OVERLAPPED overlapped;
-    async_socket::win32_threadpool::set_overlapped_event(overlapped, nullptr);
+    win32_calls::set_overlapped_event(overlapped, nullptr);
     threadpool.start_io();
-    const async_socket::io_error error =
+    const async_socket::win32_error error =
         threadpool.send(win32_test::as_handle(world.pair.client), &wsabuf, 1, nullptr, 0, &overlapped);
     CHECK(error == WSAESHUTDOWN);
     threadpool.cancel_io(); // the IO was not issued
     CHECK(record.calls == 0);
 }
 
-TEST_CASE("win32_threadpool's create_io fails on a socket bound to another threadpool IO")
+TEST_CASE("the Win32 threadpool calls: create_io fails on a socket bound to another threadpool IO")
 {
     engine_and_pair world;
     io_record first_record;
@@ -451,7 +454,7 @@ TEST_CASE("win32_threadpool's create_io fails on a socket bound to another threa
     MESSAGE("second CreateThreadpoolIo on the same SOCKET: GetLastError() = " << GetLastError());
 }
 
-TEST_CASE("win32_threadpool keeps its engine alive after the creator's reference is gone")
+TEST_CASE("the Win32 threadpool calls keep their engine alive after the creator's reference is gone")
 {
     win32_test::wsa_session wsa;
     REQUIRE(wsa.ok());
@@ -467,13 +470,13 @@ TEST_CASE("win32_threadpool keeps its engine alive after the creator's reference
 
         char buffer[8] = {};
         WSABUF wsabuf;
-        async_socket::win32_threadpool::set_buffer(wsabuf, buffer, sizeof(buffer));
+        win32_calls::set_buffer(wsabuf, buffer, sizeof(buffer));
         OVERLAPPED overlapped;
-        async_socket::win32_threadpool::set_overlapped_event(overlapped, nullptr);
+        win32_calls::set_overlapped_event(overlapped, nullptr);
         bound.threadpool.start_io();
         std::uint32_t flags = 0;
         REQUIRE(bound.threadpool.receive(win32_test::as_handle(pair.server), &wsabuf, 1, nullptr, &flags,
-                                         &overlapped) == async_socket::io_no_error);
+                                         &overlapped) == async_socket::win32_no_error);
         CHECK(send(pair.client, "ok", 2, 0) == 2);
         REQUIRE(record.waiter.wait_for([&] { return record.calls == 1; }, deadline_seconds));
         CHECK(record.bytes == 2);

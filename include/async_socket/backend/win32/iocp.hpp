@@ -1,12 +1,14 @@
-// async_socket: a ThreadpoolPolicy over a plain IO completion port, run by threads of its own.
+// async_socket: the Win32 backend over a plain IO completion port, run by threads of its own.
 //
 // What it is. win32_iocp_engine owns one IO completion port and N dispatcher threads (1 by default) that
 // loop on GetQueuedCompletionStatus (or GetQueuedCompletionStatusEx, to take several at once) and run each
 // completion on the thread that dequeued it.
-// basic_win32_iocp_threadpool<win32_options{...}> is the ThreadpoolPolicy over such an engine: it binds each
-// socket to the engine's port (CreateIoCompletionPort) instead of making a threadpool IO, and keeps the count of
-// outstanding IO itself. WSASend, WSARecv, CancelIoEx, the events and skip mode are those of
-// basic_win32_threadpool (detail::win32_socket_calls, their shared base), with the same options and results.
+// basic_win32_iocp_threadpool<win32_options{...}> is the backend over such an engine: the same protocol of one IO
+// as threadpool IO (win32_threadpool_backend, threadpool_backend.hpp) over another layer of calls,
+// detail::win32_iocp_calls. It binds each socket to the engine's port (CreateIoCompletionPort) instead of making a
+// threadpool IO, and keeps the count of outstanding IO itself. WSASend, WSARecv, CancelIoEx, the events and skip
+// mode are those of threadpool IO (detail::win32_socket_calls, their shared base), with the same options and
+// results. A port binding has no callback environment and no cleanup group: those four calls are empty here.
 //
 // When to pick it over threadpool IO. Threadpool IO under Wine takes every completion on a thread of its own
 // and hands it to a worker thread: a wake-up and a thread switch per completion. Here the thread that dequeues
@@ -35,8 +37,8 @@
 //
 // Error codes. A failed IO reaches the port with its NTSTATUS in the OVERLAPPED's Internal member. The
 // threadpool hands its callback RtlNtStatusToDosError of that status; the dispatcher does the same (the
-// function is looked up in ntdll when the engine is made), so the core sees the same Win32 codes from both
-// policies: 995 for a cancelled IO, 64 for a reset connection, and so on.
+// function is looked up in ntdll when the engine is made), so the backend classifies the same Win32 codes from
+// both: 995 for a cancelled IO, 64 for a reset connection, and so on.
 #pragma once
 
 #include <winsock2.h>
@@ -81,13 +83,13 @@ namespace detail
 inline thread_local const win32_iocp_engine* current_iocp_engine = nullptr;
 
 // A socket's binding to the port; its address is the completion key of the socket's IO. Lives in the
-// socket's ThreadpoolPolicy, so it does not move once create_io has run.
+// socket's backend, so it does not move once create_io has run.
 struct iocp_binding
 {
     // In `outstanding` beside the count: a wait_for_io_callbacks is waiting for the count to reach 0.
     static constexpr LONG waiter_flag = 0x40000000;
 
-    io_completion_fn completion = nullptr;
+    win32_completion_routine completion = nullptr;
     void* context = nullptr;
     volatile LONG outstanding = 0; // IO started and not yet done, plus waiter_flag while a wait is under way
 
@@ -328,7 +330,7 @@ private:
     void dispatch(detail::iocp_binding& binding, OVERLAPPED& overlapped, DWORD bytes) const noexcept
     {
         const auto status = static_cast<LONG>(overlapped.Internal);
-        const io_error result = status == 0 ? io_no_error : static_cast<io_error>(to_win32_error_(status));
+        const win32_error result = status == 0 ? win32_no_error : static_cast<win32_error>(to_win32_error_(status));
         binding.completion(binding.context, &overlapped, result, static_cast<std::size_t>(bytes));
         binding.done_one();
     }
@@ -341,8 +343,10 @@ private:
     std::uint32_t entries_per_dequeue_;
 };
 
-// The ThreadpoolPolicy over a win32_iocp_engine, configured by Options as basic_win32_threadpool is (events,
-// skip_completion_on_success). See the header comment; each concept member maps as follows:
+namespace detail
+{
+// The calls of win32_threadpool_backend over a win32_iocp_engine, configured by Options as threadpool IO is
+// (events, skip_completion_on_success). See the header comment; each member maps as follows:
 //   acquire_pool(engine)            a reference to the engine (dropped by the destructor); fails on nullptr
 //   initialize_environment, set_callback_pool, close_cleanup_group, destroy_environment   nothing to do
 //   create_cleanup_group            nothing to do; succeeds
@@ -352,26 +356,26 @@ private:
 //   close_io                        waits as above; then nothing more can arrive for the binding
 //   the rest                        basic_win32_threadpool<Options>'s members (WSASend, WSARecv, events,
 //                                   SetFileCompletionNotificationModes, CancelIoEx)
-template <win32_options Options = win32_options{}>
-class basic_win32_iocp_threadpool : public detail::win32_socket_calls<Options>
+template <win32_options Options>
+class win32_iocp_calls : public win32_socket_calls<Options>
 {
     using socket_calls = detail::win32_socket_calls<Options>;
 
 public:
     using engine_type = win32_iocp_engine*;
 
-    basic_win32_iocp_threadpool() noexcept = default;
+    win32_iocp_calls() noexcept = default;
     // Only made before the socket binds (create moves the policy in): the binding is not yet a completion key.
-    basic_win32_iocp_threadpool(basic_win32_iocp_threadpool&& other) noexcept
+    win32_iocp_calls(win32_iocp_calls&& other) noexcept
         : socket_calls(std::move(other)), engine_(std::exchange(other.engine_, nullptr))
     {
     }
-    basic_win32_iocp_threadpool& operator=(basic_win32_iocp_threadpool&&) = delete;
-    basic_win32_iocp_threadpool(const basic_win32_iocp_threadpool&) = delete;
-    basic_win32_iocp_threadpool& operator=(const basic_win32_iocp_threadpool&) = delete;
+    win32_iocp_calls& operator=(win32_iocp_calls&&) = delete;
+    win32_iocp_calls(const win32_iocp_calls&) = delete;
+    win32_iocp_calls& operator=(const win32_iocp_calls&) = delete;
 
     // Drops the reference to the engine taken by acquire_pool; the last one stops the engine.
-    ~basic_win32_iocp_threadpool()
+    ~win32_iocp_calls()
     {
         win32_iocp_engine::release(engine_);
     }
@@ -404,7 +408,7 @@ public:
     // Binds the socket to the engine's port with this policy's binding as completion key; every completion then
     // calls Completion(callback_context, overlapped, io_result, bytes) on a dispatcher thread. Fails when the
     // socket is not an overlapped handle or is bound to a completion port already (threadpool IO included).
-    template <io_completion_fn Completion>
+    template <win32_completion_routine Completion>
     bool create_io(SOCKET_HANDLE socket, void* callback_context) noexcept
     {
         binding_.completion = Completion;
@@ -461,19 +465,25 @@ private:
     detail::iocp_binding binding_;
 };
 
+} // namespace detail
+
+// The Win32 backend over a win32_iocp_engine's completion port, configured by Options.
+template <win32_options Options = win32_options{}>
+using basic_win32_iocp_threadpool = win32_threadpool_backend<detail::win32_iocp_calls<Options>>;
+
 // The spec's behaviour (an event per IO, every completion through the port) over a completion port.
 using win32_iocp_threadpool = basic_win32_iocp_threadpool<>;
 
-// The fastest, like win32_fast_async_socket but over a completion port: no event, an IO done at once completed on
-// the calling thread, contexts recycled. Made with win32_iocp_async_socket::create(engine.get(), socket_handle),
-// engine from win32_iocp_engine::create().
+// The fastest, like win32_no_event_skip_port_async_socket but over a completion port: no event, an IO done at once
+// completed on the calling thread, contexts recycled. Made with win32_iocp_async_socket::create(engine.get(),
+// socket_handle), engine from win32_iocp_engine::create().
 using win32_iocp_async_socket = basic_async_socket<
     basic_win32_iocp_threadpool<win32_options{.events = win32_event_mode::none, .skip_completion_on_success = true}>,
     recycling_pool_alloc, win32_sync>;
 
-static_assert(check_threadpool_policy<win32_iocp_threadpool>());
-static_assert(check_threadpool_policy<basic_win32_iocp_threadpool<win32_options{.events = win32_event_mode::none}>>());
-static_assert(check_threadpool_policy<basic_win32_iocp_threadpool<win32_options{
-                  .events = win32_event_mode::recycled, .skip_completion_on_success = true}>>());
+static_assert(check_backend<win32_iocp_threadpool>());
+static_assert(check_backend<basic_win32_iocp_threadpool<win32_options{.events = win32_event_mode::none}>>());
+static_assert(check_backend<basic_win32_iocp_threadpool<win32_options{.events = win32_event_mode::recycled,
+                                                                      .skip_completion_on_success = true}>>());
 
 } // namespace async_socket

@@ -10,6 +10,7 @@
 #include <windows.h>
 
 #include <async_socket/concepts.hpp>
+#include <async_socket/backend/win32/threadpool_backend.hpp>
 #include <async_socket/types.h>
 
 #include <atomic>
@@ -132,11 +133,11 @@ public:
 
     static constexpr win32_options options = Options;
 
-    // false with events = none: the core then never calls create_event/close_event and hEvent stays NULL.
+    // false with events = none: the backend then never calls create_event/close_event and hEvent stays NULL.
     static constexpr bool uses_io_events = Options.events != win32_event_mode::none;
 
-    // true: the core calls set_skip_completion_on_success at the first open and accepts
-    // io_completed_at_once from send and receive.
+    // true: the backend calls set_skip_completion_on_success at the first open and accepts
+    // win32_completed_at_once from send and receive.
     static constexpr bool skip_completion_on_success = Options.skip_completion_on_success;
 
     win32_socket_calls() noexcept = default;
@@ -159,6 +160,12 @@ public:
             }
         }
         return CreateEventW(nullptr, TRUE, FALSE, nullptr);
+    }
+
+    // GetLastError: why create_event failed.
+    win32_error last_error() const noexcept
+    {
+        return static_cast<win32_error>(GetLastError());
     }
 
     // CloseHandle. Cannot fail on an event made by create_event.
@@ -214,12 +221,12 @@ public:
         buffer.len = static_cast<ULONG>(length);
     }
 
-    // WSASend without a completion routine. Returns io_no_error when the IO was accepted and its completion
+    // WSASend without a completion routine. Returns win32_no_error when the IO was accepted and its completion
     // will come through the completion port (WSA_IO_PENDING, or done at once without skip mode), else the WSA error
-    // code. With skip_completion_on_success, an IO done at once returns io_completed_at_once with its
+    // code. With skip_completion_on_success, an IO done at once returns win32_completed_at_once with its
     // byte count in *bytes_sent (never null then): no completion will come for it.
-    io_error send(SOCKET_HANDLE socket, WSABUF* buffers, std::uint32_t count, std::uint32_t* bytes_sent,
-                  std::uint32_t flags, OVERLAPPED* overlapped) noexcept
+    win32_error send(SOCKET_HANDLE socket, WSABUF* buffers, std::uint32_t count, std::uint32_t* bytes_sent,
+                     std::uint32_t flags, OVERLAPPED* overlapped) noexcept
     {
         DWORD sent = 0;
         const int result =
@@ -233,8 +240,8 @@ public:
     }
 
     // WSARecv without a completion routine; *flags is passed in and read back. Returns as send does.
-    io_error receive(SOCKET_HANDLE socket, WSABUF* buffers, std::uint32_t count, std::uint32_t* bytes_received,
-                     std::uint32_t* flags, OVERLAPPED* overlapped) noexcept
+    win32_error receive(SOCKET_HANDLE socket, WSABUF* buffers, std::uint32_t count, std::uint32_t* bytes_received,
+                        std::uint32_t* flags, OVERLAPPED* overlapped) noexcept
     {
         DWORD received = 0;
         DWORD flags_in_out = static_cast<DWORD>(*flags);
@@ -257,14 +264,14 @@ public:
 
 protected:
     // 0 from WSASend/WSARecv: done at once. In skip mode no completion is queued for it.
-    static io_error accepted_or_error(int result) noexcept
+    static win32_error accepted_or_error(int result) noexcept
     {
         if (result == 0)
         {
-            return Options.skip_completion_on_success ? io_completed_at_once : io_no_error;
+            return Options.skip_completion_on_success ? win32_completed_at_once : win32_no_error;
         }
         const int error = WSAGetLastError();
-        return error == WSA_IO_PENDING ? io_no_error : static_cast<io_error>(error);
+        return error == WSA_IO_PENDING ? win32_no_error : static_cast<win32_error>(error);
     }
 
     static SOCKET to_socket(SOCKET_HANDLE socket) noexcept

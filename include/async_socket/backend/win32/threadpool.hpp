@@ -1,11 +1,11 @@
-// async_socket: the Win32 ThreadpoolPolicy, the only part of the library that talks to the OS.
+// async_socket: the Win32 backend over threadpool IO, the only part of the library that talks to Windows.
 //
-// One object per socket (see threadpool_policy in concepts.hpp). Each member is one Win32 call and holds
-// no logic; basic_async_socket decides when to call what. The object keeps a reference to its execution
-// engine from acquire_pool until it is destroyed, so the pool outlives every threadpool IO made on it.
+// win32_threadpool_calls<win32_options{...}> is win32_threadpool_backend (threadpool_backend.hpp: the protocol
+// of one IO, the spec's call sequence) over detail::win32_threadpool_calls, the real Win32 calls: one object per
+// socket, each member one Win32 call with no logic. It keeps a reference to its execution engine from
+// acquire_pool until it is destroyed, so the pool outlives every threadpool IO made on it.
 //
-// basic_win32_threadpool<win32_options{...}> picks how IO is done; win32_threadpool (the default options)
-// is the spec's behaviour:
+// The options pick how IO is done; win32_threadpool (the default options) is the spec's behaviour:
 // - events = per_io: an event per IO, made and closed around it (SRS 01_057/080/068).
 //   events = none: no event (uses_io_events = false, hEvent stays NULL). Threadpool IO completes through
 //   the completion port and never needs it; under Wine CreateEvent + CloseHandle cost about 70 us per IO.
@@ -13,7 +13,7 @@
 //   policy, so that in steady state no event is made or closed.
 // - skip_completion_on_success = true: the socket is put in FILE_SKIP_COMPLETION_PORT_ON_SUCCESS mode at
 //   its first open; an IO that finishes at once is then completed by the core on the calling thread
-//   instead of going through the pool (see skip_completion_on_success in concepts.hpp).
+//   instead of going through the pool (submit_status::completed_at_once, concepts.hpp).
 //
 // Choices:
 // - The cleanup group is created (SRS 01_037) but not attached to the callback environment
@@ -26,8 +26,8 @@
 //   asks for a manual-reset event there (WSACreateEvent makes the same kind). Nothing waits on it: the
 //   completion reaches the threadpool through the completion port.
 // - A socket is bound to one completion port for life: a second CreateThreadpoolIo on the same SOCKET
-//   fails (ERROR_INVALID_PARAMETER, 87, under Wine 8.0). basic_async_socket therefore calls create_io once
-//   per object and close_io at destroy.
+//   fails (ERROR_INVALID_PARAMETER, 87, under Wine 8.0). The backend therefore binds once per socket object
+//   (create_io at the first open) and calls close_io at destroy.
 #pragma once
 
 #include <async_socket/detail/config.hpp>
@@ -49,29 +49,30 @@
 namespace async_socket
 {
 
-// The Win32 ThreadpoolPolicy, configured by Options (see the header comment). Use win32_threadpool for the
-// spec's behaviour.
-template <win32_options Options = win32_options{}>
-class basic_win32_threadpool : public detail::win32_socket_calls<Options>
+namespace detail
+{
+// The Win32 calls of threadpool IO, configured by Options (see the header comment).
+template <win32_options Options>
+class win32_threadpool_calls : public win32_socket_calls<Options>
 {
     using socket_calls = detail::win32_socket_calls<Options>;
 
 public:
     using engine_type = EXECUTION_ENGINE_HANDLE;
 
-    basic_win32_threadpool() noexcept = default;
-    basic_win32_threadpool(basic_win32_threadpool&& other) noexcept
+    win32_threadpool_calls() noexcept = default;
+    win32_threadpool_calls(win32_threadpool_calls&& other) noexcept
         : socket_calls(std::move(other)), engine_(std::exchange(other.engine_, nullptr)),
           pool_(std::exchange(other.pool_, nullptr)), environment_(other.environment_),
           cleanup_group_(std::exchange(other.cleanup_group_, nullptr)), io_(std::exchange(other.io_, nullptr))
     {
     }
-    basic_win32_threadpool& operator=(basic_win32_threadpool&&) = delete;
-    basic_win32_threadpool(const basic_win32_threadpool&) = delete;
-    basic_win32_threadpool& operator=(const basic_win32_threadpool&) = delete;
+    win32_threadpool_calls& operator=(win32_threadpool_calls&&) = delete;
+    win32_threadpool_calls(const win32_threadpool_calls&) = delete;
+    win32_threadpool_calls& operator=(const win32_threadpool_calls&) = delete;
 
     // Drops the reference to the execution engine taken by acquire_pool.
-    ~basic_win32_threadpool()
+    ~win32_threadpool_calls()
     {
         execution_engine_dec_ref(engine_);
     }
@@ -114,7 +115,7 @@ public:
     // CreateThreadpoolIo on the socket, in this environment; every completion calls
     // Completion(callback_context, overlapped, io_result, bytes) on a pool thread. Fails when the socket
     // is not an overlapped handle or was bound to a completion port before.
-    template <io_completion_fn Completion>
+    template <win32_completion_routine Completion>
     bool create_io(SOCKET_HANDLE socket, void* callback_context) noexcept
     {
         io_ = CreateThreadpoolIo(socket_calls::to_handle(socket), &on_io_complete<Completion>, callback_context,
@@ -163,11 +164,12 @@ public:
 
 private:
     // The PTP_WIN32_IO_CALLBACK the pool calls; hands the completion to the core's routine.
-    template <io_completion_fn Completion>
+    template <win32_completion_routine Completion>
     static VOID CALLBACK on_io_complete(PTP_CALLBACK_INSTANCE /*instance*/, PVOID context, PVOID overlapped,
                                         ULONG io_result, ULONG_PTR bytes_transferred, PTP_IO /*io*/) noexcept
     {
-        Completion(context, overlapped, static_cast<io_error>(io_result), static_cast<std::size_t>(bytes_transferred));
+        Completion(context, overlapped, static_cast<win32_error>(io_result),
+                   static_cast<std::size_t>(bytes_transferred));
     }
 
     EXECUTION_ENGINE_HANDLE engine_ = nullptr;
@@ -177,13 +179,19 @@ private:
     PTP_IO io_ = nullptr;
 };
 
+} // namespace detail
+
+// The Win32 backend over threadpool IO, configured by Options.
+template <win32_options Options = win32_options{}>
+using basic_win32_threadpool = win32_threadpool_backend<detail::win32_threadpool_calls<Options>>;
+
 // The spec's behaviour: an event made and closed per IO, every completion through the pool.
 using win32_threadpool = basic_win32_threadpool<>;
 
-static_assert(check_threadpool_policy<win32_threadpool>());
-static_assert(check_threadpool_policy<basic_win32_threadpool<win32_options{.events = win32_event_mode::recycled}>>());
+static_assert(check_backend<win32_threadpool>());
+static_assert(check_backend<basic_win32_threadpool<win32_options{.events = win32_event_mode::recycled}>>());
 static_assert(
-    check_threadpool_policy<
+    check_backend<
         basic_win32_threadpool<win32_options{.events = win32_event_mode::none, .skip_completion_on_success = true}>>());
 
 } // namespace async_socket

@@ -31,7 +31,7 @@ constexpr double deadline_seconds = 60.0;
 // The win32_options of a socket type's threadpool policy, and whether it is in skip mode (an IO that finishes
 // at once has its callback run on the calling thread, inside the call).
 template <class Socket>
-constexpr auto options_of = Socket::threadpool_type::options;
+constexpr auto options_of = Socket::backend_type::calls_type::options;
 
 template <class Socket>
 constexpr bool skip_mode = options_of<Socket>.skip_completion_on_success;
