@@ -47,10 +47,12 @@ using win32_completion_routine = void (*)(void* context, void* overlapped, win32
 
 [[nodiscard]] constexpr io_outcome classify_win32_error(win32_error code) noexcept
 {
+    if (code == win32_no_error) [[likely]]
+    {
+        return io_outcome::success; // first, alone: the one test on the path of almost every IO
+    }
     switch (code)
     {
-    case win32_no_error:
-        return io_outcome::success;
     case win32_operation_aborted:
         return io_outcome::cancelled;
     case win32_netname_deleted:
@@ -295,7 +297,10 @@ private:
             }
         }
         Calls::set_overlapped_event(io.overlapped, event);
-        io.event = event;
+        if constexpr (uses_io_events)
+        {
+            io.event = event; // read back by release_event only
+        }
 
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_060: [ An asynchronous IO shall be started by calling
         // StartThreadpoolIo. ]
