@@ -6,6 +6,8 @@
 #include <async_socket/testing/fake_threadpool.hpp>
 #include <async_socket/testing/fault_alloc.hpp>
 
+#include "fixtures.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -13,6 +15,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 
 namespace test_support
 {
@@ -245,5 +248,54 @@ private:
 };
 
 using probed_socket_type = async_socket::basic_async_socket<fake_threadpool, fault_alloc, probe_sync>;
+
+// A socket whose open_async runs on a thread of its own and is held just before it stores OPEN, so that a test
+// acts on the socket while it is OPENING. release() lets the open finish (the destructor does, at the latest).
+struct held_open
+{
+    sync_probe probe;
+    probe_scope scope{probe};
+    fake_os os;
+    alloc_ledger ledger;
+    open_recorder opened;
+    probed_socket_type::handle socket = probed_socket_type::create(&os, fake_socket(42), {}, fault_alloc{&ledger});
+    probed_socket_type* const raw = socket.get();
+    std::atomic<status> open_result{status::invalid_argument};
+    std::thread opener;
+
+    // Starts the open (after forgetting the calls of create, if asked) and waits until it is held; false when the
+    // socket could not be made or the open never got there.
+    [[nodiscard]] bool start(bool forget_create_calls = false)
+    {
+        if (raw == nullptr)
+        {
+            return false;
+        }
+        if (forget_create_calls)
+        {
+            os.clear_calls();
+        }
+        probe.update([&] { probe.hold = socket_state::open; });
+        opener = std::thread([this] { open_result = raw->open_async(&open_recorder::callback, &opened); });
+        return probe.wait_until([&] { return probe.holding; });
+    }
+
+    void release()
+    {
+        probe.update([&] { probe.released = true; });
+        if (opener.joinable())
+        {
+            opener.join();
+        }
+    }
+
+    held_open() = default;
+    held_open(const held_open&) = delete;
+    held_open& operator=(const held_open&) = delete;
+    ~held_open()
+    {
+        release();
+    }
+};
 
 } // namespace test_support

@@ -604,31 +604,20 @@ TEST_CASE("close while another close is under way returns invalid_state at once 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_022: [ If async_socket is not OPEN, async_socket_close shall return. ]
 TEST_CASE("close while the socket is OPENING returns invalid_state and leaves the open alone")
 {
-    sync_probe probe;
-    probe_scope scope(probe);
-    fake_os os;
-    alloc_ledger ledger;
-    open_recorder opened;
-    auto socket = probed_socket_type::create(&os, fake_socket(42), {}, fault_alloc{&ledger});
-    REQUIRE(socket);
-    probed_socket_type* const raw = socket.get();
-    probe.update([&] { probe.hold = socket_state::open; });
-    std::atomic<status> open_result{status::invalid_argument};
-    std::thread opener([&] { open_result = raw->open_async(&open_recorder::callback, &opened); });
-    CHECK_MESSAGE(probe.wait_until([&] { return probe.holding; }), "open never reached the store of OPEN");
-    const auto calls_before = os.calls().size();
+    held_open h;
+    REQUIRE_MESSAGE(h.start(), "open never reached the store of OPEN");
+    const auto calls_before = h.os.calls().size();
 
-    CHECK(raw->close() == status::invalid_state);
+    CHECK(h.raw->close() == status::invalid_state);
 
-    CHECK(os.calls().size() == calls_before);
-    CHECK(raw->state() == socket_state::opening);
-    probe.update([&] { probe.released = true; });
-    opener.join();
-    CHECK(open_result.load() == status::ok);
-    CHECK(opened.calls.load() == 1);
-    CHECK(raw->state() == socket_state::open);
-    socket.reset();
-    expect_nothing_left(os, ledger);
+    CHECK(h.os.calls().size() == calls_before);
+    CHECK(h.raw->state() == socket_state::opening);
+    h.release();
+    CHECK(h.open_result.load() == status::ok);
+    CHECK(h.opened.calls.load() == 1);
+    CHECK(h.raw->state() == socket_state::open);
+    h.socket.reset();
+    expect_nothing_left(h.os, h.ledger);
 }
 
 // close from inside one of the socket's own completion callbacks would wait for that callback to end: it is

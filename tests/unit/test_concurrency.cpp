@@ -626,18 +626,24 @@ TEST_CASE("of two threads that close the same socket at once under traffic, exac
 
 namespace
 {
-// Per-chain state for the re-arming test: each callback counts its call, then starts the next receive of the
+// What the chains of the re-arming tests count, together.
+struct chain_tally
+{
+    std::atomic<std::uint64_t> accepted{0};
+    std::atomic<std::uint64_t> callbacks{0};
+    std::atomic<int> because_close{0};
+    std::atomic<int> errors{0};
+    std::atomic<int> ends{0};
+    std::atomic<int> refused_other_than_state{0};
+    std::atomic<int> busy{0}; // callbacks of chains running now
+};
+
+// Per-chain state for the re-arming tests: each callback counts its call, then starts the next receive of the
 // chain from the threadpool thread.
 struct chain
 {
     driven_socket* socket = nullptr;
-    std::atomic<std::uint64_t>* accepted = nullptr;
-    std::atomic<std::uint64_t>* callbacks = nullptr;
-    std::atomic<int>* because_close = nullptr;
-    std::atomic<int>* errors = nullptr;
-    std::atomic<int>* ends = nullptr;
-    std::atomic<int>* refused_other_than_state = nullptr;
-    std::atomic<int>* busy = nullptr; // callbacks of chains running now
+    chain_tally* tally = nullptr;
     std::array<char, 16> memory{};
     ASYNC_SOCKET_BUFFER buffer{};
 
@@ -648,12 +654,12 @@ struct chain
         const status result = socket->receive_async(&buffer, 1, &chain::on_receive, this);
         if (result == status::ok)
         {
-            ++*accepted;
+            ++tally->accepted;
             return true;
         }
         if (result != status::invalid_state)
         {
-            ++*refused_other_than_state;
+            ++tally->refused_other_than_state;
         }
         return false;
     }
@@ -661,128 +667,104 @@ struct chain
     static void on_receive(void* context, ASYNC_SOCKET_RECEIVE_RESULT result, std::uint32_t)
     {
         auto* self = static_cast<chain*>(context);
-        ++*self->busy;
-        ++*self->callbacks;
+        chain_tally& tally = *self->tally;
+        ++tally.busy;
+        ++tally.callbacks;
         if (result == ASYNC_SOCKET_RECEIVE_OK)
         {
             if (!self->arm())
             {
-                ++*self->ends; // the socket is closing: the chain stops here
+                ++tally.ends; // the socket is closing: the chain stops here
             }
         }
         else
         {
             if (result == ASYNC_SOCKET_RECEIVE_BECAUSE_CLOSE)
             {
-                ++*self->because_close;
+                ++tally.because_close;
             }
             else
             {
-                ++*self->errors;
+                ++tally.errors;
             }
-            ++*self->ends;
+            ++tally.ends;
         }
-        --*self->busy;
+        --tally.busy;
     }
 };
+
+constexpr int chain_count = 4;
+
+// Opens `socket` and starts every chain on it.
+void start_chains(driven_socket& socket, std::array<chain, chain_count>& chains, chain_tally& tally)
+{
+    open_recorder opened;
+    REQUIRE(socket.open_async(&open_recorder::callback, &opened) == status::ok);
+    for (chain& c : chains)
+    {
+        c = {};
+        c.socket = &socket;
+        c.tally = &tally;
+        REQUIRE(c.arm());
+    }
+}
+
+// After the socket is gone: one callback per accepted receive, no error, nothing left behind.
+void check_chains_ended_cleanly(driven_world& world, const chain_tally& tally)
+{
+    CHECK(tally.callbacks.load() == tally.accepted.load());
+    CHECK(tally.errors.load() == 0);
+    CHECK(tally.refused_other_than_state.load() == 0);
+    CHECK_MESSAGE(world.os.violations().empty(), joined(world.os.violations()));
+    CHECK(world.os.live_events() == 0);
+    CHECK(world.ledger.live_blocks() == 0);
+}
 } // namespace
 
 TEST_CASE("receive loops that start each next receive from the callback all end, once, when the socket closes")
 {
-    constexpr int chain_count = 4;
     driven_world world(3, 5);
-    std::atomic<std::uint64_t> accepted{0};
-    std::atomic<std::uint64_t> callbacks{0};
-    std::atomic<int> because_close{0};
-    std::atomic<int> errors{0};
-    std::atomic<int> ends{0};
-    std::atomic<int> refused{0};
-    std::atomic<int> busy{0};
+    chain_tally tally;
     std::array<chain, chain_count> chains{};
     {
         auto socket = world.make_socket(15);
         REQUIRE(socket);
-        open_recorder opened;
-        REQUIRE(socket->open_async(&open_recorder::callback, &opened) == status::ok);
-        for (chain& c : chains)
-        {
-            c = {};
-            c.socket = socket.get();
-            c.accepted = &accepted;
-            c.callbacks = &callbacks;
-            c.because_close = &because_close;
-            c.errors = &errors;
-            c.ends = &ends;
-            c.refused_other_than_state = &refused;
-            c.busy = &busy;
-            REQUIRE(c.arm());
-        }
+        start_chains(*socket, chains, tally);
         // Each chain runs until its receive is one the driver keeps; every fifth receive is kept, so the chains
         // come to rest with one receive outstanding each. Close cancels those.
         CHECK(eventually(
             [&] {
                 return world.driver.kept() == chain_count && world.os.pending_count() == chain_count &&
-                       busy.load() == 0;
+                       tally.busy.load() == 0;
             }));
-        const std::uint64_t before_close = accepted.load();
+        const std::uint64_t before_close = tally.accepted.load();
         CHECK(before_close >= 2 * chain_count);
 
         CHECK(socket->close() == status::ok);
-        CHECK(busy.load() == 0); // no callback runs after close returned
-        CHECK(ends.load() == chain_count);
-        CHECK(because_close.load() == chain_count);
-        CHECK(accepted.load() == before_close); // a chain cannot start a receive once close began
+        CHECK(tally.busy.load() == 0); // no callback runs after close returned
+        CHECK(tally.ends.load() == chain_count);
+        CHECK(tally.because_close.load() == chain_count);
+        CHECK(tally.accepted.load() == before_close); // a chain cannot start a receive once close began
     }
-    CHECK(callbacks.load() == accepted.load());
-    CHECK(errors.load() == 0);
-    CHECK(refused.load() == 0);
-    CHECK_MESSAGE(world.os.violations().empty(), joined(world.os.violations()));
-    CHECK(world.os.live_events() == 0);
-    CHECK(world.ledger.live_blocks() == 0);
+    check_chains_ended_cleanly(world, tally);
 }
 
 TEST_CASE("receive loops re-armed from callbacks on several workers end when a close races with them")
 {
-    constexpr int chain_count = 4;
     driven_world world(3, 0); // every receive completes at once: the chains spin until close stops them
-    std::atomic<std::uint64_t> accepted{0};
-    std::atomic<std::uint64_t> callbacks{0};
-    std::atomic<int> because_close{0};
-    std::atomic<int> errors{0};
-    std::atomic<int> ends{0};
-    std::atomic<int> refused{0};
-    std::atomic<int> busy{0};
+    chain_tally tally;
     std::array<chain, chain_count> chains{};
     {
         auto socket = world.make_socket(16);
         REQUIRE(socket);
-        open_recorder opened;
-        REQUIRE(socket->open_async(&open_recorder::callback, &opened) == status::ok);
-        for (chain& c : chains)
-        {
-            c = {};
-            c.socket = socket.get();
-            c.accepted = &accepted;
-            c.callbacks = &callbacks;
-            c.because_close = &because_close;
-            c.errors = &errors;
-            c.ends = &ends;
-            c.refused_other_than_state = &refused;
-            c.busy = &busy;
-            REQUIRE(c.arm());
-        }
-        CHECK(eventually([&] { return accepted.load() >= 2000; }));
+        start_chains(*socket, chains, tally);
+        CHECK(eventually([&] { return tally.accepted.load() >= 2000; }));
         CHECK(socket->close() == status::ok);
-        CHECK(busy.load() == 0);
-        CHECK(ends.load() == chain_count); // each chain ended once: BECAUSE_CLOSE, or its next receive refused
+        CHECK(tally.busy.load() == 0);
+        CHECK(tally.ends.load() == chain_count); // each chain ended once: BECAUSE_CLOSE, or its next receive refused
         CHECK(world.os.pending_count() == 0);
     }
-    CHECK(callbacks.load() == accepted.load());
-    CHECK(errors.load() == 0);
-    CHECK(refused.load() == 0);
-    CHECK_MESSAGE(world.os.violations().empty(), joined(world.os.violations()));
-    CHECK(world.os.live_events() == 0);
-    CHECK(world.ledger.live_blocks() == 0);
+    check_chains_ended_cleanly(world, tally);
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_040: [ async_socket_close shall wait for any executing callbacks by calling

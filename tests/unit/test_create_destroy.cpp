@@ -282,50 +282,38 @@ TEST_CASE("destroy of a socket that was closed does not close it again")
 // the open to complete either successfully or with error. ]
 TEST_CASE("destroy while the socket is OPENING waits for the open to finish, then closes the socket")
 {
-    sync_probe probe;
-    probe_scope scope(probe);
-    fake_os os;
-    alloc_ledger ledger;
-    open_recorder opened;
-    auto socket = probed_socket_type::create(&os, fake_socket(42), {}, fault_alloc{&ledger});
-    REQUIRE(socket);
-    probed_socket_type* const raw = socket.get();
-    probe.update([&] { probe.hold = socket_state::open; });
-
-    std::atomic<status> open_result{status::invalid_argument};
-    std::thread opener([&] { open_result = raw->open_async(&open_recorder::callback, &opened); });
-    CHECK_MESSAGE(probe.wait_until([&] { return probe.holding; }), "open never reached the store of OPEN");
-    CHECK(raw->state() == socket_state::opening);
+    held_open h;
+    REQUIRE_MESSAGE(h.start(), "open never reached the store of OPEN");
+    CHECK(h.raw->state() == socket_state::opening);
 
     std::atomic<bool> destroyed{false};
     std::thread destroyer(
         [&]
         {
-            socket.reset();
+            h.socket.reset();
             destroyed = true;
         });
-    CHECK_MESSAGE(probe.wait_until([&] { return probe.state_waits >= 1; }), "destroy never waited on the state");
+    CHECK_MESSAGE(h.probe.wait_until([&] { return h.probe.state_waits >= 1; }), "destroy never waited on the state");
     // destroy waits: the socket is neither closed nor freed while the open is under way.
     CHECK_FALSE(destroyed.load());
-    CHECK(ledger.live_blocks() == 1);
-    CHECK(os.count(fake_call::cancel_socket_io) == 0);
-    CHECK(os.count(fake_call::close_io) == 0);
+    CHECK(h.ledger.live_blocks() == 1);
+    CHECK(h.os.count(fake_call::cancel_socket_io) == 0);
+    CHECK(h.os.count(fake_call::close_io) == 0);
 
-    probe.update([&] { probe.released = true; });
-    opener.join();
+    h.release();
     destroyer.join();
 
-    CHECK(open_result.load() == status::ok);
-    CHECK(opened.calls.load() == 1);
-    CHECK(opened.last.load() == ASYNC_SOCKET_OPEN_OK);
+    CHECK(h.open_result.load() == status::ok);
+    CHECK(h.opened.calls.load() == 1);
+    CHECK(h.opened.last.load() == ASYNC_SOCKET_OPEN_OK);
     // The open finished (OPEN), then destroy closed the socket implicitly and released it.
-    CHECK(probe.read([&] { return probe.transitions; }) ==
+    CHECK(h.probe.read([&] { return h.probe.transitions; }) ==
           "closed->opening, opening->open, open->closing, closing->closed");
-    CHECK(os.call_names() == concat({{"execution_engine_win32_get_threadpool"},
-                                     binding_calls,
-                                     {"CancelIoEx", "WaitForThreadpoolIoCallbacks"},
-                                     release_calls}));
-    expect_nothing_left(os, ledger);
+    CHECK(h.os.call_names() == concat({{"execution_engine_win32_get_threadpool"},
+                                       binding_calls,
+                                       {"CancelIoEx", "WaitForThreadpoolIoCallbacks"},
+                                       release_calls}));
+    expect_nothing_left(h.os, h.ledger);
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_093: [ While async_socket is OPENING or CLOSING, async_socket_destroy shall wait for

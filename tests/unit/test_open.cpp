@@ -111,33 +111,20 @@ TEST_CASE("open_async accepts a NULL on_open_complete_context and passes NULL to
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_023: [ Otherwise, async_socket_open_async shall switch the state to OPENING. ]
 TEST_CASE("open_async switches the state to OPENING first and keeps it there while it binds the socket")
 {
-    sync_probe probe;
-    probe_scope scope(probe);
-    fake_os os;
-    alloc_ledger ledger;
-    open_recorder opened;
-    auto socket = probed_socket_type::create(&os, fake_socket(42), {}, fault_alloc{&ledger});
-    REQUIRE(socket);
-    probed_socket_type* const raw = socket.get();
-    os.clear_calls();
-    probe.update([&] { probe.hold = socket_state::open; });
-
-    std::atomic<status> open_result{status::invalid_argument};
-    std::thread opener([&] { open_result = raw->open_async(&open_recorder::callback, &opened); });
-    CHECK_MESSAGE(probe.wait_until([&] { return probe.holding; }), "open never reached the store of OPEN");
+    held_open h;
+    REQUIRE_MESSAGE(h.start(true), "open never reached the store of OPEN");
 
     // Held just before OPEN is stored: the state is OPENING, the binding is done, no callback yet.
-    CHECK(raw->state() == socket_state::opening);
-    CHECK(probe.read([&] { return probe.transitions; }) == "closed->opening");
-    CHECK(os.call_names() == binding_calls);
-    CHECK(opened.calls.load() == 0);
+    CHECK(h.raw->state() == socket_state::opening);
+    CHECK(h.probe.read([&] { return h.probe.transitions; }) == "closed->opening");
+    CHECK(h.os.call_names() == binding_calls);
+    CHECK(h.opened.calls.load() == 0);
 
-    probe.update([&] { probe.released = true; });
-    opener.join();
-    CHECK(open_result.load() == status::ok);
-    CHECK(probe.read([&] { return probe.transitions; }) == "closed->opening, opening->open");
-    socket.reset();
-    expect_nothing_left(os, ledger);
+    h.release();
+    CHECK(h.open_result.load() == status::ok);
+    CHECK(h.probe.read([&] { return h.probe.transitions; }) == "closed->opening, opening->open");
+    h.socket.reset();
+    expect_nothing_left(h.os, h.ledger);
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_014: [ On success, async_socket_open_async shall return 0. ]
@@ -179,35 +166,23 @@ TEST_CASE("open_async on an OPEN socket fails with invalid_state, calls no callb
 // and return a non-zero value. ]
 TEST_CASE("open_async while another open is OPENING fails with invalid_state and leaves that open alone")
 {
-    sync_probe probe;
-    probe_scope scope(probe);
-    fake_os os;
-    alloc_ledger ledger;
-    open_recorder first;
+    held_open h;
     open_recorder second;
-    auto socket = probed_socket_type::create(&os, fake_socket(42), {}, fault_alloc{&ledger});
-    REQUIRE(socket);
-    probed_socket_type* const raw = socket.get();
-    probe.update([&] { probe.hold = socket_state::open; });
+    REQUIRE_MESSAGE(h.start(), "open never reached the store of OPEN");
+    REQUIRE(h.raw->state() == socket_state::opening);
+    const auto calls_before = h.os.calls().size();
 
-    std::atomic<status> first_result{status::invalid_argument};
-    std::thread opener([&] { first_result = raw->open_async(&open_recorder::callback, &first); });
-    CHECK_MESSAGE(probe.wait_until([&] { return probe.holding; }), "open never reached the store of OPEN");
-    REQUIRE(raw->state() == socket_state::opening);
-    const auto calls_before = os.calls().size();
-
-    CHECK(raw->open_async(&open_recorder::callback, &second) == status::invalid_state);
-    CHECK(os.calls().size() == calls_before);
+    CHECK(h.raw->open_async(&open_recorder::callback, &second) == status::invalid_state);
+    CHECK(h.os.calls().size() == calls_before);
     CHECK(second.calls.load() == 0);
 
-    probe.update([&] { probe.released = true; });
-    opener.join();
-    CHECK(first_result.load() == status::ok);
-    CHECK(first.calls.load() == 1);
+    h.release();
+    CHECK(h.open_result.load() == status::ok);
+    CHECK(h.opened.calls.load() == 1);
     CHECK(second.calls.load() == 0);
-    CHECK(os.count(fake_call::create_io) == 1);
-    socket.reset();
-    expect_nothing_left(os, ledger);
+    CHECK(h.os.count(fake_call::create_io) == 1);
+    h.socket.reset();
+    expect_nothing_left(h.os, h.ledger);
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_016: [ Otherwise async_socket_open_async shall initialize a thread pool environment
