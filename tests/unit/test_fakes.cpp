@@ -77,6 +77,8 @@ struct direct
     fake_threadpool_calls tp;
     completion_log log;
     SOCKET_HANDLE socket = fake_socket(9);
+    char payload[3] = {};
+    std::vector<fake_wsabuf> buffers{{3, payload}}; // what most tests send: 3 bytes in one WSABUF
 
     direct()
     {
@@ -85,19 +87,26 @@ struct direct
         os.clear_calls();
     }
 
-    // StartThreadpoolIo + WSASend of `buffers`, as the core issues a send.
-    win32_error send(fake_overlapped& overlapped, std::vector<fake_wsabuf>& buffers)
+    // StartThreadpoolIo + WSASend of `with`, as the core issues a send.
+    win32_error send(fake_overlapped& overlapped, std::vector<fake_wsabuf>& with)
     {
         tp.start_io();
-        return tp.send(socket, buffers.data(), static_cast<std::uint32_t>(buffers.size()), nullptr, 0, &overlapped);
+        return tp.send(socket, with.data(), static_cast<std::uint32_t>(with.size()), nullptr, 0, &overlapped);
+    }
+    win32_error send(fake_overlapped& overlapped)
+    {
+        return send(overlapped, buffers);
     }
 
-    win32_error receive(fake_overlapped& overlapped, std::vector<fake_wsabuf>& buffers)
+    win32_error receive(fake_overlapped& overlapped, std::vector<fake_wsabuf>& with)
     {
         tp.start_io();
         std::uint32_t flags = 0;
-        return tp.receive(socket, buffers.data(), static_cast<std::uint32_t>(buffers.size()), nullptr, &flags,
-                          &overlapped);
+        return tp.receive(socket, with.data(), static_cast<std::uint32_t>(with.size()), nullptr, &flags, &overlapped);
+    }
+    win32_error receive(fake_overlapped& overlapped)
+    {
+        return receive(overlapped, buffers);
     }
 };
 
@@ -284,16 +293,14 @@ TEST_CASE("a failed WSASend returns the planned error, issues no IO and leaves t
 {
     direct d;
     d.os.fail(fake_call::wsa_send, 1, 10054 /* WSAECONNRESET */);
-    char payload[3] = {};
-    std::vector<fake_wsabuf> buffers{{3, payload}};
     fake_overlapped first{};
     fake_overlapped second{};
     fake_overlapped third{};
 
-    CHECK(d.send(first, buffers) == win32_no_error);
-    CHECK(d.send(second, buffers) == 10054);
+    CHECK(d.send(first) == win32_no_error);
+    CHECK(d.send(second) == 10054);
     d.tp.cancel_io(); // what the core does after a failed WSASend: no violation
-    CHECK(d.send(third, buffers) == win32_no_error);
+    CHECK(d.send(third) == win32_no_error);
 
     CHECK(d.os.pending_count() == 2);
     CHECK_FALSE(d.os.complete(&second, win32_no_error, 3)); // never issued
@@ -347,10 +354,8 @@ TEST_CASE("fail() on a call that has no failure result leaves that call working"
 {
     direct d;
     d.os.fail(fake_call::start_io);
-    char payload[3] = {};
-    std::vector<fake_wsabuf> buffers{{3, payload}};
     fake_overlapped overlapped{};
-    CHECK(d.send(overlapped, buffers) == win32_no_error);
+    CHECK(d.send(overlapped) == win32_no_error);
     CHECK(d.os.violations().empty()); // the IO was started: WSASend was legal
     CHECK(d.os.complete(&overlapped, win32_no_error, 3));
 }
@@ -415,10 +420,8 @@ TEST_CASE("two sockets over one SOCKET: the second cannot open, even after the f
 TEST_CASE("WSASend without a StartThreadpoolIo before it is a violation")
 {
     direct d;
-    char payload[3] = {};
-    std::vector<fake_wsabuf> buffers{{3, payload}};
     fake_overlapped overlapped{};
-    CHECK(d.tp.send(d.socket, buffers.data(), 1, nullptr, 0, &overlapped) == win32_no_error);
+    CHECK(d.tp.send(d.socket, d.buffers.data(), 1, nullptr, 0, &overlapped) == win32_no_error);
     CHECK(mentions(d.os.violations(), "WSASend without a StartThreadpoolIo"));
     CHECK(d.os.complete(&overlapped, win32_no_error, 3));
 }
@@ -426,11 +429,9 @@ TEST_CASE("WSASend without a StartThreadpoolIo before it is a violation")
 TEST_CASE("WSARecv without a StartThreadpoolIo before it is a violation")
 {
     direct d;
-    char payload[3] = {};
-    std::vector<fake_wsabuf> buffers{{3, payload}};
     fake_overlapped overlapped{};
     std::uint32_t flags = 0;
-    CHECK(d.tp.receive(d.socket, buffers.data(), 1, nullptr, &flags, &overlapped) == win32_no_error);
+    CHECK(d.tp.receive(d.socket, d.buffers.data(), 1, nullptr, &flags, &overlapped) == win32_no_error);
     CHECK(mentions(d.os.violations(), "WSARecv without a StartThreadpoolIo"));
     CHECK(d.os.complete(&overlapped, win32_no_error, 0));
 }
@@ -438,13 +439,11 @@ TEST_CASE("WSARecv without a StartThreadpoolIo before it is a violation")
 TEST_CASE("one StartThreadpoolIo covers one IO only")
 {
     direct d;
-    char payload[3] = {};
-    std::vector<fake_wsabuf> buffers{{3, payload}};
     fake_overlapped first{};
     fake_overlapped second{};
-    CHECK(d.send(first, buffers) == win32_no_error);
+    CHECK(d.send(first) == win32_no_error);
     CHECK(d.os.violations().empty());
-    CHECK(d.tp.send(d.socket, buffers.data(), 1, nullptr, 0, &second) == win32_no_error);
+    CHECK(d.tp.send(d.socket, d.buffers.data(), 1, nullptr, 0, &second) == win32_no_error);
     CHECK(mentions(d.os.violations(), "WSASend without a StartThreadpoolIo"));
     CHECK(d.os.complete(&first, win32_no_error, 3));
     CHECK(d.os.complete(&second, win32_no_error, 3));
@@ -460,10 +459,8 @@ TEST_CASE("CancelThreadpoolIo without a StartThreadpoolIo to cancel is a violati
 TEST_CASE("CancelThreadpoolIo after an issued IO is a violation: the start was used by the IO")
 {
     direct d;
-    char payload[3] = {};
-    std::vector<fake_wsabuf> buffers{{3, payload}};
     fake_overlapped overlapped{};
-    CHECK(d.send(overlapped, buffers) == win32_no_error);
+    CHECK(d.send(overlapped) == win32_no_error);
     d.tp.cancel_io();
     CHECK(mentions(d.os.violations(), "CancelThreadpoolIo without a StartThreadpoolIo"));
     CHECK(d.os.complete(&overlapped, win32_no_error, 3));
@@ -472,10 +469,8 @@ TEST_CASE("CancelThreadpoolIo after an issued IO is a violation: the start was u
 TEST_CASE("CloseThreadpoolIo with an IO outstanding is a violation")
 {
     direct d;
-    char payload[3] = {};
-    std::vector<fake_wsabuf> buffers{{3, payload}};
     fake_overlapped overlapped{};
-    CHECK(d.send(overlapped, buffers) == win32_no_error);
+    CHECK(d.send(overlapped) == win32_no_error);
     d.tp.close_io();
     CHECK(mentions(d.os.violations(), "CloseThreadpoolIo with IO outstanding"));
     CHECK(d.os.complete(&overlapped, win32_no_error, 3));
@@ -496,10 +491,8 @@ TEST_CASE("calls on a threadpool IO after CloseThreadpoolIo are violations")
     CHECK(d.os.violations().empty());
     d.tp.start_io();
     CHECK(mentions(d.os.violations(), "StartThreadpoolIo on a threadpool IO that does not exist or was closed"));
-    char payload[3] = {};
-    std::vector<fake_wsabuf> buffers{{3, payload}};
     fake_overlapped overlapped{};
-    CHECK(d.tp.send(d.socket, buffers.data(), 1, nullptr, 0, &overlapped) != win32_no_error);
+    CHECK(d.tp.send(d.socket, d.buffers.data(), 1, nullptr, 0, &overlapped) != win32_no_error);
     CHECK(d.os.pending_count() == 0);
 }
 
@@ -561,10 +554,8 @@ TEST_CASE("the watchdog ends a WaitForThreadpoolIoCallbacks that would hang, and
 {
     direct d;
     d.os.set_watchdog(std::chrono::milliseconds(200));
-    char payload[3] = {};
-    std::vector<fake_wsabuf> buffers{{3, payload}};
     fake_overlapped overlapped{};
-    REQUIRE(d.receive(overlapped, buffers) == win32_no_error);
+    REQUIRE(d.receive(overlapped) == win32_no_error);
 
     d.tp.wait_for_io_callbacks(false); // nobody completes the receive: would block forever
 
@@ -636,11 +627,9 @@ TEST_CASE("complete_receive copies no more than the buffers hold")
 TEST_CASE("complete_receive refuses a send and an IO that is not outstanding")
 {
     direct d;
-    char payload[3] = {};
-    std::vector<fake_wsabuf> buffers{{3, payload}};
     fake_overlapped send{};
     fake_overlapped unknown{};
-    REQUIRE(d.send(send, buffers) == win32_no_error);
+    REQUIRE(d.send(send) == win32_no_error);
     const char text[] = "ab";
     CHECK_FALSE(d.os.complete_receive(&send, std::as_bytes(std::span(text, 2))));
     CHECK_FALSE(d.os.complete_receive(&unknown, std::as_bytes(std::span(text, 2))));
@@ -670,12 +659,10 @@ TEST_CASE("complete and complete_oldest deliver each IO once, oldest first, and 
 {
     direct d;
     CHECK_FALSE(d.os.complete_oldest(win32_no_error, 0));
-    char payload[3] = {};
-    std::vector<fake_wsabuf> buffers{{3, payload}};
     fake_overlapped first{};
     fake_overlapped second{};
-    REQUIRE(d.send(first, buffers) == win32_no_error);
-    REQUIRE(d.receive(second, buffers) == win32_no_error);
+    REQUIRE(d.send(first) == win32_no_error);
+    REQUIRE(d.receive(second) == win32_no_error);
 
     CHECK(d.os.complete_oldest(64, 0));
     CHECK_FALSE(d.os.complete(&first, win32_no_error, 3)); // already completed
@@ -694,12 +681,10 @@ TEST_CASE("complete_on_worker delivers on a worker thread, and wait_until_idle w
 {
     direct d;
     d.os.set_worker_count(2);
-    char payload[3] = {};
-    std::vector<fake_wsabuf> buffers{{3, payload}};
     std::array<fake_overlapped, 8> overlapped{};
     for (auto& o : overlapped)
     {
-        REQUIRE(d.send(o, buffers) == win32_no_error);
+        REQUIRE(d.send(o) == win32_no_error);
     }
     for (auto& o : overlapped)
     {
@@ -721,10 +706,8 @@ TEST_CASE("complete_on_worker delivers on a worker thread, and wait_until_idle w
 TEST_CASE("wait_until_idle reports false while an IO is still outstanding")
 {
     direct d;
-    char payload[3] = {};
-    std::vector<fake_wsabuf> buffers{{3, payload}};
     fake_overlapped overlapped{};
-    REQUIRE(d.send(overlapped, buffers) == win32_no_error);
+    REQUIRE(d.send(overlapped) == win32_no_error);
     CHECK_FALSE(d.os.wait_until_idle(std::chrono::milliseconds(50)));
     CHECK(d.os.complete(&overlapped, win32_no_error, 3));
     CHECK(d.os.wait_until_idle(std::chrono::milliseconds(0)));
@@ -984,10 +967,8 @@ TEST_CASE("clear_failures drops the failures planned and not yet happened")
     d.os.clear_failures();
     const fake_event event = d.tp.create_event();
     CHECK(event != fake_event{});
-    char payload[3] = {};
-    std::vector<fake_wsabuf> buffers{{3, payload}};
     fake_overlapped overlapped{};
-    CHECK(d.send(overlapped, buffers) == win32_no_error);
+    CHECK(d.send(overlapped) == win32_no_error);
     CHECK(d.os.complete(&overlapped, win32_no_error, 3));
     d.tp.close_event(event);
     CHECK(d.os.violations().empty());
