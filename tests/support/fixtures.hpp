@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdint>
 #include <mutex>
+#include <string>
 #include <vector>
 
 namespace test_support
@@ -18,6 +19,18 @@ using async_socket::status;
 using namespace async_socket::testing;
 
 using fake_socket_type = async_socket::basic_async_socket<fake_threadpool, fault_alloc, async_socket::std_sync>;
+
+// Lines (the fake's violations, say) in one message.
+inline std::string joined(const std::vector<std::string>& lines)
+{
+    std::string all;
+    for (const auto& line : lines)
+    {
+        all += line;
+        all += "; ";
+    }
+    return all;
+}
 
 // Counts open callbacks and keeps the last result.
 struct open_recorder

@@ -8,6 +8,7 @@
 #include <async_socket/basic_async_socket.hpp>
 
 #include "../support/fixtures.hpp"
+#include "../support/lifecycle.hpp"
 
 #include <doctest/doctest.h>
 
@@ -32,35 +33,7 @@ using async_socket::win32_operation_aborted;
 namespace
 {
 
-constexpr auto deadline = std::chrono::seconds(30);
 constexpr auto fake_watchdog = std::chrono::milliseconds(10000);
-
-std::string joined(const std::vector<std::string>& lines)
-{
-    std::string all;
-    for (const auto& line : lines)
-    {
-        all += line;
-        all += "; ";
-    }
-    return all;
-}
-
-// Waits (with the deadline) until `condition` holds; for conditions that other threads make true.
-template <class Condition>
-bool eventually(Condition condition)
-{
-    const auto give_up = std::chrono::steady_clock::now() + deadline;
-    while (!condition())
-    {
-        if (std::chrono::steady_clock::now() > give_up)
-        {
-            return false;
-        }
-        std::this_thread::yield();
-    }
-    return true;
-}
 
 // ---------------------------------------------------------------------------------------------------
 // io_driver: completes IO the way a busy peer would.

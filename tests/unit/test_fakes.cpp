@@ -122,17 +122,6 @@ bool mentions(const std::vector<std::string>& violations, const std::string& tex
     return false;
 }
 
-std::string joined(const std::vector<std::string>& lines)
-{
-    std::string all;
-    for (const auto& line : lines)
-    {
-        all += line;
-        all += "; ";
-    }
-    return all;
-}
-
 } // namespace
 
 // ---------------------------------------------------------------------------------------------------
