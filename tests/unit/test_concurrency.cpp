@@ -1165,6 +1165,44 @@ static_assert(async_socket::sync_policy<probe_sync>);
 
 using probed_socket = async_socket::basic_async_socket<fake_threadpool, fault_alloc, probe_sync>;
 
+// An open probed socket, and one call on it from a thread of its own that the probe pauses (armed_here), for the
+// tests of what a call does after the step that lets the socket be destroyed.
+struct armed_call
+{
+    alloc_ledger ledger;
+    probed_socket::handle socket;
+    probed_socket* raw = nullptr;
+    std::thread thread;
+
+    armed_call(fake_os& os, std::uintptr_t n)
+        : socket(probed_socket::create(&os, fake_socket(n), {}, fault_alloc{&ledger})), raw(socket.get())
+    {
+        REQUIRE(socket);
+        open_recorder opened;
+        REQUIRE(socket->open_async(&open_recorder::callback, &opened) == status::ok);
+    }
+    armed_call(const armed_call&) = delete;
+    armed_call& operator=(const armed_call&) = delete;
+    ~armed_call()
+    {
+        if (thread.joinable())
+        {
+            thread.join();
+        }
+    }
+
+    template <class Call>
+    void start(Call call)
+    {
+        thread = std::thread(
+            [this, call]
+            {
+                probe_sync::armed_here = true;
+                call(*raw);
+            });
+    }
+};
+
 } // namespace
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_093: [ While async_socket is OPENING or CLOSING, async_socket_destroy shall wait
@@ -1174,24 +1212,14 @@ TEST_CASE("once it has stored CLOSED, close uses nothing of the socket but the s
     // A destroy waiting for the close can see CLOSED, finish and free the socket before the closer's wake_all runs.
     probe_sync::scope probe(probe_sync::pause_after::store_closed);
     fake_os os;
-    alloc_ledger ledger;
-    auto socket = probed_socket::create(&os, fake_socket(21), {}, fault_alloc{&ledger});
-    REQUIRE(socket);
-    open_recorder opened;
-    REQUIRE(socket->open_async(&open_recorder::callback, &opened) == status::ok);
-
-    probed_socket* const raw = socket.get();
+    armed_call closer(os, 21);
+    alloc_ledger& ledger = closer.ledger;
     status closed = status::invalid_argument;
-    std::thread closer(
-        [&]
-        {
-            probe_sync::armed_here = true;
-            closed = raw->close();
-        });
+    closer.start([&](probed_socket& socket) { closed = socket.close(); });
     REQUIRE(probe_sync::wait_paused()); // the closer has stored CLOSED and not yet woken anyone
-    socket.reset();                     // destroy sees CLOSED, closes nothing more and frees the socket
+    closer.socket.reset();              // destroy sees CLOSED, closes nothing more and frees the socket
     probe_sync::mark_freed_and_resume();
-    closer.join();
+    closer.thread.join();
 
     CHECK(closed == status::ok);
     CHECK(ledger.live_blocks() == 0);
@@ -1207,28 +1235,19 @@ TEST_CASE("a send_async that lowers its count before close starts touches nothin
     probe_sync::scope probe(probe_sync::pause_after::decrement);
     fake_os os;
     os.set_cancel_behavior(cancel_behavior::abort_inline);
-    alloc_ledger ledger;
     send_recorder sent;
-    auto socket = probed_socket::create(&os, fake_socket(22), {}, fault_alloc{&ledger});
-    REQUIRE(socket);
-    open_recorder opened;
-    REQUIRE(socket->open_async(&open_recorder::callback, &opened) == status::ok);
-
-    probed_socket* const raw = socket.get();
+    armed_call sender(os, 22);
+    alloc_ledger& ledger = sender.ledger;
     char payload[4] = {};
     ASYNC_SOCKET_BUFFER buffer{payload, sizeof(payload)};
     status send_status = status::invalid_argument;
-    std::thread sender(
-        [&]
-        {
-            probe_sync::armed_here = true;
-            send_status = raw->send_async(&buffer, 1, &send_recorder::callback, &sent);
-        });
-    REQUIRE(probe_sync::wait_paused()); // the send is issued and counted out; send_async has not returned
-    CHECK(raw->close() == status::ok);  // nothing to wait for: the count is back to zero
-    socket.reset();
+    sender.start([&](probed_socket& socket)
+                 { send_status = socket.send_async(&buffer, 1, &send_recorder::callback, &sent); });
+    REQUIRE(probe_sync::wait_paused());       // the send is issued and counted out; send_async has not returned
+    CHECK(sender.raw->close() == status::ok); // nothing to wait for: the count is back to zero
+    sender.socket.reset();
     probe_sync::mark_freed_and_resume();
-    sender.join();
+    sender.thread.join();
 
     CHECK(send_status == status::ok);
     CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_BECAUSE_CLOSE});
@@ -1259,33 +1278,24 @@ TEST_CASE("close waits for a send_async under way, which then wakes it by addres
             issue_changed.notify_all();
             (void)probe_sync::wait_for_a_waiter();
         });
-    alloc_ledger ledger;
     send_recorder sent;
-    auto socket = probed_socket::create(&os, fake_socket(23), {}, fault_alloc{&ledger});
-    REQUIRE(socket);
-    open_recorder opened;
-    REQUIRE(socket->open_async(&open_recorder::callback, &opened) == status::ok);
-
-    probed_socket* const raw = socket.get();
+    armed_call sender(os, 23);
+    alloc_ledger& ledger = sender.ledger;
     char payload[4] = {};
     ASYNC_SOCKET_BUFFER buffer{payload, sizeof(payload)};
     status send_status = status::invalid_argument;
-    std::thread sender(
-        [&]
-        {
-            probe_sync::armed_here = true;
-            send_status = raw->send_async(&buffer, 1, &send_recorder::callback, &sent);
-        });
+    sender.start([&](probed_socket& socket)
+                 { send_status = socket.send_async(&buffer, 1, &send_recorder::callback, &sent); });
     {
         std::unique_lock lock(issue_mutex);
         REQUIRE(issue_changed.wait_for(lock, deadline, [&] { return in_issue; }));
     }
     // close waits for the send_async; the send leaves WSASend, lowers the count and stops before its wake.
-    CHECK(raw->close() == status::ok);
+    CHECK(sender.raw->close() == status::ok);
     CHECK(probe_sync::wait_paused()); // close returned only after the send_async's decrement
-    socket.reset();
+    sender.socket.reset();
     probe_sync::mark_freed_and_resume();
-    sender.join();
+    sender.thread.join();
 
     CHECK(send_status == status::ok);
     CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_BECAUSE_CLOSE});
