@@ -378,6 +378,21 @@ TEST_CASE("open_async after a close has no failure point: the threadpool IO made
     CHECK(result.total == 0);
 }
 
+// After a send_async or receive_async failed at one point: the status says which, the socket is still OPEN, and
+// an IO that the OS refused had its StartThreadpoolIo cancelled and its event closed.
+void check_failed_io(world& w, const fault_family& family, fake_call os_call)
+{
+    CHECK(w.last == expected_status(family));
+    CHECK(w.socket->state() == socket_state::open);
+    if (!family.allocation && family.call == os_call)
+    {
+        const std::vector<std::string> names = w.os.call_names();
+        REQUIRE(names.size() >= 2);
+        CHECK(names[names.size() - 2] == "CancelThreadpoolIo");
+        CHECK(names.back() == "CloseHandle");
+    }
+}
+
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_029: [ If any error occurs, async_socket_send_async shall fail and return a
 // non-zero value. ]
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_062: [ If net_comm_send_async fails, async_socket_send_async shall call
@@ -392,18 +407,7 @@ TEST_CASE("send_async fails cleanly at each of its failure points and the socket
             w.last = w.socket->send_async(buffers, 2, &send_recorder::callback, &w.sent);
             return w.last == status::ok;
         },
-        [](world& w, const fault_family& family)
-        {
-            CHECK(w.last == expected_status(family));
-            CHECK(w.socket->state() == socket_state::open);
-            if (!family.allocation && family.call == fake_call::wsa_send)
-            {
-                const std::vector<std::string> names = w.os.call_names();
-                REQUIRE(names.size() >= 2);
-                CHECK(names[names.size() - 2] == "CancelThreadpoolIo");
-                CHECK(names.back() == "CloseHandle");
-            }
-        });
+        [](world& w, const fault_family& family) { check_failed_io(w, family, fake_call::wsa_send); });
     // The context's allocation, CreateEvent and WSASend.
     CHECK(result.total >= 3);
     CHECK(result.per_family[0] >= 1);
@@ -423,18 +427,7 @@ TEST_CASE("receive_async fails cleanly at each of its failure points and the soc
             w.last = w.socket->receive_async(buffers, 2, &receive_recorder::callback, &w.received);
             return w.last == status::ok;
         },
-        [](world& w, const fault_family& family)
-        {
-            CHECK(w.last == expected_status(family));
-            CHECK(w.socket->state() == socket_state::open);
-            if (!family.allocation && family.call == fake_call::wsa_recv)
-            {
-                const std::vector<std::string> names = w.os.call_names();
-                REQUIRE(names.size() >= 2);
-                CHECK(names[names.size() - 2] == "CancelThreadpoolIo");
-                CHECK(names.back() == "CloseHandle");
-            }
-        });
+        [](world& w, const fault_family& family) { check_failed_io(w, family, fake_call::wsa_recv); });
     // The context's allocation, CreateEvent and WSARecv.
     CHECK(result.total >= 3);
     CHECK(result.per_family[0] >= 1);

@@ -4,6 +4,7 @@
 #include <async_socket/c_api.h>
 
 #include "support/buffers.hpp"
+#include "support/engine_ref.hpp"
 #include "support/loopback.hpp"
 
 #include <doctest/doctest.h>
@@ -20,6 +21,7 @@
 namespace
 {
 
+using win32_test::engine_ref;
 // Wine is slow and CI machines are loaded: every wait gets this long before it counts as a failure.
 constexpr DWORD deadline_ms = 30000;
 
@@ -141,20 +143,6 @@ struct null_context_probes
         ++receive_calls;
         receive_done->set();
     }
-};
-
-// Drops the engine reference it holds (execution_engine_dec_ref) when it goes out of scope.
-struct engine_ref
-{
-    EXECUTION_ENGINE_HANDLE handle;
-
-    explicit engine_ref(EXECUTION_ENGINE_HANDLE engine) noexcept : handle(engine) {}
-    ~engine_ref()
-    {
-        execution_engine_dec_ref(handle);
-    }
-    engine_ref(const engine_ref&) = delete;
-    engine_ref& operator=(const engine_ref&) = delete;
 };
 
 // Destroys the async socket it holds (async_socket_destroy, which accepts NULL) when it goes out of scope.
@@ -354,19 +342,19 @@ struct connected_sockets
 {
     win32_test::wsa_session wsa;
     win32_test::socket_pair pair = win32_test::make_loopback_pair();
-    engine_ref engine{execution_engine_create(nullptr)};
-    socket_ref client{pair.valid() && engine.handle != nullptr
-                          ? async_socket_create(engine.handle, win32_test::as_handle(pair.client))
+    engine_ref engine;
+    socket_ref client{pair.valid() && engine.engine != nullptr
+                          ? async_socket_create(engine.engine, win32_test::as_handle(pair.client))
                           : nullptr};
-    socket_ref server{pair.valid() && engine.handle != nullptr
-                          ? async_socket_create(engine.handle, win32_test::as_handle(pair.server))
+    socket_ref server{pair.valid() && engine.engine != nullptr
+                          ? async_socket_create(engine.engine, win32_test::as_handle(pair.server))
                           : nullptr};
 
     connected_sockets()
     {
         REQUIRE(wsa.ok());
         REQUIRE(pair.valid());
-        REQUIRE(engine.handle != nullptr);
+        REQUIRE(engine.engine != nullptr);
         // Tests_SRS_ASYNC_SOCKET_WIN32_01_001: [ async_socket_create shall allocate a new async socket and on
         // success shall return a non-NULL handle. ]
         REQUIRE(client.handle != nullptr);
@@ -419,8 +407,8 @@ TEST_CASE("async_socket_create returns NULL for a NULL execution engine or a NUL
     REQUIRE(wsa.ok());
     win32_test::socket_pair pair = win32_test::make_loopback_pair();
     REQUIRE(pair.valid());
-    engine_ref engine{execution_engine_create(nullptr)};
-    REQUIRE(engine.handle != nullptr);
+    engine_ref engine;
+    REQUIRE(engine.engine != nullptr);
 
     // Tests_SRS_ASYNC_SOCKET_WIN32_01_002: [ If execution_engine is NULL, async_socket_create shall fail and return
     // NULL. ]
@@ -428,12 +416,12 @@ TEST_CASE("async_socket_create returns NULL for a NULL execution engine or a NUL
 
     // Tests_SRS_ASYNC_SOCKET_WIN32_01_034: [ If socket_handle is NULL, async_socket_create shall fail and return
     // NULL. ]
-    CHECK(async_socket_create(engine.handle, nullptr) == nullptr);
+    CHECK(async_socket_create(engine.engine, nullptr) == nullptr);
 
     CHECK(async_socket_create(nullptr, nullptr) == nullptr);
 
     // Both arguments good: a socket, which can be destroyed without ever being opened.
-    socket_ref socket{async_socket_create(engine.handle, win32_test::as_handle(pair.client))};
+    socket_ref socket{async_socket_create(engine.engine, win32_test::as_handle(pair.client))};
     CHECK(socket.handle != nullptr);
 }
 
@@ -762,10 +750,10 @@ TEST_CASE("an orderly shutdown by the peer completes a receive with ASYNC_SOCKET
     REQUIRE(wsa.ok());
     win32_test::socket_pair pair = win32_test::make_loopback_pair();
     REQUIRE(pair.valid());
-    engine_ref engine{execution_engine_create(nullptr)};
-    REQUIRE(engine.handle != nullptr);
+    engine_ref engine;
+    REQUIRE(engine.engine != nullptr);
     // Only the server end is an async socket; the client end is used with plain Winsock calls.
-    socket_ref server{async_socket_create(engine.handle, win32_test::as_handle(pair.server))};
+    socket_ref server{async_socket_create(engine.engine, win32_test::as_handle(pair.server))};
     REQUIRE(server.handle != nullptr);
     open_ok(server.handle);
 

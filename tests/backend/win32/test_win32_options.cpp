@@ -5,6 +5,7 @@
 
 #include "support/callback_io.hpp"
 #include "support/counted_io.hpp"
+#include "support/engine_ref.hpp"
 #include "support/loopback.hpp"
 #include "support/suite_checks.hpp"
 
@@ -43,27 +44,6 @@ using skip_no_event_socket =
 using skip_recycled_socket =
     socket_with<win32_options{.events = win32_event_mode::recycled, .skip_completion_on_success = true}>;
 using fast_socket = async_socket::win32_no_event_skip_port_async_socket;
-
-// An execution engine (default parameters unless given), released at the end of the test.
-struct engine_ref
-{
-    EXECUTION_ENGINE_HANDLE engine;
-    explicit engine_ref(const EXECUTION_ENGINE_PARAMETERS* parameters = nullptr)
-        : engine(execution_engine_create(parameters))
-    {
-    }
-    ~engine_ref()
-    {
-        execution_engine_dec_ref(engine);
-    }
-    engine_ref(const engine_ref&) = delete;
-    engine_ref& operator=(const engine_ref&) = delete;
-
-    [[nodiscard]] EXECUTION_ENGINE_HANDLE get() const noexcept
-    {
-        return engine;
-    }
-};
 
 // Winsock, an engine with default parameters, a connected pair of SOCKETs and an opened async socket over each
 // end.

@@ -19,6 +19,7 @@
 // directly rather than through ctest and its timeout). See docs/reliability.md.
 #include <async_socket/async_socket.hpp>
 
+#include "support/engine_ref.hpp"
 #include "support/loopback.hpp"
 
 #include <doctest/doctest.h>
@@ -46,6 +47,7 @@ namespace
 
 using async_socket::status;
 using async_socket::win32_async_socket;
+using win32_test::engine_ref;
 
 constexpr std::size_t kib = 1024;
 constexpr std::size_t mib = 1024 * 1024;
@@ -214,19 +216,6 @@ std::uint32_t split(std::uint8_t* data, std::size_t length, std::uint64_t r, ASY
     parts[count - 1] = {data + offset, static_cast<std::uint32_t>(length - offset)};
     return count;
 }
-
-// An execution engine with default parameters, released at the end of the test.
-struct engine_ref
-{
-    EXECUTION_ENGINE_HANDLE engine = execution_engine_create(nullptr);
-    ~engine_ref()
-    {
-        execution_engine_dec_ref(engine);
-    }
-    engine_ref() = default;
-    engine_ref(const engine_ref&) = delete;
-    engine_ref& operator=(const engine_ref&) = delete;
-};
 
 struct side;
 struct op_record;

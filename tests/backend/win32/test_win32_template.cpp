@@ -3,6 +3,7 @@
 #include <async_socket/async_socket.hpp>
 
 #include "support/buffers.hpp"
+#include "support/engine_ref.hpp"
 #include "support/loopback.hpp"
 
 #include <doctest/doctest.h>
@@ -23,23 +24,11 @@ namespace
 
 using async_socket::status;
 using async_socket::win32_async_socket;
+using win32_test::engine_ref;
 using win32_test::make_bytes;
 
 // Wine is slow; a deadline only ends a test that would otherwise hang.
 constexpr double deadline_seconds = 60.0;
-
-// An execution engine with default parameters, released at the end of the test.
-struct engine_ref
-{
-    EXECUTION_ENGINE_HANDLE engine = execution_engine_create(nullptr);
-    ~engine_ref()
-    {
-        execution_engine_dec_ref(engine);
-    }
-    engine_ref() = default;
-    engine_ref(const engine_ref&) = delete;
-    engine_ref& operator=(const engine_ref&) = delete;
-};
 
 struct open_log
 {
