@@ -5,7 +5,8 @@
 // win32_sync), the execution engine and two aliases: win32_async_socket (the spec's behaviour) and
 // win32_no_event_skip_port_async_socket (the fastest configuration on threadpool IO); and the completion-port policy
 // (backend/win32/iocp.hpp: win32_iocp_engine, basic_win32_iocp_threadpool, win32_iocp_async_socket), for
-// Asio-like dispatch on threads of one's own. The C-style API of the contract is in <async_socket/c_api.h>.
+// Asio-like dispatch on threads of one's own. On Linux: the engine (backend/linux/engine.hpp, worker threads over
+// epoll) and linux_async_socket. The C-style API of the contract is in <async_socket/c_api.h>.
 #pragma once
 
 #ifdef _WIN32
@@ -40,4 +41,15 @@ using win32_no_event_skip_port_async_socket = basic_async_socket<
 } // namespace async_socket
 
 #include <async_socket/backend/win32/iocp.hpp>
+#elif defined(__linux__)
+#include <async_socket/backend/linux/engine.hpp>
+#include <async_socket/backend/linux/epoll_backend.hpp>
+
+namespace async_socket
+{
+// Linux: made with linux_async_socket::create(engine.get(), async_socket_handle_from_fd(fd)), engine from
+// linux_engine::create(). IO done at once completes on the calling thread; contexts recycled.
+using linux_epoll_async_socket = basic_async_socket<linux_epoll_backend, recycling_pool_alloc, std_sync>;
+using linux_async_socket = linux_epoll_async_socket;
+} // namespace async_socket
 #endif

@@ -15,8 +15,22 @@ extern "C"
 {
 #endif
 
-    /* The caller's socket (a Win32 SOCKET on Windows), passed through as an opaque pointer-sized value. */
+    /* The caller's socket (a Win32 SOCKET on Windows, a descriptor on Linux), passed through as an opaque
+     * pointer-sized value. NULL is "no socket" everywhere (the spec refuses it). */
     typedef void* SOCKET_HANDLE;
+
+    /* A Linux socket descriptor as a SOCKET_HANDLE: the descriptor plus one, so that descriptor 0 is a valid,
+     * non-NULL handle and -1 (what a failed socket() returns) becomes NULL, which create refuses. */
+    static inline SOCKET_HANDLE async_socket_handle_from_fd(int fd)
+    {
+        return fd < 0 ? (SOCKET_HANDLE)0 : (SOCKET_HANDLE)((intptr_t)fd + 1);
+    }
+
+    /* The descriptor of a handle made by async_socket_handle_from_fd; -1 for NULL. */
+    static inline int async_socket_fd_from_handle(SOCKET_HANDLE handle)
+    {
+        return (int)((intptr_t)handle - 1);
+    }
 
     /* Each enum starts with an _INVALID value, as the seed's enum macro did, so that 0 is never a result. */
     typedef enum ASYNC_SOCKET_OPEN_RESULT_TAG

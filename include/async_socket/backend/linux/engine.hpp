@@ -1,0 +1,488 @@
+// async_socket: the Linux execution engine: worker threads that wait on one epoll instance and run completions.
+//
+// What it is. linux_engine owns an epoll instance and N worker threads (default: one per core) that loop on
+// epoll_wait and, for each ready socket, finish what the socket's queued IO can now do and run the completions
+// on the thread that found them. Sockets made on an engine keep a reference to it; the last reference stops and
+// joins the workers, so it must not be dropped on one of them (it cannot be: a socket whose callback runs there
+// holds a reference).
+//
+// Registrations. A socket is registered once, at its first open, for input and output together, edge-triggered
+// (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET). One registration for both directions, never modified per IO: a
+// send armed on a descriptor cannot replace the receive's interest (the starvation that EPOLL_CTL_MOD per IO
+// invites), and no system call is spent per IO on the registration.
+//
+// Why slots. epoll_wait may hand a worker an event of a socket that another thread is destroying at that very
+// moment; the event names whatever its data held, and a pointer to the socket would then point at freed memory.
+// So the data is a slot number and a generation: slots belong to the engine (allocated in chunks, never freed
+// while the engine lives), each with its lock, its two IO queues and its count of outstanding IO. A stale event
+// finds its generation changed under the slot's lock and is ignored; a count that reaches 0 wakes a waiter
+// through engine-owned memory, never through the socket's.
+#pragma once
+
+#include <async_socket/concepts.hpp>
+
+#include <atomic>
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <new>
+
+#include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+namespace async_socket
+{
+
+// The IO mechanism an engine runs on (linux_engine::mechanism()).
+enum class linux_io_mechanism : std::uint8_t
+{
+    epoll,
+};
+
+struct linux_engine_parameters
+{
+    // Worker threads, 0 (the default: one per core) to linux_engine::max_thread_count.
+    std::uint32_t thread_count = 0;
+};
+
+class linux_engine;
+
+namespace detail
+{
+// The engine whose worker this thread is, if any.
+inline thread_local const linux_engine* current_linux_engine = nullptr;
+
+// The backend's block of one IO (first in the IO context). The buffers are the context's iovec array; a send
+// that goes out in parts advances `buffers`/`count` (and the first iovec) past what has gone.
+struct linux_io_state
+{
+    linux_io_state* next;
+    ::iovec* buffers;
+    std::uint32_t count;
+    std::uint32_t bytes; // bytes moved so far
+    int error;           // errno of the failed call; 0 on success
+};
+
+// A FIFO of queued IO of one direction; only its head can make progress.
+struct linux_io_queue
+{
+    linux_io_state* head = nullptr;
+    linux_io_state* tail = nullptr;
+
+    [[nodiscard]] bool empty() const noexcept
+    {
+        return head == nullptr;
+    }
+    void push(linux_io_state& io) noexcept
+    {
+        io.next = nullptr;
+        if (tail == nullptr)
+        {
+            head = &io;
+        }
+        else
+        {
+            tail->next = &io;
+        }
+        tail = &io;
+    }
+    linux_io_state* pop() noexcept
+    {
+        linux_io_state* io = head;
+        head = io->next;
+        if (head == nullptr)
+        {
+            tail = nullptr;
+        }
+        return io;
+    }
+    // Takes every item, leaving the queue empty.
+    linux_io_state* take_all() noexcept
+    {
+        linux_io_state* all = head;
+        head = nullptr;
+        tail = nullptr;
+        return all;
+    }
+};
+
+struct linux_slot;
+// What a worker runs for a ready descriptor: the backend that owns the IO protocol finishes what the slot's
+// queued IO can now do. It checks `generation` under the slot's lock: an event of an earlier registration is
+// ignored (at worst it is a spurious wake-up of a later one, which finds nothing to do).
+using linux_ready_fn = void (*)(linux_slot& slot, std::uint32_t generation, std::uint32_t events) noexcept;
+
+// One socket's registration with the engine. Engine-owned memory: it outlives every socket that used it.
+struct linux_slot
+{
+    // In `outstanding` beside the count: a drain waits for the count to reach 0.
+    static constexpr std::uint32_t waiter_flag = 0x80000000U;
+
+    std::mutex lock;
+    std::uint32_t generation = 0; // changed (under lock) whenever the slot is taken or given back
+    int fd = -1;                  // -1 while free
+    io_completion_fn completion = nullptr;
+    void* owner = nullptr;
+    std::atomic<linux_ready_fn> ready{nullptr}; // read by workers without the lock
+    linux_io_queue sends;
+    linux_io_queue receives;
+    std::atomic<std::uint32_t> outstanding{0}; // IO accepted and not yet completed, plus waiter_flag
+    std::uint32_t next_free = 0;
+
+    // One IO is done (its completion returned, or it was never accepted). Touches only engine memory.
+    void done(std::uint32_t count) noexcept
+    {
+        if (outstanding.fetch_sub(count, std::memory_order_acq_rel) == (waiter_flag | count))
+        {
+            outstanding.notify_all();
+        }
+    }
+
+    // Blocks until no IO of the slot is outstanding (drain). Never called from one of its own completions.
+    void wait_for_outstanding() noexcept
+    {
+        std::uint32_t seen = outstanding.fetch_or(waiter_flag, std::memory_order_acq_rel) | waiter_flag;
+        while (seen != waiter_flag)
+        {
+            outstanding.wait(seen, std::memory_order_acquire);
+            seen = outstanding.load(std::memory_order_acquire);
+        }
+        outstanding.fetch_and(~waiter_flag, std::memory_order_acq_rel);
+    }
+};
+
+} // namespace detail
+
+// Worker threads over one epoll instance. Made by create(), shared by reference counting: the handle create()
+// returns holds one reference, each socket made on the engine another.
+class linux_engine
+{
+public:
+    static constexpr std::uint32_t max_thread_count = 256;
+    static constexpr std::uint32_t slots_per_chunk = 1024;
+    static constexpr std::uint32_t max_chunks = 1024; // up to ~1M registered sockets per engine
+
+    struct releaser
+    {
+        void operator()(linux_engine* engine) const noexcept
+        {
+            release(engine);
+        }
+    };
+    using handle = std::unique_ptr<linux_engine, releaser>;
+
+    // Makes an engine with one reference (the handle's) and starts its workers. Returns a null handle on
+    // failure, with errno saying why: EINVAL when thread_count is above max_thread_count, ENOMEM, or the error
+    // of epoll_create1, eventfd or pthread_create.
+    [[nodiscard]] static handle create(const linux_engine_parameters& parameters = {}) noexcept
+    {
+        std::uint32_t threads = parameters.thread_count;
+        if (threads > max_thread_count)
+        {
+            errno = EINVAL;
+            return nullptr;
+        }
+        if (threads == 0)
+        {
+            const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+            threads = cores < 1                                     ? 1U
+                      : cores > static_cast<long>(max_thread_count) ? max_thread_count
+                                                                    : static_cast<std::uint32_t>(cores);
+        }
+        auto* engine = new (std::nothrow) linux_engine(threads);
+        if (engine == nullptr)
+        {
+            errno = ENOMEM;
+            return nullptr;
+        }
+        handle made(engine);
+        if (!engine->start())
+        {
+            return nullptr; // the handle's release stops what started; errno is kept
+        }
+        return made;
+    }
+
+    static void add_ref(linux_engine* engine) noexcept
+    {
+        if (engine != nullptr)
+        {
+            engine->references_.fetch_add(1, std::memory_order_relaxed);
+        }
+    }
+
+    // Drops a reference; the last one stops and joins the workers and frees the engine.
+    static void release(linux_engine* engine) noexcept
+    {
+        if (engine == nullptr || engine->references_.fetch_sub(1, std::memory_order_acq_rel) != 1)
+        {
+            return;
+        }
+        const int saved = errno;
+        delete engine;
+        errno = saved;
+    }
+
+    [[nodiscard]] linux_io_mechanism mechanism() const noexcept
+    {
+        return linux_io_mechanism::epoll;
+    }
+
+    [[nodiscard]] std::uint32_t thread_count() const noexcept
+    {
+        return thread_count_;
+    }
+
+    // True on one of this engine's worker threads.
+    [[nodiscard]] bool runs_this_thread() const noexcept
+    {
+        return detail::current_linux_engine == this;
+    }
+
+    // Takes a free slot for `fd` and registers the descriptor; `ready` finishes the slot's IO when the
+    // descriptor is ready, and every IO of the slot completes through completion(owner, ...). Returns the slot, or
+    // nullptr with errno set (ENOMEM, or epoll_ctl's error: EBADF, EPERM for a descriptor epoll cannot watch, EEXIST
+    // when it is registered already).
+    detail::linux_slot* register_socket(int fd, detail::linux_ready_fn ready, io_completion_fn completion,
+                                        void* owner) noexcept
+    {
+        std::uint32_t index = 0;
+        detail::linux_slot* slot = take_slot(index);
+        if (slot == nullptr)
+        {
+            errno = ENOMEM;
+            return nullptr;
+        }
+        std::uint32_t generation = 0;
+        {
+            std::lock_guard<std::mutex> held(slot->lock);
+            generation = ++slot->generation;
+            slot->fd = fd;
+            slot->completion = completion;
+            slot->owner = owner;
+        }
+        slot->ready.store(ready, std::memory_order_release);
+        epoll_event event{};
+        event.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+        event.data.u64 = (static_cast<std::uint64_t>(generation) << 32) | index;
+        if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &event) != 0)
+        {
+            const int error = errno;
+            give_back(*slot, index);
+            errno = error;
+            return nullptr;
+        }
+        return slot;
+    }
+
+    // Removes the descriptor from epoll and gives the slot back. The slot has no IO outstanding (the socket
+    // drained it). An event of the descriptor already taken by a worker then finds another generation.
+    void unregister_socket(detail::linux_slot& slot) noexcept
+    {
+        std::uint32_t index = 0;
+        int fd = -1;
+        {
+            std::lock_guard<std::mutex> held(slot.lock);
+            fd = slot.fd;
+            index = slot.next_free; // set to the slot's own index while it is taken (see take_slot)
+        }
+        if (fd >= 0)
+        {
+            (void)epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+        }
+        give_back(slot, index);
+    }
+
+    linux_engine(const linux_engine&) = delete;
+    linux_engine& operator=(const linux_engine&) = delete;
+
+private:
+    explicit linux_engine(std::uint32_t threads) noexcept : thread_count_(threads) {}
+
+    ~linux_engine()
+    {
+        if (stop_fd_ >= 0)
+        {
+            // Level-triggered and never read: every worker sees it and ends.
+            const std::uint64_t one = 1;
+            while (write(stop_fd_, &one, sizeof one) < 0 && errno == EINTR)
+            {
+            }
+        }
+        for (std::uint32_t i = 0; i < started_; ++i)
+        {
+            (void)pthread_join(threads_[i], nullptr);
+        }
+        if (stop_fd_ >= 0)
+        {
+            (void)close(stop_fd_);
+        }
+        if (epoll_fd_ >= 0)
+        {
+            (void)close(epoll_fd_);
+        }
+        for (std::uint32_t i = 0; i < max_chunks; ++i)
+        {
+            delete[] chunks_[i].load(std::memory_order_relaxed);
+        }
+        delete[] threads_;
+    }
+
+    // The data of the stop event: no slot has this number.
+    static constexpr std::uint64_t stop_data = ~std::uint64_t{0};
+
+    bool start() noexcept
+    {
+        epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+        if (epoll_fd_ < 0)
+        {
+            return false;
+        }
+        stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (stop_fd_ < 0)
+        {
+            return false;
+        }
+        epoll_event event{};
+        event.events = EPOLLIN;
+        event.data.u64 = stop_data;
+        if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, stop_fd_, &event) != 0)
+        {
+            return false;
+        }
+        threads_ = new (std::nothrow) pthread_t[thread_count_];
+        if (threads_ == nullptr)
+        {
+            errno = ENOMEM;
+            return false;
+        }
+        for (; started_ < thread_count_; ++started_)
+        {
+            if (const int error = pthread_create(&threads_[started_], nullptr, &run, this); error != 0)
+            {
+                errno = error;
+                return false;
+            }
+        }
+        return true;
+    }
+
+    [[nodiscard]] detail::linux_slot* slot_at(std::uint32_t index) const noexcept
+    {
+        detail::linux_slot* chunk = chunks_[index / slots_per_chunk].load(std::memory_order_acquire);
+        return chunk == nullptr ? nullptr : &chunk[index % slots_per_chunk];
+    }
+
+    // A free slot (its own index kept in next_free while taken), or nullptr when memory or numbers ran out.
+    detail::linux_slot* take_slot(std::uint32_t& index) noexcept
+    {
+        std::lock_guard<std::mutex> held(slots_lock_);
+        if (free_count_ == 0)
+        {
+            if (chunk_count_ == max_chunks)
+            {
+                return nullptr;
+            }
+            auto* chunk = new (std::nothrow) detail::linux_slot[slots_per_chunk];
+            if (chunk == nullptr)
+            {
+                return nullptr;
+            }
+            const std::uint32_t first = chunk_count_ * slots_per_chunk;
+            for (std::uint32_t i = 0; i < slots_per_chunk; ++i)
+            {
+                chunk[i].next_free = first + i + 1;
+            }
+            chunk[slots_per_chunk - 1].next_free = first_free_;
+            first_free_ = first;
+            free_count_ = slots_per_chunk;
+            chunks_[chunk_count_++].store(chunk, std::memory_order_release);
+        }
+        index = first_free_;
+        detail::linux_slot* slot = slot_at(index);
+        first_free_ = slot->next_free;
+        --free_count_;
+        slot->next_free = index;
+        return slot;
+    }
+
+    void give_back(detail::linux_slot& slot, std::uint32_t index) noexcept
+    {
+        {
+            std::lock_guard<std::mutex> held(slot.lock);
+            ++slot.generation;
+            slot.fd = -1;
+            slot.completion = nullptr;
+            slot.owner = nullptr;
+        }
+        std::lock_guard<std::mutex> held(slots_lock_);
+        slot.next_free = first_free_;
+        first_free_ = index;
+        ++free_count_;
+    }
+
+    static void* run(void* parameter) noexcept
+    {
+        auto* engine = static_cast<linux_engine*>(parameter);
+        detail::current_linux_engine = engine;
+        constexpr int batch = 64;
+        epoll_event events[batch];
+        for (;;)
+        {
+            const int count = epoll_wait(engine->epoll_fd_, events, batch, -1);
+            if (count < 0)
+            {
+                if (errno == EINTR)
+                {
+                    continue;
+                }
+                break; // the epoll descriptor is gone: cannot happen while the engine lives
+            }
+            bool stop = false;
+            for (int i = 0; i < count; ++i)
+            {
+                const std::uint64_t data = events[i].data.u64;
+                if (data == stop_data)
+                {
+                    stop = true;
+                    continue;
+                }
+                detail::linux_slot* slot = engine->slot_at(static_cast<std::uint32_t>(data));
+                if (slot == nullptr)
+                {
+                    continue;
+                }
+                if (const detail::linux_ready_fn ready = slot->ready.load(std::memory_order_acquire); ready != nullptr)
+                {
+                    ready(*slot, static_cast<std::uint32_t>(data >> 32), events[i].events);
+                }
+            }
+            if (stop)
+            {
+                break;
+            }
+        }
+        detail::current_linux_engine = nullptr;
+        return nullptr;
+    }
+
+    std::atomic<std::uint32_t> references_{1};
+    std::uint32_t thread_count_;
+    std::uint32_t started_ = 0;
+    int epoll_fd_ = -1;
+    int stop_fd_ = -1;
+    pthread_t* threads_ = nullptr;
+
+    std::mutex slots_lock_;
+    std::atomic<detail::linux_slot*> chunks_[max_chunks]{};
+    std::uint32_t chunk_count_ = 0;
+    std::uint32_t first_free_ = 0;
+    std::uint32_t free_count_ = 0;
+};
+
+} // namespace async_socket

@@ -1,0 +1,183 @@
+// The Linux engine and what is particular to Linux sockets: engine parameters, the descriptor as a
+// SOCKET_HANDLE (descriptor 0 included), descriptors epoll cannot watch, IPv6, many sockets on one engine.
+#include <async_socket/async_socket.hpp>
+#include <async_socket/testing/linux_loopback.hpp>
+
+#include <doctest/doctest.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+namespace
+{
+
+using async_socket::linux_async_socket;
+using async_socket::linux_engine;
+using async_socket::status;
+using async_socket::testing::waiter;
+
+struct receive_log
+{
+    waiter wake;
+    int ok = 0;
+    int other = 0;
+    std::uint32_t bytes = 0;
+
+    static void on_open(void*, ASYNC_SOCKET_OPEN_RESULT) noexcept {}
+    static void on_receive(void* context, ASYNC_SOCKET_RECEIVE_RESULT result, std::uint32_t bytes) noexcept
+    {
+        auto* log = static_cast<receive_log*>(context);
+        log->wake.update(
+            [&]
+            {
+                (result == ASYNC_SOCKET_RECEIVE_OK ? log->ok : log->other) += 1;
+                log->bytes += bytes;
+            });
+    }
+};
+
+// One byte from the peer end reaches a receive on `socket`.
+bool one_byte_arrives(linux_async_socket& socket, int peer)
+{
+    receive_log log;
+    std::uint8_t in = 0;
+    ASYNC_SOCKET_BUFFER buffer{&in, 1};
+    if (socket.receive_async(&buffer, 1, &receive_log::on_receive, &log) != status::ok)
+    {
+        return false;
+    }
+    const std::uint8_t byte = 0x42;
+    if (send(peer, &byte, 1, MSG_NOSIGNAL) != 1)
+    {
+        return false;
+    }
+    return log.wake.wait_for([&] { return log.ok + log.other == 1; }, 60.0) && log.ok == 1 && in == 0x42;
+}
+
+} // namespace
+
+TEST_CASE("linux_engine: one worker per core by default, a count can be given, too many is EINVAL")
+{
+    const linux_engine::handle by_default = linux_engine::create();
+    REQUIRE(by_default != nullptr);
+    CHECK(by_default->thread_count() == static_cast<std::uint32_t>(sysconf(_SC_NPROCESSORS_ONLN)));
+    CHECK(by_default->mechanism() == async_socket::linux_io_mechanism::epoll);
+    CHECK_FALSE(by_default->runs_this_thread());
+
+    const linux_engine::handle three = linux_engine::create({.thread_count = 3});
+    REQUIRE(three != nullptr);
+    CHECK(three->thread_count() == 3);
+
+    errno = 0;
+    CHECK(linux_engine::create({.thread_count = linux_engine::max_thread_count + 1}) == nullptr);
+    CHECK(errno == EINVAL);
+}
+
+TEST_CASE("a descriptor is passed as a SOCKET_HANDLE of descriptor + 1: 0 is valid, -1 is NULL")
+{
+    CHECK(async_socket_handle_from_fd(-1) == nullptr);
+    CHECK(async_socket_handle_from_fd(0) != nullptr);
+    CHECK(async_socket_fd_from_handle(async_socket_handle_from_fd(0)) == 0);
+    CHECK(async_socket_fd_from_handle(async_socket_handle_from_fd(12345)) == 12345);
+    CHECK(async_socket_fd_from_handle(nullptr) == -1);
+
+    const linux_engine::handle engine = linux_engine::create({.thread_count = 1});
+    REQUIRE(engine != nullptr);
+    CHECK(linux_async_socket::create(engine.get(), async_socket_handle_from_fd(-1)) == nullptr);
+}
+
+TEST_CASE("descriptor 0 works as a socket")
+{
+    const linux_engine::handle engine = linux_engine::create({.thread_count = 1});
+    REQUIRE(engine != nullptr);
+    async_socket::testing::fd_pair pair = async_socket::testing::make_loopback_fd_pair();
+    REQUIRE(pair.valid());
+    // Put the client end on descriptor 0 (standard input), keeping the old 0 to restore it.
+    const int saved_stdin = fcntl(0, F_DUPFD_CLOEXEC, 3);
+    REQUIRE(dup2(pair.client, 0) == 0);
+    bool arrived = false;
+    {
+        auto socket = linux_async_socket::create(engine.get(), async_socket_handle_from_fd(0));
+        REQUIRE(socket != nullptr);
+        receive_log opened;
+        REQUIRE(socket->open_async(&receive_log::on_open, &opened) == status::ok);
+        arrived = one_byte_arrives(*socket, pair.server);
+    }
+    if (saved_stdin >= 0)
+    {
+        (void)dup2(saved_stdin, 0);
+        (void)close(saved_stdin);
+    }
+    else
+    {
+        (void)close(0);
+    }
+    CHECK(arrived);
+}
+
+TEST_CASE("a descriptor epoll cannot watch fails the open with an error, and nothing is called")
+{
+    const linux_engine::handle engine = linux_engine::create({.thread_count = 1});
+    REQUIRE(engine != nullptr);
+    const int file = open("/dev/null", O_RDONLY | O_CLOEXEC); // epoll refuses regular files and /dev/null: EPERM
+    REQUIRE(file >= 0);
+    {
+        auto socket = linux_async_socket::create(engine.get(), async_socket_handle_from_fd(file));
+        REQUIRE(socket != nullptr);
+        int opens = 0;
+        CHECK(socket->open_async([](void* context, ASYNC_SOCKET_OPEN_RESULT) noexcept
+                                 { ++*static_cast<int*>(context); },
+                                 &opens) == status::os_error);
+        CHECK(opens == 0);
+        CHECK(socket->state() == async_socket::socket_state::closed);
+    }
+    (void)close(file);
+}
+
+TEST_CASE("IPv6 loopback: a receive gets the peer's byte")
+{
+    const linux_engine::handle engine = linux_engine::create({.thread_count = 2});
+    REQUIRE(engine != nullptr);
+    async_socket::testing::fd_pair pair = async_socket::testing::make_loopback_fd_pair(AF_INET6);
+    REQUIRE(pair.valid());
+    auto socket = linux_async_socket::create(engine.get(), async_socket_handle_from_fd(pair.client));
+    REQUIRE(socket != nullptr);
+    receive_log opened;
+    REQUIRE(socket->open_async(&receive_log::on_open, &opened) == status::ok);
+    CHECK(one_byte_arrives(*socket, pair.server));
+}
+
+TEST_CASE("many sockets on one engine, made and destroyed in turn, reuse its slots")
+{
+    const linux_engine::handle engine = linux_engine::create({.thread_count = 2});
+    REQUIRE(engine != nullptr);
+    int arrived = 0;
+    for (int round = 0; round < 3; ++round)
+    {
+        std::vector<async_socket::testing::fd_pair> pairs;
+        std::vector<linux_async_socket::handle> sockets;
+        for (int i = 0; i < 64; ++i)
+        {
+            pairs.push_back(async_socket::testing::make_loopback_fd_pair());
+            REQUIRE(pairs.back().valid());
+            sockets.push_back(
+                linux_async_socket::create(engine.get(), async_socket_handle_from_fd(pairs.back().client)));
+            REQUIRE(sockets.back() != nullptr);
+            receive_log opened;
+            REQUIRE(sockets.back()->open_async(&receive_log::on_open, &opened) == status::ok);
+        }
+        for (int i = 0; i < 64; ++i)
+        {
+            arrived +=
+                one_byte_arrives(*sockets[static_cast<std::size_t>(i)], pairs[static_cast<std::size_t>(i)].server) ? 1
+                                                                                                                   : 0;
+        }
+    }
+    CHECK(arrived == 3 * 64);
+}

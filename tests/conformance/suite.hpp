@@ -1,0 +1,517 @@
+// The conformance suite: what every real backend must do over real loopback TCP, written once as doctest
+// TEST_CASE_TEMPLATE_DEFINEs over a Platform type. A platform's test file includes this header and instantiates
+// the suite with TEST_CASE_TEMPLATE_INVOKE(conformance_suite_ids..., its platforms); see
+// tests/backend/linux/test_linux_conformance.cpp.
+//
+// A Platform provides:
+//   using socket_type        a basic_async_socket over the backend
+//   using engine_handle      owns an engine; engine(handle) gives socket_type::create's first argument
+//   static engine_handle make_engine()
+//   using raw_pair           a connected loopback pair of raw sockets (client end for the async socket,
+//                            server end driven with blocking calls as the peer); raw_pair::valid()
+//   static raw_pair make_pair()
+//   static SOCKET_HANDLE client_handle(const raw_pair&)
+//   static long peer_send(const raw_pair&, const void*, std::size_t)     blocking; bytes sent or -1
+//   static long peer_receive(const raw_pair&, void*, std::size_t)        blocking; bytes, 0 at end, -1
+//   static void peer_shutdown_send(const raw_pair&), peer_reset(raw_pair&)  (reset: SO_LINGER 0, close)
+//   static const char* name
+// Every wait has a deadline; a helper thread never runs a doctest assertion (it records, the test checks).
+#pragma once
+
+#include <async_socket/async_socket.hpp>
+#include <async_socket/testing/waiter.hpp>
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+namespace conformance
+{
+
+using async_socket::status;
+using async_socket::testing::waiter;
+
+// Wine and sanitizers are slow; a deadline only ends a test that would otherwise hang.
+constexpr double deadline_seconds = 60.0;
+
+// Bytes a test can check one by one: byte i of stream `seed` is a function of both.
+inline std::uint8_t pattern(std::uint64_t seed, std::uint64_t i) noexcept
+{
+    const std::uint64_t x = (i + 1) * 0x9E3779B97F4A7C15ULL ^ (seed * 0xBF58476D1CE4E5B9ULL);
+    return static_cast<std::uint8_t>(x >> 56);
+}
+
+inline std::vector<std::uint8_t> pattern_bytes(std::uint64_t seed, std::size_t count)
+{
+    std::vector<std::uint8_t> bytes(count);
+    for (std::size_t i = 0; i < count; ++i)
+    {
+        bytes[i] = pattern(seed, i);
+    }
+    return bytes;
+}
+
+// What the callbacks of one socket saw; the test reads it through the waiter.
+struct io_log
+{
+    waiter wake;
+    int opens_ok = 0;
+    int sends_ok = 0;
+    int sends_error = 0;
+    int sends_because_close = 0;
+    int receives_ok = 0;
+    int receives_error = 0;
+    int receives_because_close = 0;
+    int receives_of_zero = 0;
+    std::uint64_t bytes_received = 0;
+    int invalid = 0;
+
+    static void on_open(void* context, ASYNC_SOCKET_OPEN_RESULT result) noexcept
+    {
+        auto* log = static_cast<io_log*>(context);
+        log->wake.update([&] { (result == ASYNC_SOCKET_OPEN_OK ? log->opens_ok : log->invalid) += 1; });
+    }
+    static void on_send(void* context, ASYNC_SOCKET_SEND_RESULT result) noexcept
+    {
+        auto* log = static_cast<io_log*>(context);
+        log->wake.update(
+            [&]
+            {
+                switch (result)
+                {
+                case ASYNC_SOCKET_SEND_OK:
+                    ++log->sends_ok;
+                    break;
+                case ASYNC_SOCKET_SEND_ERROR:
+                    ++log->sends_error;
+                    break;
+                case ASYNC_SOCKET_SEND_BECAUSE_CLOSE:
+                    ++log->sends_because_close;
+                    break;
+                default:
+                    ++log->invalid;
+                    break;
+                }
+            });
+    }
+    static void on_receive(void* context, ASYNC_SOCKET_RECEIVE_RESULT result, std::uint32_t bytes) noexcept
+    {
+        auto* log = static_cast<io_log*>(context);
+        log->wake.update(
+            [&]
+            {
+                switch (result)
+                {
+                case ASYNC_SOCKET_RECEIVE_OK:
+                    ++log->receives_ok;
+                    log->bytes_received += bytes;
+                    log->receives_of_zero += bytes == 0 ? 1 : 0;
+                    break;
+                case ASYNC_SOCKET_RECEIVE_ERROR:
+                    ++log->receives_error;
+                    break;
+                case ASYNC_SOCKET_RECEIVE_BECAUSE_CLOSE:
+                    ++log->receives_because_close;
+                    break;
+                default:
+                    ++log->invalid;
+                    break;
+                }
+            });
+    }
+
+    [[nodiscard]] int sends() const noexcept
+    {
+        return sends_ok + sends_error + sends_because_close;
+    }
+    [[nodiscard]] int receives() const noexcept
+    {
+        return receives_ok + receives_error + receives_because_close;
+    }
+
+    template <class Pred>
+    [[nodiscard]] bool wait(Pred pred, double seconds = deadline_seconds)
+    {
+        return wake.wait_for([&] { return pred(*this); }, seconds);
+    }
+};
+
+// An engine, a loopback pair and an open async socket over its client end.
+template <class P>
+struct connected
+{
+    typename P::engine_handle engine = P::make_engine();
+    typename P::raw_pair pair = P::make_pair();
+    typename P::socket_type::handle socket;
+    io_log log;
+
+    connected()
+    {
+        REQUIRE(pair.valid());
+        socket = P::socket_type::create(P::engine(engine), P::client_handle(pair));
+        REQUIRE(socket != nullptr);
+        REQUIRE(socket->open_async(&io_log::on_open, &log) == status::ok);
+        REQUIRE(log.opens_ok == 1);
+    }
+
+    status send(const ASYNC_SOCKET_BUFFER* buffers, std::uint32_t count)
+    {
+        return socket->send_async(buffers, count, &io_log::on_send, &log);
+    }
+    status receive(ASYNC_SOCKET_BUFFER* buffers, std::uint32_t count)
+    {
+        return socket->receive_async(buffers, count, &io_log::on_receive, &log);
+    }
+};
+
+// Reads exactly `count` bytes from the peer end (on a helper thread); records how many came.
+template <class P>
+struct peer_reader
+{
+    std::vector<std::uint8_t> bytes;
+    std::atomic<std::size_t> got{0};
+    std::thread thread;
+
+    peer_reader(const typename P::raw_pair& pair, std::size_t count, std::size_t chunk = 65536) : bytes(count)
+    {
+        thread = std::thread(
+            [this, &pair, count, chunk]
+            {
+                std::size_t at = 0;
+                while (at < count)
+                {
+                    const std::size_t want = count - at < chunk ? count - at : chunk;
+                    const long n = P::peer_receive(pair, bytes.data() + at, want);
+                    if (n <= 0)
+                    {
+                        break;
+                    }
+                    at += static_cast<std::size_t>(n);
+                    got.store(at);
+                }
+            });
+    }
+    ~peer_reader()
+    {
+        join();
+    }
+    void join()
+    {
+        if (thread.joinable())
+        {
+            thread.join();
+        }
+    }
+};
+
+TEST_CASE_TEMPLATE_DEFINE("a send and a receive complete once each, with every byte", P, conformance_round_trip)
+{
+    connected<P> c;
+    std::vector<std::uint8_t> out = pattern_bytes(1, 1000);
+    ASYNC_SOCKET_BUFFER send_buffer{out.data(), static_cast<std::uint32_t>(out.size())};
+    REQUIRE(c.send(&send_buffer, 1) == status::ok);
+    std::vector<std::uint8_t> seen(out.size());
+    std::size_t at = 0;
+    while (at < seen.size())
+    {
+        const long n = P::peer_receive(c.pair, seen.data() + at, seen.size() - at);
+        REQUIRE(n > 0);
+        at += static_cast<std::size_t>(n);
+    }
+    CHECK(seen == out);
+    REQUIRE(c.log.wait([](const io_log& l) { return l.sends() == 1; }));
+    CHECK(c.log.sends_ok == 1);
+
+    std::vector<std::uint8_t> in(64);
+    ASYNC_SOCKET_BUFFER receive_buffer{in.data(), static_cast<std::uint32_t>(in.size())};
+    REQUIRE(c.receive(&receive_buffer, 1) == status::ok);
+    const std::vector<std::uint8_t> reply = pattern_bytes(2, 40);
+    REQUIRE(P::peer_send(c.pair, reply.data(), reply.size()) == 40);
+    REQUIRE(c.log.wait([](const io_log& l) { return l.receives() == 1 && l.bytes_received == 40; }));
+    CHECK(c.log.receives_ok == 1);
+    CHECK(std::memcmp(in.data(), reply.data(), reply.size()) == 0);
+    CHECK(c.socket->close() == status::ok);
+    CHECK(c.log.sends() == 1);
+    CHECK(c.log.receives() == 1);
+    CHECK(c.log.invalid == 0);
+}
+
+TEST_CASE_TEMPLATE_DEFINE("scatter/gather over more buffers than IOV_MAX, checked byte by byte", P,
+                          conformance_many_buffers)
+{
+    connected<P> c;
+    constexpr std::uint32_t count = 3000; // IOV_MAX is 1024 on Linux
+    constexpr std::size_t piece = 7;
+    std::vector<std::uint8_t> out = pattern_bytes(3, count * piece);
+    std::vector<ASYNC_SOCKET_BUFFER> send_buffers(count);
+    for (std::uint32_t i = 0; i < count; ++i)
+    {
+        send_buffers[i] = {out.data() + i * piece, static_cast<std::uint32_t>(piece)};
+    }
+    {
+        peer_reader<P> reader(c.pair, out.size());
+        REQUIRE(c.send(send_buffers.data(), count) == status::ok);
+        REQUIRE(c.log.wait([](const io_log& l) { return l.sends() == 1; }));
+        reader.join();
+        CHECK(c.log.sends_ok == 1);
+        CHECK(reader.got.load() == out.size());
+        CHECK(reader.bytes == out);
+    }
+
+    // A receive into many small buffers fills them in order (not only the first).
+    std::vector<std::uint8_t> in(count * piece);
+    std::vector<ASYNC_SOCKET_BUFFER> receive_buffers(count);
+    for (std::uint32_t i = 0; i < count; ++i)
+    {
+        receive_buffers[i] = {in.data() + i * piece, static_cast<std::uint32_t>(piece)};
+    }
+    const std::vector<std::uint8_t> reply = pattern_bytes(4, 5000);
+    REQUIRE(P::peer_send(c.pair, reply.data(), reply.size()) == static_cast<long>(reply.size()));
+    std::uint64_t total = 0;
+    for (int round = 0; round < 100 && total < reply.size(); ++round)
+    {
+        const int before = c.log.receives();
+        // Each receive continues where the last one ended.
+        std::size_t first = static_cast<std::size_t>(total) / piece;
+        std::vector<ASYNC_SOCKET_BUFFER> rest;
+        for (std::size_t i = first; i < count; ++i)
+        {
+            rest.push_back(receive_buffers[i]);
+        }
+        const std::size_t skip = static_cast<std::size_t>(total) % piece;
+        rest[0].buffer = static_cast<std::uint8_t*>(rest[0].buffer) + skip;
+        rest[0].length -= static_cast<std::uint32_t>(skip);
+        REQUIRE(c.receive(rest.data(), static_cast<std::uint32_t>(rest.size())) == status::ok);
+        REQUIRE(c.log.wait([before](const io_log& l) { return l.receives() == before + 1; }));
+        REQUIRE(c.log.receives_ok == before + 1);
+        total = c.log.bytes_received;
+    }
+    CHECK(total == reply.size());
+    CHECK(std::memcmp(in.data(), reply.data(), reply.size()) == 0);
+}
+
+TEST_CASE_TEMPLATE_DEFINE("a large send to a slow reader reports OK once every byte went out", P,
+                          conformance_large_send)
+{
+    connected<P> c;
+    const std::vector<std::uint8_t> out = pattern_bytes(5, 16u << 20);
+    ASYNC_SOCKET_BUFFER buffers[2] = {{const_cast<std::uint8_t*>(out.data()), 8u << 20},
+                                      {const_cast<std::uint8_t*>(out.data()) + (8u << 20), 8u << 20}};
+    REQUIRE(c.send(buffers, 2) == status::ok);
+    // Nobody reads yet: the socket buffers hold far less than 16 MiB, so the send cannot have completed.
+    CHECK_FALSE(c.log.wait([](const io_log& l) { return l.sends() != 0; }, 0.2));
+    peer_reader<P> reader(c.pair, out.size(), 4096);
+    REQUIRE(c.log.wait([](const io_log& l) { return l.sends() == 1; }));
+    reader.join();
+    CHECK(c.log.sends_ok == 1);
+    CHECK(reader.got.load() == out.size());
+    CHECK(reader.bytes == out);
+}
+
+TEST_CASE_TEMPLATE_DEFINE("a pending receive is not starved by a pending send on the same socket", P,
+                          conformance_both_directions)
+{
+    connected<P> c;
+    const std::vector<std::uint8_t> out = pattern_bytes(6, 32u << 20);
+    ASYNC_SOCKET_BUFFER send_buffer{const_cast<std::uint8_t*>(out.data()), static_cast<std::uint32_t>(out.size())};
+    REQUIRE(c.send(&send_buffer, 1) == status::ok); // stays pending: the peer does not read
+    std::uint8_t in[16] = {};
+    ASYNC_SOCKET_BUFFER receive_buffer{in, sizeof in};
+    REQUIRE(c.receive(&receive_buffer, 1) == status::ok);
+    const std::uint8_t hello[5] = {'h', 'e', 'l', 'l', 'o'};
+    REQUIRE(P::peer_send(c.pair, hello, sizeof hello) == 5);
+    REQUIRE(c.log.wait([](const io_log& l) { return l.receives() == 1; }));
+    CHECK(c.log.receives_ok == 1);
+    CHECK(c.log.bytes_received == 5);
+    CHECK(std::memcmp(in, hello, 5) == 0);
+    CHECK(c.log.sends() == 0);
+    // Close with the send pending: it completes once, as because-close, and close returns.
+    CHECK(c.socket->close() == status::ok);
+    CHECK(c.log.sends() == 1);
+    CHECK(c.log.sends_because_close == 1);
+}
+
+TEST_CASE_TEMPLATE_DEFINE("close with a receive pending reports BECAUSE_CLOSE once; the socket opens again", P,
+                          conformance_close_reopen)
+{
+    connected<P> c;
+    std::uint8_t in[8] = {};
+    ASYNC_SOCKET_BUFFER receive_buffer{in, sizeof in};
+    REQUIRE(c.receive(&receive_buffer, 1) == status::ok);
+    CHECK(c.socket->close() == status::ok);
+    CHECK(c.log.receives() == 1);
+    CHECK(c.log.receives_because_close == 1);
+    CHECK(c.socket->receive_async(&receive_buffer, 1, &io_log::on_receive, &c.log) != status::ok);
+
+    REQUIRE(c.socket->open_async(&io_log::on_open, &c.log) == status::ok);
+    REQUIRE(c.receive(&receive_buffer, 1) == status::ok);
+    const std::uint8_t bytes[3] = {7, 8, 9};
+    REQUIRE(P::peer_send(c.pair, bytes, 3) == 3);
+    REQUIRE(c.log.wait([](const io_log& l) { return l.receives() == 2; }));
+    CHECK(c.log.receives_ok == 1);
+    CHECK(c.log.bytes_received == 3);
+    CHECK(in[2] == 9);
+}
+
+TEST_CASE_TEMPLATE_DEFINE("bytes that arrive with the peer's FIN come before the end of the stream", P,
+                          conformance_data_with_fin)
+{
+    connected<P> c;
+    const std::uint8_t bytes[4] = {1, 2, 3, 4};
+    REQUIRE(P::peer_send(c.pair, bytes, 4) == 4);
+    P::peer_shutdown_send(c.pair);
+    std::uint8_t in[16] = {};
+    ASYNC_SOCKET_BUFFER receive_buffer{in, sizeof in};
+    std::uint64_t total = 0;
+    for (int round = 0; round < 10 && c.log.receives_of_zero == 0; ++round)
+    {
+        REQUIRE(c.receive(&receive_buffer, 1) == status::ok);
+        REQUIRE(c.log.wait([round](const io_log& l) { return l.receives() == round + 1; }));
+        total = c.log.bytes_received;
+    }
+    CHECK(total == 4);
+    CHECK(c.log.receives_of_zero == 1);
+    CHECK(c.log.receives_ok == c.log.receives());
+    CHECK(in[3] == 4);
+}
+
+TEST_CASE_TEMPLATE_DEFINE("a peer that resets fails the IO with an error and never ends the process", P,
+                          conformance_peer_reset)
+{
+    connected<P> c;
+    std::uint8_t in[8] = {};
+    ASYNC_SOCKET_BUFFER receive_buffer{in, sizeof in};
+    REQUIRE(c.receive(&receive_buffer, 1) == status::ok);
+    P::peer_reset(c.pair);
+    REQUIRE(c.log.wait([](const io_log& l) { return l.receives() == 1; }));
+    CHECK(c.log.receives_error == 1);
+    // Sends to the reset connection fail (refused at the call or completed with an error), with no signal.
+    std::vector<std::uint8_t> out = pattern_bytes(7, 1000);
+    ASYNC_SOCKET_BUFFER send_buffer{out.data(), static_cast<std::uint32_t>(out.size())};
+    int refused = 0;
+    for (int i = 0; i < 4; ++i)
+    {
+        refused += c.send(&send_buffer, 1) != status::ok ? 1 : 0;
+    }
+    REQUIRE(c.log.wait([refused](const io_log& l) { return l.sends() + refused == 4; }));
+    CHECK(c.log.sends_ok == 0);
+    CHECK(c.socket->close() == status::ok);
+}
+
+TEST_CASE_TEMPLATE_DEFINE("a receive loop re-armed from its own callbacks moves 4 MiB in order", P,
+                          conformance_rearm_from_callback)
+{
+    struct loop
+    {
+        typename P::socket_type* socket = nullptr;
+        std::vector<std::uint8_t> in = std::vector<std::uint8_t>(4u << 20);
+        ASYNC_SOCKET_BUFFER buffer{};
+        std::uint64_t at = 0;
+        bool failed = false;
+        bool ended = false;
+        waiter wake;
+
+        status arm() noexcept
+        {
+            const std::size_t left = in.size() - static_cast<std::size_t>(at);
+            buffer = {in.data() + at, static_cast<std::uint32_t>(left < 1000 ? left : 1000)};
+            return socket->receive_async(&buffer, 1, &on_receive, this);
+        }
+        // Touches nothing of the loop after re-arming: the next callback may run at once on another thread.
+        static void on_receive(void* context, ASYNC_SOCKET_RECEIVE_RESULT result, std::uint32_t bytes) noexcept
+        {
+            auto* self = static_cast<loop*>(context);
+            self->at += bytes;
+            const bool failed = result != ASYNC_SOCKET_RECEIVE_OK || bytes == 0;
+            if (failed || self->at == self->in.size() || self->arm() != status::ok)
+            {
+                self->wake.update(
+                    [&]
+                    {
+                        self->failed = failed || self->at != self->in.size();
+                        self->ended = true;
+                    });
+            }
+        }
+    };
+    connected<P> c;
+    loop l;
+    l.socket = c.socket.get();
+    const std::vector<std::uint8_t> out = pattern_bytes(8, l.in.size());
+    REQUIRE(l.arm() == status::ok);
+    std::thread writer(
+        [&]
+        {
+            std::size_t at = 0;
+            while (at < out.size())
+            {
+                const long n = P::peer_send(c.pair, out.data() + at, out.size() - at < 30000 ? out.size() - at : 30000);
+                if (n <= 0)
+                {
+                    break;
+                }
+                at += static_cast<std::size_t>(n);
+            }
+        });
+    REQUIRE(l.wake.wait_for([&] { return l.ended; }, deadline_seconds));
+    writer.join();
+    CHECK_FALSE(l.failed);
+    CHECK(l.at == out.size());
+    CHECK(l.in == out);
+}
+
+TEST_CASE_TEMPLATE_DEFINE("close racing completions: exactly one callback per IO in 2000 rounds", P,
+                          conformance_close_race)
+{
+    connected<P> c;
+    std::uint8_t in[4] = {};
+    ASYNC_SOCKET_BUFFER receive_buffer{in, sizeof in};
+    const std::uint8_t one = 0x5A;
+    int accepted = 0;
+    for (int round = 0; round < 2000; ++round)
+    {
+        if (round != 0)
+        {
+            REQUIRE(c.socket->open_async(&io_log::on_open, &c.log) == status::ok);
+        }
+        accepted += c.receive(&receive_buffer, 1) == status::ok ? 1 : 0;
+        std::thread peer([&] { (void)P::peer_send(c.pair, &one, 1); });
+        if (round % 2 == 0)
+        {
+            peer.join();
+        }
+        REQUIRE(c.socket->close() == status::ok);
+        if (peer.joinable())
+        {
+            peer.join();
+        }
+        REQUIRE(c.log.receives() == accepted); // close waited for every callback
+    }
+    CHECK(accepted == 2000);
+    CHECK(c.log.receives_error == 0);
+    CHECK(c.log.invalid == 0);
+    CHECK(c.log.receives_ok + c.log.receives_because_close == 2000);
+    CHECK(c.log.receives_ok > 0);
+}
+
+} // namespace conformance
+
+// Every conformance test, for TEST_CASE_TEMPLATE_INVOKE(..., platforms) in a platform's test file.
+#define ASYNC_SOCKET_CONFORMANCE_SUITE(...)                                                                            \
+    namespace conformance                                                                                              \
+    {                                                                                                                  \
+    TEST_CASE_TEMPLATE_INVOKE(conformance_round_trip, __VA_ARGS__);                                                    \
+    TEST_CASE_TEMPLATE_INVOKE(conformance_many_buffers, __VA_ARGS__);                                                  \
+    TEST_CASE_TEMPLATE_INVOKE(conformance_large_send, __VA_ARGS__);                                                    \
+    TEST_CASE_TEMPLATE_INVOKE(conformance_both_directions, __VA_ARGS__);                                               \
+    TEST_CASE_TEMPLATE_INVOKE(conformance_close_reopen, __VA_ARGS__);                                                  \
+    TEST_CASE_TEMPLATE_INVOKE(conformance_data_with_fin, __VA_ARGS__);                                                 \
+    TEST_CASE_TEMPLATE_INVOKE(conformance_peer_reset, __VA_ARGS__);                                                    \
+    TEST_CASE_TEMPLATE_INVOKE(conformance_rearm_from_callback, __VA_ARGS__);                                           \
+    TEST_CASE_TEMPLATE_INVOKE(conformance_close_race, __VA_ARGS__);                                                    \
+    }
