@@ -26,6 +26,7 @@ packages=(
     cmake make g++ clang clang-format python3   # native build, sanitizers, formatting, scripts
     libclang-rt-14-dev                          # libFuzzer and the sanitizer runtimes for clang
     doctest-dev libbenchmark-dev                # test and benchmark frameworks
+    liburing-dev                                # the Linux io_uring backend
     g++-mingw-w64-x86-64-posix                  # Windows cross compiler (posix threads)
     wine wine64                                 # runs the Windows tests and example
 )

@@ -43,13 +43,13 @@ using win32_no_event_skip_port_async_socket = basic_async_socket<
 #include <async_socket/backend/win32/iocp.hpp>
 #elif defined(__linux__)
 #include <async_socket/backend/linux/engine.hpp>
-#include <async_socket/backend/linux/epoll_backend.hpp>
+#include <async_socket/backend/linux/backend.hpp>
 
 namespace async_socket
 {
 // Linux: made with linux_async_socket::create(engine.get(), async_socket_handle_from_fd(fd)), engine from
-// linux_engine::create(). IO done at once completes on the calling thread; contexts recycled.
-using linux_epoll_async_socket = basic_async_socket<linux_epoll_backend, recycling_pool_alloc, std_sync>;
-using linux_async_socket = linux_epoll_async_socket;
+// linux_engine::create() (io_uring, or epoll where it is refused). IO done at once completes on the calling
+// thread; contexts recycled.
+using linux_async_socket = basic_async_socket<linux_backend, recycling_pool_alloc, std_sync>;
 } // namespace async_socket
 #endif

@@ -14,7 +14,6 @@
 //   static long peer_send(const raw_pair&, const void*, std::size_t)     blocking; bytes sent or -1
 //   static long peer_receive(const raw_pair&, void*, std::size_t)        blocking; bytes, 0 at end, -1
 //   static void peer_shutdown_send(const raw_pair&), peer_reset(raw_pair&)  (reset: SO_LINGER 0, close)
-//   static const char* name
 // Every wait has a deadline; a helper thread never runs a doctest assertion (it records, the test checks).
 #pragma once
 
@@ -499,6 +498,22 @@ TEST_CASE_TEMPLATE_DEFINE("close racing completions: exactly one callback per IO
     CHECK(c.log.receives_ok > 0);
 }
 
+TEST_CASE_TEMPLATE_DEFINE("an IO started on a thread that has ended since still completes", P, conformance_thread_ends)
+{
+    connected<P> c;
+    std::uint8_t in[8] = {};
+    ASYNC_SOCKET_BUFFER receive_buffer{in, sizeof in};
+    status started = status::invalid_state;
+    std::thread([&] { started = c.receive(&receive_buffer, 1); }).join();
+    REQUIRE(started == status::ok);
+    const std::uint8_t bytes[2] = {0xAB, 0xCD};
+    REQUIRE(P::peer_send(c.pair, bytes, 2) == 2);
+    REQUIRE(c.log.wait([](const io_log& l) { return l.receives() == 1; }));
+    CHECK(c.log.receives_ok == 1);
+    CHECK(c.log.bytes_received == 2);
+    CHECK(in[1] == 0xCD);
+}
+
 } // namespace conformance
 
 // Every conformance test, for TEST_CASE_TEMPLATE_INVOKE(..., platforms) in a platform's test file.
@@ -514,4 +529,5 @@ TEST_CASE_TEMPLATE_DEFINE("close racing completions: exactly one callback per IO
     TEST_CASE_TEMPLATE_INVOKE(conformance_peer_reset, __VA_ARGS__);                                                    \
     TEST_CASE_TEMPLATE_INVOKE(conformance_rearm_from_callback, __VA_ARGS__);                                           \
     TEST_CASE_TEMPLATE_INVOKE(conformance_close_race, __VA_ARGS__);                                                    \
+    TEST_CASE_TEMPLATE_INVOKE(conformance_thread_ends, __VA_ARGS__);                                                   \
     }

@@ -44,14 +44,14 @@ struct linux_peer
     }
 };
 
-struct linux_epoll_platform : linux_peer
+template <async_socket::linux_io_choice Io>
+struct linux_platform : linux_peer
 {
-    static constexpr const char* name = "epoll";
-    using socket_type = async_socket::linux_epoll_async_socket;
+    using socket_type = async_socket::linux_async_socket;
     using engine_handle = async_socket::linux_engine::handle;
     static engine_handle make_engine()
     {
-        return async_socket::linux_engine::create();
+        return async_socket::linux_engine::create({.io = Io});
     }
     static async_socket::linux_engine* engine(const engine_handle& handle)
     {
@@ -59,11 +59,14 @@ struct linux_epoll_platform : linux_peer
     }
 };
 
+using linux_epoll_platform = linux_platform<async_socket::linux_io_choice::epoll>;
+using linux_io_uring_platform = linux_platform<async_socket::linux_io_choice::io_uring>;
+
 // The same over IPv6 loopback (::1).
-struct linux_epoll_v6_platform : linux_epoll_platform
+template <class Platform>
+struct over_ipv6 : Platform
 {
-    static constexpr const char* name = "epoll, IPv6";
-    static raw_pair make_pair()
+    static typename Platform::raw_pair make_pair()
     {
         return async_socket::testing::make_loopback_fd_pair(AF_INET6);
     }
@@ -71,4 +74,5 @@ struct linux_epoll_v6_platform : linux_epoll_platform
 
 } // namespace
 
-ASYNC_SOCKET_CONFORMANCE_SUITE(linux_epoll_platform, linux_epoll_v6_platform);
+ASYNC_SOCKET_CONFORMANCE_SUITE(linux_epoll_platform, linux_io_uring_platform, over_ipv6<linux_epoll_platform>,
+                               over_ipv6<linux_io_uring_platform>);

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include <fcntl.h>
@@ -67,7 +68,6 @@ TEST_CASE("linux_engine: one worker per core by default, a count can be given, t
     const linux_engine::handle by_default = linux_engine::create();
     REQUIRE(by_default != nullptr);
     CHECK(by_default->thread_count() == static_cast<std::uint32_t>(sysconf(_SC_NPROCESSORS_ONLN)));
-    CHECK(by_default->mechanism() == async_socket::linux_io_mechanism::epoll);
     CHECK_FALSE(by_default->runs_this_thread());
 
     const linux_engine::handle three = linux_engine::create({.thread_count = 3});
@@ -77,6 +77,40 @@ TEST_CASE("linux_engine: one worker per core by default, a count can be given, t
     errno = 0;
     CHECK(linux_engine::create({.thread_count = linux_engine::max_thread_count + 1}) == nullptr);
     CHECK(errno == EINVAL);
+}
+
+TEST_CASE("linux_engine: io_uring unless refused, epoll when asked for or when ASYNC_SOCKET_IO_URING=0")
+{
+    using async_socket::linux_io_choice;
+    using async_socket::linux_io_mechanism;
+    const linux_engine::handle automatic = linux_engine::create({.thread_count = 1});
+    REQUIRE(automatic != nullptr);
+    // The kernel decides: io_uring where it is allowed (as on the CI machine), epoll with the reason otherwise.
+    const bool refused = automatic->io_uring_refusal() != 0;
+    CHECK(automatic->mechanism() == (refused ? linux_io_mechanism::epoll : linux_io_mechanism::io_uring));
+    const std::string seen = std::string("automatic engine runs on ") + (refused ? "epoll" : "io_uring") +
+                             " (io_uring_refusal: " + std::to_string(automatic->io_uring_refusal()) + ")";
+    MESSAGE(seen);
+
+    const linux_engine::handle forced_epoll = linux_engine::create({.thread_count = 1, .io = linux_io_choice::epoll});
+    REQUIRE(forced_epoll != nullptr);
+    CHECK(forced_epoll->mechanism() == linux_io_mechanism::epoll);
+    CHECK(forced_epoll->io_uring_refusal() == -1);
+
+    const linux_engine::handle forced_uring =
+        linux_engine::create({.thread_count = 1, .io = linux_io_choice::io_uring});
+    CHECK((forced_uring != nullptr) == !refused);
+    if (forced_uring != nullptr)
+    {
+        CHECK(forced_uring->mechanism() == linux_io_mechanism::io_uring);
+    }
+
+    REQUIRE(setenv("ASYNC_SOCKET_IO_URING", "0", 1) == 0);
+    const linux_engine::handle escaped = linux_engine::create({.thread_count = 1});
+    REQUIRE(unsetenv("ASYNC_SOCKET_IO_URING") == 0);
+    REQUIRE(escaped != nullptr);
+    CHECK(escaped->mechanism() == linux_io_mechanism::epoll);
+    CHECK(escaped->io_uring_refusal() == -1);
 }
 
 TEST_CASE("a descriptor is passed as a SOCKET_HANDLE of descriptor + 1: 0 is valid, -1 is NULL")
@@ -123,7 +157,8 @@ TEST_CASE("descriptor 0 works as a socket")
 
 TEST_CASE("a descriptor epoll cannot watch fails the open with an error, and nothing is called")
 {
-    const linux_engine::handle engine = linux_engine::create({.thread_count = 1});
+    const linux_engine::handle engine =
+        linux_engine::create({.thread_count = 1, .io = async_socket::linux_io_choice::epoll});
     REQUIRE(engine != nullptr);
     const int file = open("/dev/null", O_RDONLY | O_CLOEXEC); // epoll refuses regular files and /dev/null: EPERM
     REQUIRE(file >= 0);

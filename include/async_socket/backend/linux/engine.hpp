@@ -1,10 +1,26 @@
-// async_socket: the Linux execution engine: worker threads that wait on one epoll instance and run completions.
+// async_socket: the Linux execution engine: worker threads that reap io_uring completions, or wait on epoll, and
+// run the callbacks.
 //
-// What it is. linux_engine owns an epoll instance and N worker threads (default: one per core) that loop on
-// epoll_wait and, for each ready socket, finish what the socket's queued IO can now do and run the completions
-// on the thread that found them. Sockets made on an engine keep a reference to it; the last reference stops and
-// joins the workers, so it must not be dropped on one of them (it cannot be: a socket whose callback runs there
-// holds a reference).
+// What it is. linux_engine owns N worker threads (default: one per core) and one of two mechanisms, picked when it
+// is made (linux_engine_parameters::io) and observable (mechanism()):
+// - io_uring: one ring per worker. A socket's IO goes to one ring (given out in turn at registration); the ring's
+//   worker reaps its completions and runs them. Submissions come from any thread under the ring's submit lock.
+// - epoll: one epoll instance that every worker waits on; for each ready socket a worker finishes what the
+//   socket's queued IO can now do and runs the completions on its own thread.
+// automatic (the default) tries io_uring and falls back to epoll when the kernel refuses it: EPERM (container
+// seccomp profiles, kernel.io_uring_disabled), ENOSYS (no io_uring in the kernel or a sandbox), EINVAL (flags the
+// kernel does not know); setting ASYNC_SOCKET_IO_URING=0 in the environment also picks epoll (the escape hatch
+// libuv offers as UV_USE_IO_URING=0). io_uring_refusal() says why io_uring was not used.
+//
+// Who submits. The kernel cancels the io_uring requests of a thread when that thread ends (a receive started by a
+// short-lived thread would complete as cancelled). So only a ring's own worker puts socket IO on the ring: a
+// thread that is not that worker hands the IO over (hand_to_ring: a list under a lock, and a no-op request that
+// wakes the worker, which completes at once and is harmless whatever becomes of the thread). A callback that
+// starts IO of a socket of its own ring, the common case, submits directly.
+//
+// Sockets made on an engine keep a reference to it; the last reference stops and Sockets made on an engine keep a
+// reference to it; the last reference stops and joins the workers, so it must not be dropped on one of them (it cannot
+// be: a socket whose callback runs there holds a reference).
 //
 // Registrations. A socket is registered once, at its first open, for input and output together, edge-triggered
 // (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET). One registration for both directions, never modified per IO: a
@@ -19,6 +35,7 @@
 // through engine-owned memory, never through the socket's.
 #pragma once
 
+#include <async_socket/backend/linux/slot.hpp>
 #include <async_socket/concepts.hpp>
 
 #include <atomic>
@@ -28,6 +45,15 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <utility>
+
+#include <cstdlib>
+#include <cstring>
+
+#if !defined(ASYNC_SOCKET_NO_IO_URING) && __has_include(<liburing.h>)
+#define ASYNC_SOCKET_HAS_IO_URING 1
+#include <liburing.h>
+#endif
 
 #include <pthread.h>
 #include <sys/epoll.h>
@@ -42,12 +68,22 @@ namespace async_socket
 enum class linux_io_mechanism : std::uint8_t
 {
     epoll,
+    io_uring,
+};
+
+// What linux_engine::create is asked for.
+enum class linux_io_choice : std::uint8_t
+{
+    automatic, // io_uring unless the kernel refuses it (or ASYNC_SOCKET_IO_URING=0); then epoll
+    io_uring,  // io_uring or fail
+    epoll,     // epoll
 };
 
 struct linux_engine_parameters
 {
     // Worker threads, 0 (the default: one per core) to linux_engine::max_thread_count.
     std::uint32_t thread_count = 0;
+    linux_io_choice io = linux_io_choice::automatic;
 };
 
 class linux_engine;
@@ -55,106 +91,9 @@ class linux_engine;
 namespace detail
 {
 // The engine whose worker this thread is, if any.
-inline thread_local const linux_engine* current_linux_engine = nullptr;
-
-// The backend's block of one IO (first in the IO context). The buffers are the context's iovec array; a send
-// that goes out in parts advances `buffers`/`count` (and the first iovec) past what has gone.
-struct linux_io_state
-{
-    linux_io_state* next;
-    ::iovec* buffers;
-    std::uint32_t count;
-    std::uint32_t bytes; // bytes moved so far
-    int error;           // errno of the failed call; 0 on success
-};
-
-// A FIFO of queued IO of one direction; only its head can make progress.
-struct linux_io_queue
-{
-    linux_io_state* head = nullptr;
-    linux_io_state* tail = nullptr;
-
-    [[nodiscard]] bool empty() const noexcept
-    {
-        return head == nullptr;
-    }
-    void push(linux_io_state& io) noexcept
-    {
-        io.next = nullptr;
-        if (tail == nullptr)
-        {
-            head = &io;
-        }
-        else
-        {
-            tail->next = &io;
-        }
-        tail = &io;
-    }
-    linux_io_state* pop() noexcept
-    {
-        linux_io_state* io = head;
-        head = io->next;
-        if (head == nullptr)
-        {
-            tail = nullptr;
-        }
-        return io;
-    }
-    // Takes every item, leaving the queue empty.
-    linux_io_state* take_all() noexcept
-    {
-        linux_io_state* all = head;
-        head = nullptr;
-        tail = nullptr;
-        return all;
-    }
-};
-
-struct linux_slot;
-// What a worker runs for a ready descriptor: the backend that owns the IO protocol finishes what the slot's
-// queued IO can now do. It checks `generation` under the slot's lock: an event of an earlier registration is
-// ignored (at worst it is a spurious wake-up of a later one, which finds nothing to do).
-using linux_ready_fn = void (*)(linux_slot& slot, std::uint32_t generation, std::uint32_t events) noexcept;
-
-// One socket's registration with the engine. Engine-owned memory: it outlives every socket that used it.
-struct linux_slot
-{
-    // In `outstanding` beside the count: a drain waits for the count to reach 0.
-    static constexpr std::uint32_t waiter_flag = 0x80000000U;
-
-    std::mutex lock;
-    std::uint32_t generation = 0; // changed (under lock) whenever the slot is taken or given back
-    int fd = -1;                  // -1 while free
-    io_completion_fn completion = nullptr;
-    void* owner = nullptr;
-    std::atomic<linux_ready_fn> ready{nullptr}; // read by workers without the lock
-    linux_io_queue sends;
-    linux_io_queue receives;
-    std::atomic<std::uint32_t> outstanding{0}; // IO accepted and not yet completed, plus waiter_flag
-    std::uint32_t next_free = 0;
-
-    // One IO is done (its completion returned, or it was never accepted). Touches only engine memory.
-    void done(std::uint32_t count) noexcept
-    {
-        if (outstanding.fetch_sub(count, std::memory_order_acq_rel) == (waiter_flag | count))
-        {
-            outstanding.notify_all();
-        }
-    }
-
-    // Blocks until no IO of the slot is outstanding (drain). Never called from one of its own completions.
-    void wait_for_outstanding() noexcept
-    {
-        std::uint32_t seen = outstanding.fetch_or(waiter_flag, std::memory_order_acq_rel) | waiter_flag;
-        while (seen != waiter_flag)
-        {
-            outstanding.wait(seen, std::memory_order_acquire);
-            seen = outstanding.load(std::memory_order_acquire);
-        }
-        outstanding.fetch_and(~waiter_flag, std::memory_order_acq_rel);
-    }
-};
+inline thread_local linux_engine* current_linux_engine = nullptr;
+// The ring whose worker this thread is (io_uring).
+inline thread_local std::uint32_t current_linux_ring = 0;
 
 } // namespace detail
 
@@ -162,6 +101,10 @@ struct linux_slot
 // returns holds one reference, each socket made on the engine another.
 class linux_engine
 {
+#ifdef ASYNC_SOCKET_HAS_IO_URING
+    struct uring; // one ring, its worker's list of IO handed over, their locks
+#endif
+
 public:
     static constexpr std::uint32_t max_thread_count = 256;
     static constexpr std::uint32_t slots_per_chunk = 1024;
@@ -177,8 +120,9 @@ public:
     using handle = std::unique_ptr<linux_engine, releaser>;
 
     // Makes an engine with one reference (the handle's) and starts its workers. Returns a null handle on
-    // failure, with errno saying why: EINVAL when thread_count is above max_thread_count, ENOMEM, or the error
-    // of epoll_create1, eventfd or pthread_create.
+    // failure, with errno saying why: EINVAL when thread_count is above max_thread_count, ENOMEM, the error
+    // of io_uring_queue_init when io_uring was asked for (ENOSYS when built without liburing), or the error of
+    // epoll_create1, eventfd or pthread_create.
     [[nodiscard]] static handle create(const linux_engine_parameters& parameters = {}) noexcept
     {
         std::uint32_t threads = parameters.thread_count;
@@ -201,7 +145,7 @@ public:
             return nullptr;
         }
         handle made(engine);
-        if (!engine->start())
+        if (!engine->start(parameters.io))
         {
             return nullptr; // the handle's release stops what started; errno is kept
         }
@@ -230,7 +174,14 @@ public:
 
     [[nodiscard]] linux_io_mechanism mechanism() const noexcept
     {
-        return linux_io_mechanism::epoll;
+        return mechanism_;
+    }
+
+    // Why io_uring is not in use: the errno of the refused io_uring_queue_init, ENOSYS when built without
+    // liburing, -1 when epoll was asked for (by the parameters or ASYNC_SOCKET_IO_URING=0); 0 on io_uring.
+    [[nodiscard]] int io_uring_refusal() const noexcept
+    {
+        return io_uring_refusal_;
     }
 
     [[nodiscard]] std::uint32_t thread_count() const noexcept
@@ -248,8 +199,8 @@ public:
     // descriptor is ready, and every IO of the slot completes through completion(owner, ...). Returns the slot, or
     // nullptr with errno set (ENOMEM, or epoll_ctl's error: EBADF, EPERM for a descriptor epoll cannot watch, EEXIST
     // when it is registered already).
-    detail::linux_slot* register_socket(int fd, detail::linux_ready_fn ready, io_completion_fn completion,
-                                        void* owner) noexcept
+    detail::linux_slot* register_socket(int fd, detail::linux_ready_fn ready, detail::linux_cqe_fn on_cqe,
+                                        io_completion_fn completion, void* owner) noexcept
     {
         std::uint32_t index = 0;
         detail::linux_slot* slot = take_slot(index);
@@ -265,8 +216,14 @@ public:
             slot->fd = fd;
             slot->completion = completion;
             slot->owner = owner;
+            slot->ring = next_ring_.fetch_add(1, std::memory_order_relaxed) % thread_count_;
         }
         slot->ready.store(ready, std::memory_order_release);
+        slot->on_cqe.store(on_cqe, std::memory_order_release);
+        if (mechanism_ == linux_io_mechanism::io_uring)
+        {
+            return slot; // nothing to register: each IO names the descriptor
+        }
         epoll_event event{};
         event.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
         event.data.u64 = (static_cast<std::uint64_t>(generation) << 32) | index;
@@ -291,7 +248,7 @@ public:
             fd = slot.fd;
             index = slot.next_free; // set to the slot's own index while it is taken (see take_slot)
         }
-        if (fd >= 0)
+        if (fd >= 0 && mechanism_ == linux_io_mechanism::epoll)
         {
             (void)epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
         }
@@ -306,6 +263,21 @@ private:
 
     ~linux_engine()
     {
+#ifdef ASYNC_SOCKET_HAS_IO_URING
+        for (std::uint32_t i = 0; i < started_ && rings_ != nullptr; ++i)
+        {
+            // The ring's worker ends at this completion.
+            while (submit_to_ring(i,
+                                  [](io_uring_sqe& sqe) noexcept
+                                  {
+                                      io_uring_prep_nop(&sqe);
+                                      io_uring_sqe_set_data64(&sqe, stop_data);
+                                  }) != 0)
+            {
+                (void)usleep(1000); // the ring is full of completions the worker is about to reap
+            }
+        }
+#endif
         if (stop_fd_ >= 0)
         {
             // Level-triggered and never read: every worker sees it and ends.
@@ -331,13 +303,102 @@ private:
             delete[] chunks_[i].load(std::memory_order_relaxed);
         }
         delete[] threads_;
+#ifdef ASYNC_SOCKET_HAS_IO_URING
+        for (std::uint32_t i = 0; i < rings_made_; ++i)
+        {
+            io_uring_queue_exit(&rings_[i].ring);
+        }
+        delete[] rings_;
+#endif
     }
 
+public:
+#ifdef ASYNC_SOCKET_HAS_IO_URING
+    // Puts one request on a ring: prep(sqe) under the ring's submit lock, then io_uring_submit. Returns 0, or the
+    // negated errno when the ring has no free entry even after a submit (EBUSY: its completions must be reaped
+    // first) or the submit failed. Callable from any thread.
+    template <class Prep>
+    int submit_to_ring(std::uint32_t ring, Prep&& prep) noexcept
+    {
+        uring& target = rings_[ring];
+        std::lock_guard<std::mutex> held(target.submit_lock);
+        io_uring_sqe* sqe = io_uring_get_sqe(&target.ring);
+        if (sqe == nullptr)
+        {
+            (void)io_uring_submit(&target.ring);
+            sqe = io_uring_get_sqe(&target.ring);
+            if (sqe == nullptr)
+            {
+                return -EBUSY;
+            }
+        }
+        prep(*sqe);
+        const int submitted = io_uring_submit(&target.ring);
+        // A failed submit leaves the entry in the ring, where the next submit takes it: the request is not lost.
+        return submitted < 0 && submitted != -EAGAIN && submitted != -EBUSY ? submitted : 0;
+    }
+
+    // True on the worker of `ring`, the one thread that submits socket IO to it.
+    [[nodiscard]] bool owns_ring(std::uint32_t ring) const noexcept
+    {
+        return detail::current_linux_engine == this && detail::current_linux_ring == ring;
+    }
+
+    // Gives an IO to the worker of `ring` to submit (from any other thread): it runs the slot's on_cqe with
+    // linux_start_request. The first IO on an empty list wakes the worker with a no-op request; if that cannot
+    // be queued the ring is full of completions, so the worker is awake and takes the list after them.
+    void hand_to_ring(std::uint32_t ring, detail::linux_io_state& io) noexcept
+    {
+        uring& target = rings_[ring];
+        bool first = false;
+        {
+            std::lock_guard<std::mutex> held(target.handed_lock);
+            io.handed_next = target.handed;
+            target.handed = &io;
+            first = io.handed_next == nullptr;
+        }
+        if (first)
+        {
+            (void)submit_to_ring(ring,
+                                 [](io_uring_sqe& sqe) noexcept
+                                 {
+                                     io_uring_prep_nop(&sqe);
+                                     io_uring_sqe_set_data64(&sqe, 0);
+                                 });
+        }
+    }
+#endif
+
+private:
     // The data of the stop event: no slot has this number.
     static constexpr std::uint64_t stop_data = ~std::uint64_t{0};
 
-    bool start() noexcept
+    bool start(linux_io_choice choice) noexcept
     {
+        if (choice == linux_io_choice::automatic)
+        {
+            const char* setting = std::getenv("ASYNC_SOCKET_IO_URING");
+            choice = setting != nullptr && std::strcmp(setting, "0") == 0 ? linux_io_choice::epoll
+                                                                          : linux_io_choice::automatic;
+        }
+        io_uring_refusal_ = -1;
+        if (choice != linux_io_choice::epoll)
+        {
+            io_uring_refusal_ = make_rings();
+            if (io_uring_refusal_ == 0)
+            {
+                mechanism_ = linux_io_mechanism::io_uring;
+                return start_threads();
+            }
+            const bool refused = io_uring_refusal_ == EPERM || io_uring_refusal_ == ENOSYS ||
+                                 io_uring_refusal_ == EINVAL || io_uring_refusal_ == EACCES;
+            if (choice == linux_io_choice::io_uring || !refused)
+            {
+                errno = io_uring_refusal_;
+                return false;
+            }
+        }
+        mechanism_ = linux_io_mechanism::epoll;
         epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
         if (epoll_fd_ < 0)
         {
@@ -355,6 +416,38 @@ private:
         {
             return false;
         }
+        return start_threads();
+    }
+
+    // One ring per worker; returns 0 or the errno of the refusal.
+    int make_rings() noexcept
+    {
+#ifdef ASYNC_SOCKET_HAS_IO_URING
+        rings_ = new (std::nothrow) uring[thread_count_];
+        if (rings_ == nullptr)
+        {
+            return ENOMEM;
+        }
+        for (; rings_made_ < thread_count_; ++rings_made_)
+        {
+            // A completion queue 16 times the submission queue: completions of many sockets pile up while a
+            // worker runs callbacks; the kernel keeps overflowing ones (IORING_FEAT_NODROP) but that is slower.
+            io_uring_params params{};
+            params.flags = IORING_SETUP_CQSIZE;
+            params.cq_entries = ring_entries * 16;
+            if (const int made = io_uring_queue_init_params(ring_entries, &rings_[rings_made_].ring, &params); made < 0)
+            {
+                return -made;
+            }
+        }
+        return 0;
+#else
+        return ENOSYS;
+#endif
+    }
+
+    bool start_threads() noexcept
+    {
         threads_ = new (std::nothrow) pthread_t[thread_count_];
         if (threads_ == nullptr)
         {
@@ -363,7 +456,8 @@ private:
         }
         for (; started_ < thread_count_; ++started_)
         {
-            if (const int error = pthread_create(&threads_[started_], nullptr, &run, this); error != 0)
+            workers_[started_] = {this, started_};
+            if (const int error = pthread_create(&threads_[started_], nullptr, &run, &workers_[started_]); error != 0)
             {
                 errno = error;
                 return false;
@@ -426,10 +520,100 @@ private:
         ++free_count_;
     }
 
+    struct worker
+    {
+        linux_engine* engine;
+        std::uint32_t index;
+    };
+
     static void* run(void* parameter) noexcept
     {
-        auto* engine = static_cast<linux_engine*>(parameter);
-        detail::current_linux_engine = engine;
+        const worker self = *static_cast<worker*>(parameter);
+        detail::current_linux_engine = self.engine;
+#ifdef ASYNC_SOCKET_HAS_IO_URING
+        if (self.engine->mechanism_ == linux_io_mechanism::io_uring)
+        {
+            detail::current_linux_ring = self.index;
+            reap(self.engine->rings_[self.index]);
+        }
+        else
+#endif
+        {
+            self.engine->wait_on_epoll();
+        }
+        detail::current_linux_engine = nullptr;
+        return nullptr;
+    }
+
+#ifdef ASYNC_SOCKET_HAS_IO_URING
+    // An io_uring worker: takes the ring's completions in batches (the ring's entries are given back before any
+    // callback runs) and hands each to its socket's protocol. Ends at its stop completion.
+    static void reap(uring& owned) noexcept
+    {
+        io_uring& ring = owned.ring;
+        struct completion
+        {
+            std::uint64_t data;
+            int result;
+        };
+        constexpr unsigned batch = 64;
+        completion taken[batch];
+        for (bool stop = false; !stop;)
+        {
+            io_uring_cqe* cqe = nullptr;
+            if (const int waited = io_uring_wait_cqe(&ring, &cqe); waited < 0)
+            {
+                continue; // EINTR; the ring cannot go away while its worker runs
+            }
+            unsigned count = 0;
+            unsigned head = 0;
+            io_uring_for_each_cqe(&ring, head, cqe)
+            {
+                taken[count++] = {io_uring_cqe_get_data64(cqe), cqe->res};
+                if (count == batch)
+                {
+                    break;
+                }
+            }
+            io_uring_cq_advance(&ring, count);
+            for (unsigned i = 0; i < count; ++i)
+            {
+                if (taken[i].data == stop_data)
+                {
+                    stop = true;
+                }
+                else if (taken[i].data != 0) // 0: a request whose completion says nothing (a cancel)
+                {
+                    auto* io = reinterpret_cast<detail::linux_io_state*>(static_cast<std::uintptr_t>(taken[i].data));
+                    detail::linux_slot* slot = io->slot.load(std::memory_order_acquire);
+                    slot->on_cqe.load(std::memory_order_acquire)(*io, taken[i].result);
+                }
+            }
+            start_handed(owned);
+        }
+    }
+
+    // Submits the IO other threads handed over (hand_to_ring).
+    static void start_handed(uring& owned) noexcept
+    {
+        detail::linux_io_state* handed = nullptr;
+        {
+            std::lock_guard<std::mutex> held(owned.handed_lock);
+            handed = std::exchange(owned.handed, nullptr);
+        }
+        while (handed != nullptr)
+        {
+            detail::linux_io_state* io = handed;
+            handed = io->handed_next;
+            detail::linux_slot* slot = io->slot.load(std::memory_order_acquire);
+            slot->on_cqe.load(std::memory_order_acquire)(*io, detail::linux_start_request);
+        }
+    }
+#endif
+
+    void wait_on_epoll() noexcept
+    {
+        linux_engine* engine = this;
         constexpr int batch = 64;
         epoll_event events[batch];
         for (;;)
@@ -467,10 +651,25 @@ private:
                 break;
             }
         }
-        detail::current_linux_engine = nullptr;
-        return nullptr;
     }
 
+    static constexpr unsigned ring_entries = 256;
+
+#ifdef ASYNC_SOCKET_HAS_IO_URING
+    struct uring
+    {
+        io_uring ring{};
+        std::mutex submit_lock;
+        std::mutex handed_lock;
+        detail::linux_io_state* handed = nullptr; // IO handed over by other threads, to submit
+    };
+    uring* rings_ = nullptr;
+    std::uint32_t rings_made_ = 0;
+#endif
+    worker workers_[max_thread_count]{};
+    linux_io_mechanism mechanism_ = linux_io_mechanism::epoll;
+    int io_uring_refusal_ = 0;
+    std::atomic<std::uint32_t> next_ring_{0};
     std::atomic<std::uint32_t> references_{1};
     std::uint32_t thread_count_;
     std::uint32_t started_ = 0;
