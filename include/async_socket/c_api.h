@@ -3,11 +3,13 @@
  * Code written against spec/async_socket_win32_requirements.md compiles unchanged: the same handle,
  * types, result enums and functions (async_socket_create ... async_socket_receive_async), plus the
  * execution engine (execution_engine_create, execution_engine_dec_ref, ...). Everything is inline: include
- * the header and link ws2_32, synchronization and mswsock (the CMake target does this).
+ * the header and link ws2_32, synchronization and mswsock on Windows, liburing on Linux (the CMake target does
+ * this).
  *
- * ASYNC_SOCKET_HANDLE is a heap object holding an async_socket::win32_async_socket; the functions forward
- * to it and turn its status into the spec's int (0 on success, the non-zero status value on failure).
- * Callbacks run on the execution engine's threadpool threads (on_open_complete on the caller's thread).
+ * ASYNC_SOCKET_HANDLE is a heap object holding an async_socket::win32_async_socket (Windows) or
+ * linux_async_socket (Linux); the functions forward to it and turn its status into the spec's int (0 on success,
+ * the non-zero status value on failure). Callbacks run on the execution engine's threads (on_open_complete on
+ * the caller's thread). On Linux a socket descriptor is passed as async_socket_handle_from_fd(fd) (types.h).
  */
 #ifndef ASYNC_SOCKET_C_API_H
 #define ASYNC_SOCKET_C_API_H
@@ -16,32 +18,56 @@
 #error "<async_socket/c_api.h> is header-only C++: compile the including file as C++"
 #endif
 
+#ifdef _WIN32
 #include <winsock2.h>
 #include <windows.h>
+#endif
 
 #include <async_socket/types.h>
-#include <async_socket/backend/win32/execution_engine.hpp>
 #include <async_socket/async_socket.hpp>
+#ifdef _WIN32
+#include <async_socket/backend/win32/execution_engine.hpp>
+#else
+#include <async_socket/backend/linux/execution_engine.hpp>
+#endif
 
 #include <new>
 #include <stdint.h>
 #include <utility>
 
+namespace async_socket::detail
+{
+// The socket type behind the C API, and the engine it is made on, per platform.
+#ifdef _WIN32
+using c_api_socket = win32_async_socket;
+inline EXECUTION_ENGINE_HANDLE c_api_engine(EXECUTION_ENGINE_HANDLE engine) noexcept
+{
+    return engine;
+}
+#else
+using c_api_socket = linux_async_socket;
+inline linux_engine* c_api_engine(EXECUTION_ENGINE_HANDLE engine) noexcept
+{
+    return execution_engine_linux_get_engine(engine);
+}
+#endif
+} // namespace async_socket::detail
+
 struct ASYNC_SOCKET
 {
-    async_socket::win32_async_socket::handle socket;
+    async_socket::detail::c_api_socket::handle socket;
 };
 
 typedef struct ASYNC_SOCKET* ASYNC_SOCKET_HANDLE;
 
-// Makes a CLOSED async socket over socket_handle (an overlapped SOCKET, which stays the caller's) that runs
-// its IO on execution_engine's threadpool, and takes a reference to the engine.
+// Makes a CLOSED async socket over socket_handle (an overlapped SOCKET, or a descriptor on Linux; it stays the
+// caller's) that runs its IO on execution_engine's threads, and takes a reference to the engine.
 // Returns NULL when execution_engine or socket_handle is NULL, or when memory cannot be had.
 inline ASYNC_SOCKET_HANDLE async_socket_create(EXECUTION_ENGINE_HANDLE execution_engine,
                                                SOCKET_HANDLE socket_handle) noexcept
 {
-    async_socket::win32_async_socket::handle made =
-        async_socket::win32_async_socket::create(execution_engine, socket_handle);
+    async_socket::detail::c_api_socket::handle made =
+        async_socket::detail::c_api_socket::create(async_socket::detail::c_api_engine(execution_engine), socket_handle);
     if (!made)
     {
         return NULL;
