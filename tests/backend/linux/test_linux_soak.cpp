@@ -123,7 +123,7 @@ struct direction
         }
         else
         {
-            sum->failures.fetch_add(1);
+            sum->wake.update([&] { sum->failures.fetch_add(1); });
         }
     }
 
@@ -133,7 +133,7 @@ struct direction
         slot.owner->sum->sends_completed.fetch_add(1);
         if (result != ASYNC_SOCKET_SEND_OK)
         {
-            slot.owner->sum->failures.fetch_add(1);
+            slot.owner->sum->wake.update([&] { slot.owner->sum->failures.fetch_add(1); });
             return;
         }
         slot.owner->send_next(slot);
@@ -152,7 +152,7 @@ struct direction
         }
         if (to->receive_async(receive_buffers, count, &on_receive, this) != status::ok)
         {
-            sum->failures.fetch_add(1);
+            sum->wake.update([&] { sum->failures.fetch_add(1); });
             return false;
         }
         sum->receives_accepted.fetch_add(1);
@@ -247,8 +247,9 @@ void run_soak(async_socket::linux_io_choice io, const char* name)
             one->send_next(slot);
         }
     }
+    // Ends when every direction is done, or at the first failure (a refused send would otherwise stall its stream).
     const bool finished =
-        sum.wake.wait_for([&] { return sum.directions_done.load() == 2 * pairs; }, 600.0); // a hang ends here
+        sum.wake.wait_for([&] { return sum.directions_done.load() == 2 * pairs || sum.failures.load() != 0; }, 100.0);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     // Close and destroy while nothing is pending any more (the receivers have all they wait for).
     for (auto& s : sockets)

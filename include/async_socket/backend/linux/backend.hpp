@@ -6,8 +6,11 @@
 //   answered completed_at_once and the core completes it on the calling thread; one that would block is queued.
 //   A queued IO never lets a later one of the same direction pass it: only the head of a queue is being done.
 // - io_uring: the head of each queue is one request in the kernel (IORING_OP_SENDMSG/RECVMSG on the socket's
-//   ring); its completion, reaped by the ring's worker, finishes it or (a send that went out in part) submits the
-//   rest, then submits the next head. Sends never overlap, so parts of two sends cannot interleave on the wire.
+//   ring, put there by the ring's worker only: io_uring_ring.hpp); its completion finishes it or (a send that went
+//   out in part) submits the rest, then submits the next head. Sends never overlap, so parts of two sends cannot
+//   interleave on the wire.
+// - readiness hints (slot.hpp): after an EAGAIN or a short transfer the next IO of that direction does not try
+//   the call that would fail; epoll waits for the next edge, io_uring asks IORING_RECVSEND_POLL_FIRST.
 // - epoll: a worker woken for the descriptor (edge-triggered, both directions registered once) tries the head of
 //   each queue until it would block. Receives are tried before sends.
 // - Either way the completions run on the worker outside the socket's lock (so a callback may submit again);
@@ -18,7 +21,8 @@
 //   success only when nothing is left. At most IOV_MAX buffers go to one system call; more go in turns.
 // - cancel_all (close): every queued IO that is not in the kernel is taken off under the lock and completed as
 //   cancelled (ECANCELED) on the closing thread, outside the lock; a head in the kernel gets IORING_OP_ASYNC_CANCEL
-//   and completes through its ring. drain waits for all of them through the slot's count (engine memory).
+//   and completes through its ring. drain waits for all of them through the slot's count (engine memory); on the
+//   ring's own worker (close from a callback) it runs the ring's loop until they are done.
 // - errors: errno values, classified: ECONNRESET, EPIPE, ECONNABORTED are a reset; ECANCELED cancelled; others
 //   other. The errno value stays in io_result::os_code.
 #pragma once
@@ -35,6 +39,7 @@
 #include <mutex>
 #include <utility>
 
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -137,15 +142,25 @@ public:
             {
                 // The heads are in the kernel: cancel them there; the rest never started.
                 taken = append(take_all_but_head(slot.receives), take_all_but_head(slot.sends));
+                bool any = false;
                 for (detail::linux_io_queue* queue : {&slot.receives, &slot.sends})
                 {
                     if (!queue->empty())
                     {
-                        // Not yet in the kernel (handed to the worker): the worker sees the flag and completes it.
+                        // In the kernel: the ring's worker asks for its cancel. Handed over and not yet started:
+                        // the worker sees the flag and completes it as cancelled.
                         queue->head->cancel_requested = true;
-                        cancel_in_kernel(slot, *queue->head);
+                        any = true;
                     }
                 }
+#ifdef ASYNC_SOCKET_HAS_IO_URING
+                if (any)
+                {
+                    engine_->ring(slot.ring).hand_cancel(slot);
+                }
+#else
+                (void)any;
+#endif
             }
             else
             {
@@ -161,6 +176,18 @@ public:
 
     void drain() noexcept
     {
+#ifdef ASYNC_SOCKET_HAS_IO_URING
+        if (uring_ && engine_->owns_ring(slot_->ring))
+        {
+            // Close from a callback on this socket's own ring: only this thread can reap its IO, so it runs the
+            // ring's loop until the IO is done instead of blocking.
+            detail::linux_slot& slot = *slot_;
+            engine_->ring(slot.ring).run_until(
+                [&]() noexcept
+                { return (slot.outstanding.load(std::memory_order_acquire) & ~detail::linux_slot::waiter_flag) == 0; });
+            return;
+        }
+#endif
         slot_->wait_for_outstanding();
     }
 
@@ -201,16 +228,35 @@ private:
         return false;
     }
 
-    // One non-blocking try of the IO's system call (repeated while a send goes out in part).
-    static attempt try_now(int fd, io_state& io) noexcept
+    // What one system call of the IO asks for (the first IOV_MAX buffers).
+    static std::size_t requested(const io_state& io) noexcept
+    {
+        std::size_t total = 0;
+        for (std::uint32_t i = 0, n = batch(io); i < n; ++i)
+        {
+            total += io.buffers[i].iov_len;
+        }
+        return total;
+    }
+
+    // Records what a transfer says about the socket: a short one (or EAGAIN, moved == -1) means drained/full.
+    static void note_transfer(detail::linux_slot& slot, bool is_send, long moved, std::size_t asked) noexcept
+    {
+        const bool more = slot.hung_up || (moved >= 0 && static_cast<std::size_t>(moved) == asked);
+        (is_send ? slot.maybe_writable : slot.maybe_readable) = more;
+    }
+
+    // One non-blocking try of the IO's system call (repeated while a send goes out in part). Under the lock.
+    static attempt try_now(detail::linux_slot& slot, io_state& io) noexcept
     {
         for (;;)
         {
             msghdr message{};
             message.msg_iov = io.buffers;
             message.msg_iovlen = batch(io);
-            const ssize_t moved =
-                io.is_send ? sendmsg(fd, &message, MSG_NOSIGNAL | MSG_DONTWAIT) : recvmsg(fd, &message, MSG_DONTWAIT);
+            const std::size_t asked = requested(io);
+            const ssize_t moved = io.is_send ? sendmsg(slot.fd, &message, MSG_NOSIGNAL | MSG_DONTWAIT)
+                                             : recvmsg(slot.fd, &message, MSG_DONTWAIT);
             if (moved < 0)
             {
                 if (errno == EINTR)
@@ -219,11 +265,13 @@ private:
                 }
                 if (errno == EAGAIN || errno == EWOULDBLOCK)
                 {
+                    note_transfer(slot, io.is_send, -1, asked);
                     return attempt::would_block;
                 }
                 io.error = errno;
                 return attempt::finished;
             }
+            note_transfer(slot, io.is_send, static_cast<long>(moved), asked);
             io.error = 0;
             if (!io.is_send)
             {
@@ -237,57 +285,45 @@ private:
         }
     }
 
-    // io_uring: puts the IO (the head of its queue) in the kernel, or hands it to the ring's worker when this
-    // thread is not that worker (engine.hpp: a thread's requests end with the thread). Under the slot's lock.
-    // 0 or -errno.
+    // io_uring: puts the IO (the head of its queue) on its ring, or hands it to the ring's worker when this
+    // thread is not that worker (io_uring_ring.hpp says why). Under the slot's lock. 0 or -errno.
     static int start_in_kernel(linux_engine& engine, const detail::linux_slot& slot, io_state& io) noexcept
     {
 #ifdef ASYNC_SOCKET_HAS_IO_URING
+        detail::linux_ring& ring = engine.ring(slot.ring);
         if (!engine.owns_ring(slot.ring))
         {
-            engine.hand_to_ring(slot.ring, io);
+            ring.hand_over(io);
             return 0;
+        }
+        io_uring_sqe* sqe = ring.entry();
+        if (sqe == nullptr)
+        {
+            return -EBUSY;
         }
         io.message = msghdr{};
         io.message.msg_iov = io.buffers;
         io.message.msg_iovlen = batch(io);
-        return engine.submit_to_ring(slot.ring,
-                                     [&](io_uring_sqe& sqe) noexcept
-                                     {
-                                         if (io.is_send)
-                                         {
-                                             io_uring_prep_sendmsg(&sqe, slot.fd, &io.message, MSG_NOSIGNAL);
-                                         }
-                                         else
-                                         {
-                                             io_uring_prep_recvmsg(&sqe, slot.fd, &io.message, 0);
-                                         }
-                                         io_uring_sqe_set_data(&sqe, &io);
-                                     });
+        if (io.is_send)
+        {
+            io_uring_prep_sendmsg(sqe, slot.fd, &io.message, MSG_NOSIGNAL);
+        }
+        else
+        {
+            io_uring_prep_recvmsg(sqe, slot.fd, &io.message, 0);
+        }
+        // The socket was found drained (full): skip the kernel's first try, arm its poll at once.
+        if (!(io.is_send ? slot.maybe_writable : slot.maybe_readable))
+        {
+            sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+        }
+        io_uring_sqe_set_data(sqe, &io);
+        return 0;
 #else
         (void)engine;
         (void)slot;
         (void)io;
         return -ENOSYS;
-#endif
-    }
-
-    // io_uring: asks the kernel to cancel the IO. Retried while the ring is full (its worker is reaping).
-    void cancel_in_kernel(const detail::linux_slot& slot, io_state& io) noexcept
-    {
-#ifdef ASYNC_SOCKET_HAS_IO_URING
-        while (engine_->submit_to_ring(slot.ring,
-                                       [&](io_uring_sqe& sqe) noexcept
-                                       {
-                                           io_uring_prep_cancel64(&sqe, reinterpret_cast<std::uintptr_t>(&io), 0);
-                                           io_uring_sqe_set_data64(&sqe, 0);
-                                       }) != 0)
-        {
-            (void)usleep(1000);
-        }
-#else
-        (void)slot;
-        (void)io;
 #endif
     }
 
@@ -313,7 +349,8 @@ private:
                 queue.push(io);
                 return submit_result{submit_status::pending, 0};
             }
-            if (try_now(slot.fd, io) == attempt::would_block)
+            const bool worth_a_try = IsSend ? slot.maybe_writable : slot.maybe_readable;
+            if (!worth_a_try || try_now(slot, io) == attempt::would_block)
             {
                 const int started = uring_ ? start_in_kernel(*engine_, slot, io) : 0;
                 if (started == 0)
@@ -385,7 +422,7 @@ private:
     }
 
     // epoll: takes off each queue the IO that can finish now, in order, and completes them outside the lock.
-    static void on_ready(detail::linux_slot& slot, std::uint32_t generation, std::uint32_t /*events*/) noexcept
+    static void on_ready(detail::linux_slot& slot, std::uint32_t generation, std::uint32_t events) noexcept
     {
         io_state* finished = nullptr;
         io_state** tail = &finished;
@@ -395,9 +432,21 @@ private:
             {
                 return;
             }
+            if ((events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0)
+            {
+                slot.hung_up = true;
+            }
+            if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0)
+            {
+                slot.maybe_readable = true;
+            }
+            if ((events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0)
+            {
+                slot.maybe_writable = true;
+            }
             for (detail::linux_io_queue* queue : {&slot.receives, &slot.sends})
             {
-                while (!queue->empty() && try_now(slot.fd, *queue->head) == attempt::finished)
+                while (!queue->empty() && try_now(slot, *queue->head) == attempt::finished)
                 {
                     io_state* io = queue->pop();
                     io->next = nullptr;
@@ -441,20 +490,25 @@ private:
             }
             else if (!io.is_send)
             {
+                note_transfer(slot, false, res, requested(io));
                 io.bytes = static_cast<std::uint32_t>(res);
             }
             else if (res == 0)
             {
                 io.error = EPIPE; // a send of a non-empty buffer that moved nothing: the connection is gone
             }
-            else if (!advance(io, static_cast<std::size_t>(res)))
+            else
             {
-                const int started = io.cancel_requested ? -ECANCELED : start_in_kernel(engine, slot, io);
-                if (started == 0)
+                note_transfer(slot, true, res, requested(io));
+                if (!advance(io, static_cast<std::size_t>(res)))
                 {
-                    return; // the rest is in the kernel
+                    const int started = io.cancel_requested ? -ECANCELED : start_in_kernel(engine, slot, io);
+                    if (started == 0)
+                    {
+                        return; // the rest is in the kernel
+                    }
+                    io.error = -started;
                 }
-                io.error = -started;
             }
             finished = finish_head(engine, slot, io.is_send ? slot.sends : slot.receives);
         }

@@ -12,11 +12,9 @@
 // kernel does not know); setting ASYNC_SOCKET_IO_URING=0 in the environment also picks epoll (the escape hatch
 // libuv offers as UV_USE_IO_URING=0). io_uring_refusal() says why io_uring was not used.
 //
-// Who submits. The kernel cancels the io_uring requests of a thread when that thread ends (a receive started by a
-// short-lived thread would complete as cancelled). So only a ring's own worker puts socket IO on the ring: a
-// thread that is not that worker hands the IO over (hand_to_ring: a list under a lock, and a no-op request that
-// wakes the worker, which completes at once and is harmless whatever becomes of the thread). A callback that
-// starts IO of a socket of its own ring, the common case, submits directly.
+// Who submits (io_uring_ring.hpp): only a ring's own worker; other threads hand their IO over. A callback that
+// starts IO of a socket of its own ring, the common case, prepares it directly, and the worker submits all it
+// prepared and waits in one system call.
 //
 // Sockets made on an engine keep a reference to it; the last reference stops and Sockets made on an engine keep a
 // reference to it; the last reference stops and joins the workers, so it must not be dropped on one of them (it cannot
@@ -52,7 +50,7 @@
 
 #if !defined(ASYNC_SOCKET_NO_IO_URING) && __has_include(<liburing.h>)
 #define ASYNC_SOCKET_HAS_IO_URING 1
-#include <liburing.h>
+#include <async_socket/backend/linux/io_uring_ring.hpp>
 #endif
 
 #include <pthread.h>
@@ -101,10 +99,6 @@ inline thread_local std::uint32_t current_linux_ring = 0;
 // returns holds one reference, each socket made on the engine another.
 class linux_engine
 {
-#ifdef ASYNC_SOCKET_HAS_IO_URING
-    struct uring; // one ring, its worker's list of IO handed over, their locks
-#endif
-
 public:
     static constexpr std::uint32_t max_thread_count = 256;
     static constexpr std::uint32_t slots_per_chunk = 1024;
@@ -216,6 +210,9 @@ public:
             slot->fd = fd;
             slot->completion = completion;
             slot->owner = owner;
+            slot->maybe_readable = true;
+            slot->maybe_writable = true;
+            slot->hung_up = false;
             slot->ring = next_ring_.fetch_add(1, std::memory_order_relaxed) % thread_count_;
         }
         slot->ready.store(ready, std::memory_order_release);
@@ -266,16 +263,7 @@ private:
 #ifdef ASYNC_SOCKET_HAS_IO_URING
         for (std::uint32_t i = 0; i < started_ && rings_ != nullptr; ++i)
         {
-            // The ring's worker ends at this completion.
-            while (submit_to_ring(i,
-                                  [](io_uring_sqe& sqe) noexcept
-                                  {
-                                      io_uring_prep_nop(&sqe);
-                                      io_uring_sqe_set_data64(&sqe, stop_data);
-                                  }) != 0)
-            {
-                (void)usleep(1000); // the ring is full of completions the worker is about to reap
-            }
+            rings_[i].stop();
         }
 #endif
         if (stop_fd_ >= 0)
@@ -304,68 +292,21 @@ private:
         }
         delete[] threads_;
 #ifdef ASYNC_SOCKET_HAS_IO_URING
-        for (std::uint32_t i = 0; i < rings_made_; ++i)
-        {
-            io_uring_queue_exit(&rings_[i].ring);
-        }
         delete[] rings_;
 #endif
     }
 
 public:
 #ifdef ASYNC_SOCKET_HAS_IO_URING
-    // Puts one request on a ring: prep(sqe) under the ring's submit lock, then io_uring_submit. Returns 0, or the
-    // negated errno when the ring has no free entry even after a submit (EBUSY: its completions must be reaped
-    // first) or the submit failed. Callable from any thread.
-    template <class Prep>
-    int submit_to_ring(std::uint32_t ring, Prep&& prep) noexcept
-    {
-        uring& target = rings_[ring];
-        std::lock_guard<std::mutex> held(target.submit_lock);
-        io_uring_sqe* sqe = io_uring_get_sqe(&target.ring);
-        if (sqe == nullptr)
-        {
-            (void)io_uring_submit(&target.ring);
-            sqe = io_uring_get_sqe(&target.ring);
-            if (sqe == nullptr)
-            {
-                return -EBUSY;
-            }
-        }
-        prep(*sqe);
-        const int submitted = io_uring_submit(&target.ring);
-        // A failed submit leaves the entry in the ring, where the next submit takes it: the request is not lost.
-        return submitted < 0 && submitted != -EAGAIN && submitted != -EBUSY ? submitted : 0;
-    }
-
-    // True on the worker of `ring`, the one thread that submits socket IO to it.
+    // True on the worker of `ring`, the one thread that submits to it.
     [[nodiscard]] bool owns_ring(std::uint32_t ring) const noexcept
     {
         return detail::current_linux_engine == this && detail::current_linux_ring == ring;
     }
 
-    // Gives an IO to the worker of `ring` to submit (from any other thread): it runs the slot's on_cqe with
-    // linux_start_request. The first IO on an empty list wakes the worker with a no-op request; if that cannot
-    // be queued the ring is full of completions, so the worker is awake and takes the list after them.
-    void hand_to_ring(std::uint32_t ring, detail::linux_io_state& io) noexcept
+    [[nodiscard]] detail::linux_ring& ring(std::uint32_t index) noexcept
     {
-        uring& target = rings_[ring];
-        bool first = false;
-        {
-            std::lock_guard<std::mutex> held(target.handed_lock);
-            io.handed_next = target.handed;
-            target.handed = &io;
-            first = io.handed_next == nullptr;
-        }
-        if (first)
-        {
-            (void)submit_to_ring(ring,
-                                 [](io_uring_sqe& sqe) noexcept
-                                 {
-                                     io_uring_prep_nop(&sqe);
-                                     io_uring_sqe_set_data64(&sqe, 0);
-                                 });
-        }
+        return rings_[index];
     }
 #endif
 
@@ -423,21 +364,18 @@ private:
     int make_rings() noexcept
     {
 #ifdef ASYNC_SOCKET_HAS_IO_URING
-        rings_ = new (std::nothrow) uring[thread_count_];
+        rings_ = new (std::nothrow) detail::linux_ring[thread_count_];
         if (rings_ == nullptr)
         {
             return ENOMEM;
         }
-        for (; rings_made_ < thread_count_; ++rings_made_)
+        for (std::uint32_t i = 0; i < thread_count_; ++i)
         {
-            // A completion queue 16 times the submission queue: completions of many sockets pile up while a
-            // worker runs callbacks; the kernel keeps overflowing ones (IORING_FEAT_NODROP) but that is slower.
-            io_uring_params params{};
-            params.flags = IORING_SETUP_CQSIZE;
-            params.cq_entries = ring_entries * 16;
-            if (const int made = io_uring_queue_init_params(ring_entries, &rings_[rings_made_].ring, &params); made < 0)
+            if (const int made = rings_[i].init(); made != 0)
             {
-                return -made;
+                delete[] rings_;
+                rings_ = nullptr;
+                return made;
             }
         }
         return 0;
@@ -534,7 +472,7 @@ private:
         if (self.engine->mechanism_ == linux_io_mechanism::io_uring)
         {
             detail::current_linux_ring = self.index;
-            reap(self.engine->rings_[self.index]);
+            self.engine->rings_[self.index].run();
         }
         else
 #endif
@@ -544,72 +482,6 @@ private:
         detail::current_linux_engine = nullptr;
         return nullptr;
     }
-
-#ifdef ASYNC_SOCKET_HAS_IO_URING
-    // An io_uring worker: takes the ring's completions in batches (the ring's entries are given back before any
-    // callback runs) and hands each to its socket's protocol. Ends at its stop completion.
-    static void reap(uring& owned) noexcept
-    {
-        io_uring& ring = owned.ring;
-        struct completion
-        {
-            std::uint64_t data;
-            int result;
-        };
-        constexpr unsigned batch = 64;
-        completion taken[batch];
-        for (bool stop = false; !stop;)
-        {
-            io_uring_cqe* cqe = nullptr;
-            if (const int waited = io_uring_wait_cqe(&ring, &cqe); waited < 0)
-            {
-                continue; // EINTR; the ring cannot go away while its worker runs
-            }
-            unsigned count = 0;
-            unsigned head = 0;
-            io_uring_for_each_cqe(&ring, head, cqe)
-            {
-                taken[count++] = {io_uring_cqe_get_data64(cqe), cqe->res};
-                if (count == batch)
-                {
-                    break;
-                }
-            }
-            io_uring_cq_advance(&ring, count);
-            for (unsigned i = 0; i < count; ++i)
-            {
-                if (taken[i].data == stop_data)
-                {
-                    stop = true;
-                }
-                else if (taken[i].data != 0) // 0: a request whose completion says nothing (a cancel)
-                {
-                    auto* io = reinterpret_cast<detail::linux_io_state*>(static_cast<std::uintptr_t>(taken[i].data));
-                    detail::linux_slot* slot = io->slot.load(std::memory_order_acquire);
-                    slot->on_cqe.load(std::memory_order_acquire)(*io, taken[i].result);
-                }
-            }
-            start_handed(owned);
-        }
-    }
-
-    // Submits the IO other threads handed over (hand_to_ring).
-    static void start_handed(uring& owned) noexcept
-    {
-        detail::linux_io_state* handed = nullptr;
-        {
-            std::lock_guard<std::mutex> held(owned.handed_lock);
-            handed = std::exchange(owned.handed, nullptr);
-        }
-        while (handed != nullptr)
-        {
-            detail::linux_io_state* io = handed;
-            handed = io->handed_next;
-            detail::linux_slot* slot = io->slot.load(std::memory_order_acquire);
-            slot->on_cqe.load(std::memory_order_acquire)(*io, detail::linux_start_request);
-        }
-    }
-#endif
 
     void wait_on_epoll() noexcept
     {
@@ -653,18 +525,8 @@ private:
         }
     }
 
-    static constexpr unsigned ring_entries = 256;
-
 #ifdef ASYNC_SOCKET_HAS_IO_URING
-    struct uring
-    {
-        io_uring ring{};
-        std::mutex submit_lock;
-        std::mutex handed_lock;
-        detail::linux_io_state* handed = nullptr; // IO handed over by other threads, to submit
-    };
-    uring* rings_ = nullptr;
-    std::uint32_t rings_made_ = 0;
+    detail::linux_ring* rings_ = nullptr;
 #endif
     worker workers_[max_thread_count]{};
     linux_io_mechanism mechanism_ = linux_io_mechanism::epoll;

@@ -103,6 +103,16 @@ struct linux_slot
     std::atomic<linux_ready_fn> ready{nullptr}; // epoll: read by workers without the lock
     std::atomic<linux_cqe_fn> on_cqe{nullptr};  // io_uring: likewise
     std::uint32_t ring = 0;                     // io_uring: the ring (and worker) the socket's IO goes to
+    // Hints, under the lock: false once a receive (send) found the socket drained (full): an EAGAIN or a short
+    // transfer. Then the next IO of that direction skips the try that would fail and waits for readiness
+    // (epoll: the next edge sets the hint again; io_uring: IORING_RECVSEND_POLL_FIRST).
+    bool maybe_readable = true;
+    bool maybe_writable = true;
+    // epoll: the peer hung up or the connection failed (EPOLLRDHUP, EPOLLHUP, EPOLLERR seen). Such a state raises
+    // no further edge, so from then on every IO tries its call (the hints above stay true).
+    bool hung_up = false;
+    linux_slot* cancel_next = nullptr; // io_uring: the ring's list of slots whose heads close cancels
+    bool cancel_handed = false;
     linux_io_queue sends;
     linux_io_queue receives;
     std::atomic<std::uint32_t> outstanding{0}; // IO accepted and not yet completed, plus waiter_flag
