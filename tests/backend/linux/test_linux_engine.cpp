@@ -216,3 +216,83 @@ TEST_CASE("many sockets on one engine, made and destroyed in turn, reuse its slo
     }
     CHECK(arrived == 3 * 64);
 }
+
+namespace
+{
+
+// Socket A's receive callback closes socket B, whose receive is pending; on a one-worker engine both live on
+// the one ring (io_uring) or epoll thread, so B's close runs on the only thread that can complete B's IO.
+struct closer
+{
+    linux_async_socket* other = nullptr;
+    waiter wake;
+    bool closed = false;
+    status close_status = status::invalid_state;
+
+    static void on_receive(void* context, ASYNC_SOCKET_RECEIVE_RESULT, std::uint32_t) noexcept
+    {
+        auto* self = static_cast<closer*>(context);
+        const status closed = self->other->close();
+        self->wake.update(
+            [&]
+            {
+                self->close_status = closed;
+                self->closed = true;
+            });
+    }
+};
+
+void close_from_a_callback_of_another_socket(async_socket::linux_io_choice io)
+{
+    const linux_engine::handle engine = linux_engine::create({.thread_count = 1, .io = io});
+    REQUIRE(engine != nullptr);
+    async_socket::testing::fd_pair pair_a = async_socket::testing::make_loopback_fd_pair();
+    async_socket::testing::fd_pair pair_b = async_socket::testing::make_loopback_fd_pair();
+    REQUIRE(pair_a.valid());
+    REQUIRE(pair_b.valid());
+    auto a = linux_async_socket::create(engine.get(), async_socket_handle_from_fd(pair_a.client));
+    auto b = linux_async_socket::create(engine.get(), async_socket_handle_from_fd(pair_b.client));
+    REQUIRE(a != nullptr);
+    REQUIRE(b != nullptr);
+    receive_log opened;
+    REQUIRE(a->open_async(&receive_log::on_open, &opened) == status::ok);
+    REQUIRE(b->open_async(&receive_log::on_open, &opened) == status::ok);
+
+    receive_log b_log;
+    std::uint8_t b_in = 0;
+    ASYNC_SOCKET_BUFFER b_buffer{&b_in, 1};
+    REQUIRE(b->receive_async(&b_buffer, 1, &receive_log::on_receive, &b_log) == status::ok); // stays pending
+
+    closer on_a;
+    on_a.other = b.get();
+    std::uint8_t a_in = 0;
+    ASYNC_SOCKET_BUFFER a_buffer{&a_in, 1};
+    REQUIRE(a->receive_async(&a_buffer, 1, &closer::on_receive, &on_a) == status::ok);
+    const std::uint8_t byte = 1;
+    REQUIRE(send(pair_a.server, &byte, 1, MSG_NOSIGNAL) == 1);
+
+    REQUIRE(on_a.wake.wait_for([&] { return on_a.closed; }, 60.0));
+    CHECK(on_a.close_status == status::ok);
+    CHECK(b->state() == async_socket::socket_state::closed);
+    CHECK(b_log.ok + b_log.other == 1); // B's receive completed once (because of the close) before close returned
+    CHECK(b_log.ok == 0);
+}
+
+} // namespace
+
+TEST_CASE("close of a socket with IO in flight, from a callback of another socket on a one-worker engine")
+{
+    SUBCASE("epoll")
+    {
+        close_from_a_callback_of_another_socket(async_socket::linux_io_choice::epoll);
+    }
+    SUBCASE("io_uring (where the kernel allows it)")
+    {
+        const linux_engine::handle probe = linux_engine::create({.thread_count = 1});
+        REQUIRE(probe != nullptr);
+        if (probe->mechanism() == async_socket::linux_io_mechanism::io_uring)
+        {
+            close_from_a_callback_of_another_socket(async_socket::linux_io_choice::io_uring);
+        }
+    }
+}
