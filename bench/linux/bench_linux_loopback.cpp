@@ -4,7 +4,7 @@
 //   stream64k:  one connection, 64 KiB sends back to back, the other end receives (bytes/s)
 // Every row runs its IO on one thread (the library: an engine with one worker; Asio: io_context::run on the
 // benchmark thread; raw: the benchmark thread), so the rows compare the cost of the same work.
-// scripts/bench-linux.sh runs it with repetitions and writes the medians and ratios (docs/benchmarks.md).
+// scripts/bench-linux.sh runs it with repetitions and prints the medians and ratios (docs/benchmarks.md).
 #include <async_socket/async_socket.hpp>
 #include <async_socket/testing/linux_loopback.hpp>
 
