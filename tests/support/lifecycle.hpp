@@ -1,11 +1,13 @@
 // Shared pieces of the lifecycle tests (create/destroy, open, close): waits with a deadline, the end-of-test
-// checks, and an allocator that keeps freed blocks for use-after-free probes.
+// checks, an allocator that keeps freed blocks for use-after-free probes, and small steps the tests share (a
+// required socket, a started receive, a close on another thread, the calls of destroy).
 #pragma once
 
 #include "fixtures.hpp"
 
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -112,6 +114,83 @@ struct keep_freed_alloc
     }
 };
 
+// The calls of a first open (it binds the socket), and those of destroy (it releases that binding).
+inline const names binding_calls{"InitializeThreadpoolEnvironment", "SetThreadpoolCallbackPool",
+                                 "CreateThreadpoolCleanupGroup", "CreateThreadpoolIo"};
 inline const names release_calls{"CloseThreadpoolIo", "CloseThreadpoolCleanupGroup", "DestroyThreadpoolEnvironment"};
+
+// What the lifecycle tests send and receive.
+inline char payload[16] = "lifecycle bytes";
+
+// A fixture (fixtures.hpp) whose socket the test requires to have been made.
+struct made_fixture : fixture
+{
+    explicit made_fixture(bool open = true) : fixture(open)
+    {
+        REQUIRE(socket);
+    }
+};
+
+// Destroys the fixture's socket and returns the calls that destroy made.
+template <class Fixture>
+names calls_of_destroy(Fixture& f)
+{
+    f.os.clear_calls();
+    f.socket.reset();
+    return f.os.call_names();
+}
+
+// One receive into `payload`, started (and required to start) on `socket`.
+struct started_receive
+{
+    ASYNC_SOCKET_BUFFER buffer{payload, sizeof(payload)};
+    receive_recorder received;
+
+    template <class Socket>
+    explicit started_receive(Socket* socket)
+    {
+        REQUIRE(socket->receive_async(&buffer, 1, &receive_recorder::callback, &received) == status::ok);
+    }
+
+    // Its callback ran once, with `result`.
+    void check_completed_once(ASYNC_SOCKET_RECEIVE_RESULT result)
+    {
+        REQUIRE(received.seen().size() == 1);
+        CHECK(received.seen()[0].result == result);
+    }
+};
+
+// Runs close on a thread of its own; `closed` once it has returned.
+template <class Socket>
+struct background_close
+{
+    std::atomic<bool> closed{false};
+    std::atomic<status> result{status::invalid_argument};
+    std::thread thread;
+
+    explicit background_close(Socket* socket)
+        : thread(
+              [this, socket]
+              {
+                  result = socket->close();
+                  closed = true;
+              })
+    {
+    }
+
+    void join()
+    {
+        thread.join();
+    }
+};
+
+// The end of a test over a fixture (made_fixture, probed_fixture, held_open): destroys the socket, then checks that
+// nothing is left.
+template <class Fixture>
+void destroy_and_expect_nothing_left(Fixture& f)
+{
+    f.socket.reset();
+    expect_nothing_left(f.os, f.ledger);
+}
 
 } // namespace test_support

@@ -1,4 +1,5 @@
-// probe_sync: a SyncPolicy through which a test watches the state machine of a socket.
+// probe_sync: a SyncPolicy through which a test watches the state machine of a socket, and fixtures of sockets
+// under it.
 #pragma once
 
 #include <async_socket/basic_async_socket.hpp>
@@ -7,6 +8,9 @@
 #include <async_socket/testing/fault_alloc.hpp>
 
 #include "fixtures.hpp"
+#include "lifecycle.hpp"
+
+#include <doctest/doctest.h>
 
 #include <atomic>
 #include <chrono>
@@ -16,6 +20,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <type_traits>
 
 namespace test_support
 {
@@ -297,5 +302,54 @@ struct held_open
         release();
     }
 };
+
+// A socket of the probe's, over fake socket 42: created and (by default) opened, each step required. Its memory
+// comes from `ledger`, or with keep_freed_alloc from `blocks`.
+template <class Alloc>
+struct basic_probed_fixture
+{
+    using socket_type = async_socket::basic_async_socket<fake_threadpool, Alloc, probe_sync>;
+
+    sync_probe probe;
+    probe_scope scope{probe};
+    fake_os os;
+    alloc_ledger ledger;
+    kept_blocks blocks;
+    open_recorder opened;
+    typename socket_type::handle socket;
+    socket_type* raw = nullptr;
+
+    explicit basic_probed_fixture(bool open = true)
+    {
+        if constexpr (std::is_same_v<Alloc, keep_freed_alloc>)
+        {
+            socket = socket_type::create(&os, fake_socket(42), {}, keep_freed_alloc{&blocks});
+        }
+        else
+        {
+            socket = socket_type::create(&os, fake_socket(42), {}, fault_alloc{&ledger});
+        }
+        REQUIRE(socket);
+        raw = socket.get();
+        if (open)
+        {
+            REQUIRE(raw->open_async(&open_recorder::callback, &opened) == status::ok);
+        }
+    }
+};
+
+using probed_fixture = basic_probed_fixture<fault_alloc>;
+// Its freed memory stays mapped, for the tests that look for a use after destroy.
+using kept_fixture = basic_probed_fixture<keep_freed_alloc>;
+
+// The end of a test over a kept_fixture, once its socket is destroyed: every block freed, no OS rule broken,
+// nothing of the OS left.
+inline void expect_nothing_left(const kept_fixture& f)
+{
+    CHECK(f.blocks.live == 0);
+    CHECK(f.os.violations().empty());
+    CHECK(f.os.live_events() == 0);
+    CHECK(f.os.live_ios() == 0);
+}
 
 } // namespace test_support

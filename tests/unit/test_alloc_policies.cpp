@@ -49,6 +49,27 @@ ledger_pool make_pool(alloc_ledger& ledger, std::uint32_t max_cached_per_class =
                        fault_alloc{&ledger}};
 }
 
+// `count` blocks of `size` bytes from `pool`, each required.
+std::vector<void*> allocate_blocks(ledger_pool& pool, int count, std::size_t size)
+{
+    std::vector<void*> blocks;
+    for (int i = 0; i < count; ++i)
+    {
+        blocks.push_back(pool.allocate(size));
+        REQUIRE(blocks.back() != nullptr);
+    }
+    return blocks;
+}
+
+// Gives each of `blocks` back to `pool`, as `size` bytes.
+void deallocate_blocks(ledger_pool& pool, const std::vector<void*>& blocks, std::size_t size)
+{
+    for (void* p : blocks)
+    {
+        pool.deallocate(p, size);
+    }
+}
+
 bool is_max_aligned(const void* p)
 {
     return reinterpret_cast<std::uintptr_t>(p) % alignof(std::max_align_t) == 0;
@@ -64,6 +85,24 @@ using fake_layout = async_socket::detail::io_context_layout<
     async_socket::detail::io_context_header<async_socket::testing::fake_threadpool::io_state>, fake_wsabuf>;
 
 void noop_open(void*, ASYNC_SOCKET_OPEN_RESULT) {}
+
+// A socket of type Socket over fake socket `n`, its memory from `alloc`: created, each step required.
+template <class Socket, class Engine, class Alloc>
+typename Socket::handle created_socket(Engine* engine, std::uintptr_t n, Alloc alloc)
+{
+    auto socket = Socket::create(engine, fake_socket(n), {}, alloc);
+    REQUIRE(socket);
+    return socket;
+}
+
+// The same, and opened.
+template <class Socket, class Engine, class Alloc>
+typename Socket::handle opened_socket(Engine* engine, std::uintptr_t n, Alloc alloc)
+{
+    auto socket = created_socket<Socket>(engine, n, alloc);
+    REQUIRE(socket->open_async(&noop_open, nullptr) == status::ok);
+    return socket;
+}
 
 // A std::pmr memory resource that counts what it hands out and can be told to throw.
 class counting_resource : public std::pmr::memory_resource
@@ -106,6 +145,13 @@ private:
         return this == &other;
     }
 };
+
+using pmr_socket = async_socket::basic_async_socket<fake_threadpool, pmr_alloc, async_socket::std_sync>;
+
+pmr_alloc alloc_from(counting_resource& resource)
+{
+    return pmr_alloc{std::pmr::polymorphic_allocator<std::byte>{&resource}};
+}
 
 // A standard allocator that throws something other than bad_alloc.
 template <class T>
@@ -248,16 +294,8 @@ TEST_CASE("recycling_pool_alloc: a class caches at most max_cached_per_class blo
 {
     alloc_ledger ledger;
     ledger_pool pool = make_pool(ledger, 4, 0);
-    std::vector<void*> blocks;
-    for (int i = 0; i < 10; ++i)
-    {
-        blocks.push_back(pool.allocate(200));
-        REQUIRE(blocks.back() != nullptr);
-    }
-    for (void* p : blocks)
-    {
-        pool.deallocate(p, 200);
-    }
+    std::vector<void*> blocks = allocate_blocks(pool, 10, 200);
+    deallocate_blocks(pool, blocks, 200);
     async_socket::recycling_pool_stats stats = pool.stats();
     CHECK(stats.cached_blocks == 4);
     CHECK(stats.cached_bytes == 4 * 256);
@@ -266,16 +304,9 @@ TEST_CASE("recycling_pool_alloc: a class caches at most max_cached_per_class blo
     CHECK(ledger.live_blocks() == 4 + 1); // the cached blocks and the pool's state
 
     // Ten again: four come from the cache, six from the heap.
-    blocks.clear();
-    for (int i = 0; i < 10; ++i)
-    {
-        blocks.push_back(pool.allocate(150));
-    }
+    blocks = allocate_blocks(pool, 10, 150);
     CHECK(pool.stats().heap_allocations == 16);
-    for (void* p : blocks)
-    {
-        pool.deallocate(p, 150);
-    }
+    deallocate_blocks(pool, blocks, 150);
     CHECK(pool.stats().cached_blocks == 4);
     CHECK(ledger.misuse() == 0);
 }
@@ -542,16 +573,8 @@ TEST_CASE("recycling_pool_alloc: a full thread cache gives its older half to the
 {
     alloc_ledger ledger;
     ledger_pool pool = make_pool(ledger);
-    std::vector<void*> blocks;
-    for (int i = 0; i < 20; ++i)
-    {
-        blocks.push_back(pool.allocate(100));
-        REQUIRE(blocks.back() != nullptr);
-    }
-    for (void* p : blocks)
-    {
-        pool.deallocate(p, 100);
-    }
+    std::vector<void*> blocks = allocate_blocks(pool, 20, 100);
+    deallocate_blocks(pool, blocks, 100);
     // 8 fit in the cache; the 9th, 13th and 17th frees each moved 4 to the shared list first.
     async_socket::recycling_pool_stats stats = pool.stats();
     CHECK(stats.cached_blocks == 20);
@@ -559,12 +582,7 @@ TEST_CASE("recycling_pool_alloc: a full thread cache gives its older half to the
     CHECK(stats.heap_deallocations == 0);
 
     // The last freed goes out first; after the cache's 8, a refill brings 4 from the shared list.
-    std::vector<void*> again;
-    for (int i = 0; i < 10; ++i)
-    {
-        again.push_back(pool.allocate(100));
-        REQUIRE(again.back() != nullptr);
-    }
+    std::vector<void*> again = allocate_blocks(pool, 10, 100);
     CHECK(again.front() == blocks.back());
     stats = pool.stats();
     CHECK(stats.heap_allocations == 20);
@@ -573,10 +591,7 @@ TEST_CASE("recycling_pool_alloc: a full thread cache gives its older half to the
     pool.trim(); // the shared list and this thread's cache
     CHECK(pool.stats().cached_blocks == 0);
     CHECK(ledger.live_blocks() == 10 + 1 + 1); // the blocks handed out, the state and the cache
-    for (void* p : again)
-    {
-        pool.deallocate(p, 100);
-    }
+    deallocate_blocks(pool, again, 100);
     CHECK(ledger.misuse() == 0);
 }
 
@@ -584,16 +599,9 @@ TEST_CASE("recycling_pool_alloc: a thread caches at most 8 KiB per class, and cl
 {
     alloc_ledger ledger;
     ledger_pool pool = make_pool(ledger);
-    std::vector<void*> blocks;
-    for (int i = 0; i < 5; ++i)
-    {
-        blocks.push_back(pool.allocate(3000)); // the 4 KiB class: 2 per thread
-    }
-    void* big = pool.allocate(10000); // the 16 KiB class: none per thread
-    for (void* p : blocks)
-    {
-        pool.deallocate(p, 3000);
-    }
+    std::vector<void*> blocks = allocate_blocks(pool, 5, 3000); // the 4 KiB class: 2 per thread
+    void* big = pool.allocate(10000);                           // the 16 KiB class: none per thread
+    deallocate_blocks(pool, blocks, 3000);
     pool.deallocate(big, 10000);
     const async_socket::recycling_pool_stats stats = pool.stats();
     CHECK(stats.cached_blocks == 6);
@@ -738,9 +746,7 @@ TEST_CASE("a socket over recycling_pool_alloc makes no heap allocation per IO on
     int sends_ok = 0;
     int receives_ok = 0;
     {
-        auto socket = pool_socket::create(&os, fake_socket(7), {}, pool);
-        REQUIRE(socket);
-        REQUIRE(socket->open_async(&noop_open, nullptr) == status::ok);
+        auto socket = opened_socket<pool_socket>(&os, 7, pool);
 
         std::array<char, 4096> memory{};
         std::array<ASYNC_SOCKET_BUFFER, 16> buffers{};
@@ -816,9 +822,7 @@ TEST_CASE("a socket over recycling_pool_alloc and the inline threadpool makes no
     constexpr int cycles = 2000;
     {
         ledger_pool pool = make_pool(ledger);
-        auto socket = inline_socket::create(&engine, fake_socket(3), {}, pool);
-        REQUIRE(socket);
-        REQUIRE(socket->open_async(&noop_open, nullptr) == status::ok);
+        auto socket = opened_socket<inline_socket>(&engine, 3, pool);
         char memory[64 * 8] = {};
         ASYNC_SOCKET_BUFFER buffers[64];
         for (std::size_t i = 0; i < 64; ++i)
@@ -890,13 +894,10 @@ TEST_CASE("std_allocator_alloc rounds a request up to whole max_align_t units an
 TEST_CASE("std_allocator_alloc over std::pmr: the memory resource sees the socket and one block per IO, and gets "
           "every byte back")
 {
-    using pmr_socket = async_socket::basic_async_socket<fake_threadpool, pmr_alloc, async_socket::std_sync>;
     fake_os os;
     counting_resource resource;
     {
-        auto socket = pmr_socket::create(&os, fake_socket(9), {},
-                                         pmr_alloc{std::pmr::polymorphic_allocator<std::byte>{&resource}});
-        REQUIRE(socket);
+        auto socket = created_socket<pmr_socket>(&os, 9, alloc_from(resource));
         CHECK(resource.allocations.load() == 1); // the socket object
         REQUIRE(socket->open_async(&noop_open, nullptr) == status::ok);
         CHECK(resource.allocations.load() == 1);
@@ -938,14 +939,10 @@ TEST_CASE("std_allocator_alloc over std::pmr: the memory resource sees the socke
 TEST_CASE("std_allocator_alloc: an allocator that throws gives nullptr, and send_async and receive_async fail with "
           "out_of_memory")
 {
-    using pmr_socket = async_socket::basic_async_socket<fake_threadpool, pmr_alloc, async_socket::std_sync>;
     fake_os os;
     counting_resource resource;
     {
-        auto socket = pmr_socket::create(&os, fake_socket(9), {},
-                                         pmr_alloc{std::pmr::polymorphic_allocator<std::byte>{&resource}});
-        REQUIRE(socket);
-        REQUIRE(socket->open_async(&noop_open, nullptr) == status::ok);
+        auto socket = opened_socket<pmr_socket>(&os, 9, alloc_from(resource));
         os.clear_calls();
 
         resource.fail = true;
@@ -965,8 +962,7 @@ TEST_CASE("std_allocator_alloc: an allocator that throws gives nullptr, and send
         CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_OK});
 
         resource.fail = true;
-        CHECK(pmr_socket::create(&os, fake_socket(10), {},
-                                 pmr_alloc{std::pmr::polymorphic_allocator<std::byte>{&resource}}) == nullptr);
+        CHECK(pmr_socket::create(&os, fake_socket(10), {}, alloc_from(resource)) == nullptr);
         resource.fail = false;
     }
     CHECK(resource.live_bytes.load() == 0);

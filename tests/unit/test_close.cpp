@@ -32,8 +32,6 @@ using async_socket::socket_state;
 namespace
 {
 
-char payload[16] = "lifecycle bytes";
-
 // Index of the first call named `name`, or names.size() when there is none.
 std::size_t position_of(const names& calls, std::string_view name)
 {
@@ -145,8 +143,7 @@ struct pending_io_set
 // returns with every IO completed exactly once with BECAUSE_CLOSE.
 void close_with_io_pending(cancel_behavior behavior)
 {
-    fixture f;
-    REQUIRE(f.socket);
+    made_fixture f;
     f.os.set_cancel_behavior(behavior);
     f.os.set_worker_count(2);
     pending_io_set io;
@@ -170,25 +167,16 @@ void close_with_io_pending(cancel_behavior behavior)
         CHECK_FALSE(call.cancel_pending);
     }
     CHECK(f.os.count(fake_call::close_event) == 4);
-    f.socket.reset();
-    expect_nothing_left(f.os, f.ledger);
+    destroy_and_expect_nothing_left(f);
 }
 
 // Starts a send (or receive) that stops inside WSASend (WSARecv), closes on another thread, and checks that
 // close waits for the call to return before it cancels anything.
 void close_waits_for_call_under_way(fake_call kind)
 {
-    sync_probe probe;
-    probe_scope scope(probe);
+    probed_fixture f;
     gate inside_call;
-    fake_os os;
-    alloc_ledger ledger;
-    open_recorder opened;
-    auto socket = probed_socket_type::create(&os, fake_socket(42), {}, fault_alloc{&ledger});
-    REQUIRE(socket);
-    probed_socket_type* const raw = socket.get();
-    REQUIRE(raw->open_async(&open_recorder::callback, &opened) == status::ok);
-    os.on_issue([&](const pending_io&) { inside_call.pass(); });
+    f.os.on_issue([&](const pending_io&) { inside_call.pass(); });
     ASYNC_SOCKET_BUFFER buffer{payload, sizeof(payload)};
     send_recorder sent;
     receive_recorder received;
@@ -198,37 +186,30 @@ void close_waits_for_call_under_way(fake_call kind)
         [&]
         {
             call_result = kind == fake_call::wsa_send
-                              ? raw->send_async(&buffer, 1, &send_recorder::callback, &sent)
-                              : raw->receive_async(&buffer, 1, &receive_recorder::callback, &received);
+                              ? f.raw->send_async(&buffer, 1, &send_recorder::callback, &sent)
+                              : f.raw->receive_async(&buffer, 1, &receive_recorder::callback, &received);
         });
     CHECK_MESSAGE(inside_call.wait_reached(), "the call never reached ", async_socket::testing::win32_name(kind));
 
-    std::atomic<bool> closed{false};
-    std::atomic<status> close_result{status::invalid_argument};
-    std::thread closer(
-        [&]
-        {
-            close_result = raw->close();
-            closed = true;
-        });
-    CHECK_MESSAGE(probe.wait_until([&] { return probe.other_waits >= 1; }),
+    background_close closer(f.raw);
+    CHECK_MESSAGE(f.probe.wait_until([&] { return f.probe.other_waits >= 1; }),
                   "close never waited for the call under way");
     // close has switched to CLOSING and waits: it has cancelled nothing while the call is inside the OS.
-    CHECK(raw->state() == socket_state::closing);
-    CHECK_FALSE(closed.load());
-    CHECK(os.count(fake_call::cancel_socket_io) == 0);
-    CHECK(os.count(fake_call::wait_for_io_callbacks) == 0);
+    CHECK(f.raw->state() == socket_state::closing);
+    CHECK_FALSE(closer.closed.load());
+    CHECK(f.os.count(fake_call::cancel_socket_io) == 0);
+    CHECK(f.os.count(fake_call::wait_for_io_callbacks) == 0);
 
     inside_call.open();
     caller.join();
     closer.join();
 
     CHECK(call_result.load() == status::ok);
-    CHECK(close_result.load() == status::ok);
-    const names calls = os.call_names();
+    CHECK(closer.result.load() == status::ok);
+    const names calls = f.os.call_names();
     const std::size_t issued = position_of(calls, async_socket::testing::win32_name(kind));
-    CHECK(os.count(fake_call::cancel_socket_io) == 1);
-    CHECK(os.count(fake_call::wait_for_io_callbacks) == 1);
+    CHECK(f.os.count(fake_call::cancel_socket_io) == 1);
+    CHECK(f.os.count(fake_call::wait_for_io_callbacks) == 1);
     CHECK(issued < position_of(calls, "CancelIoEx"));
     CHECK(position_of(calls, "CancelIoEx") < position_of(calls, "WaitForThreadpoolIoCallbacks"));
     // The IO that the call started was cancelled by close and completed once, because of the close.
@@ -241,9 +222,21 @@ void close_waits_for_call_under_way(fake_call kind)
         REQUIRE(received.seen().size() == 1);
         CHECK(received.seen()[0].result == ASYNC_SOCKET_RECEIVE_BECAUSE_CLOSE);
     }
-    os.on_issue(nullptr);
-    socket.reset();
-    expect_nothing_left(os, ledger);
+    f.os.on_issue(nullptr);
+    destroy_and_expect_nothing_left(f);
+}
+
+// Closes the fixture's socket, open with no IO, and checks that close made CancelIoEx and
+// WaitForThreadpoolIoCallbacks only; returns the id of the socket's threadpool IO.
+std::uint32_t close_idle(made_fixture& f)
+{
+    const std::uint32_t io_id = f.os.calls().back().io_id; // CreateThreadpoolIo's
+    f.os.clear_calls();
+
+    CHECK(f.socket->close() == status::ok);
+
+    CHECK(f.os.call_names() == names{"CancelIoEx", "WaitForThreadpoolIoCallbacks"});
+    return io_id;
 }
 
 } // namespace
@@ -253,28 +246,19 @@ void close_waits_for_call_under_way(fake_call kind)
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_019: [ Otherwise, async_socket_close shall switch the state to CLOSING. ]
 TEST_CASE("close switches the state from OPEN to CLOSING, and to CLOSED only at its end")
 {
-    sync_probe probe;
-    probe_scope scope(probe);
-    fake_os os;
-    alloc_ledger ledger;
-    open_recorder opened;
-    auto socket = probed_socket_type::create(&os, fake_socket(42), {}, fault_alloc{&ledger});
-    REQUIRE(socket);
-    REQUIRE(socket->open_async(&open_recorder::callback, &opened) == status::ok);
+    probed_fixture f;
 
-    CHECK(socket->close() == status::ok);
+    CHECK(f.raw->close() == status::ok);
 
-    CHECK(probe.read([&] { return probe.transitions; }) ==
+    CHECK(f.probe.read([&] { return f.probe.transitions; }) ==
           "closed->opening, opening->open, open->closing, closing->closed");
-    socket.reset();
-    expect_nothing_left(os, ledger);
+    destroy_and_expect_nothing_left(f);
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_019: [ Otherwise, async_socket_close shall switch the state to CLOSING. ]
 TEST_CASE("an IO that close cancels completes while the socket is CLOSING")
 {
-    fixture f;
-    REQUIRE(f.socket);
+    made_fixture f;
     f.os.set_cancel_behavior(cancel_behavior::abort_inline);
     ASYNC_SOCKET_BUFFER buffer{payload, sizeof(payload)};
     state_witness witness;
@@ -287,8 +271,7 @@ TEST_CASE("an IO that close cancels completes while the socket is CLOSING")
     CHECK(witness.state.load() == socket_state::closing);
     CHECK(witness.result.load() == ASYNC_SOCKET_RECEIVE_BECAUSE_CLOSE);
     CHECK(f.socket->state() == socket_state::closed);
-    f.socket.reset();
-    expect_nothing_left(f.os, f.ledger);
+    destroy_and_expect_nothing_left(f);
 }
 
 // ---- what close waits for -----------------------------------------------------------------------------
@@ -316,46 +299,33 @@ TEST_CASE("close waits for a receive_async that is inside WSARecv before it canc
 // async_socket_receive_async APIs. ]
 TEST_CASE("once close has returned, the send_async it waited for no longer touches the socket")
 {
-    using kept_socket_type = async_socket::basic_async_socket<fake_threadpool, keep_freed_alloc, probe_sync>;
-    sync_probe probe;
-    probe_scope scope(probe);
-    kept_blocks blocks;
+    kept_fixture f;
     gate inside_call;
-    fake_os os;
-    open_recorder opened;
-    auto socket = kept_socket_type::create(&os, fake_socket(42), {}, keep_freed_alloc{&blocks});
-    REQUIRE(socket);
-    kept_socket_type* const raw = socket.get();
-    REQUIRE(raw->open_async(&open_recorder::callback, &opened) == status::ok);
-    os.on_issue([&](const pending_io&) { inside_call.pass(); });
+    f.os.on_issue([&](const pending_io&) { inside_call.pass(); });
     ASYNC_SOCKET_BUFFER buffer{payload, sizeof(payload)};
     send_recorder sent;
 
     std::atomic<status> send_result{status::invalid_argument};
-    std::thread sender([&] { send_result = raw->send_async(&buffer, 1, &send_recorder::callback, &sent); });
+    std::thread sender([&] { send_result = f.raw->send_async(&buffer, 1, &send_recorder::callback, &sent); });
     CHECK(inside_call.wait_reached());
-    std::atomic<status> close_result{status::invalid_argument};
-    std::thread closer([&] { close_result = raw->close(); });
-    CHECK(probe.wait_until([&] { return probe.other_waits >= 1; }));
-    probe.update([&] { probe.pause_after_last_call = true; });
+    background_close closer(f.raw);
+    CHECK(f.probe.wait_until([&] { return f.probe.other_waits >= 1; }));
+    f.probe.update([&] { f.probe.pause_after_last_call = true; });
     inside_call.open();
 
     // close returns while the sender is still inside send_async, past its decrement: close, then destroy.
     closer.join();
-    CHECK(close_result.load() == status::ok);
-    socket.reset();
-    probe.update([&] { probe.destroyed = true; });
+    CHECK(closer.result.load() == status::ok);
+    f.socket.reset();
+    f.probe.update([&] { f.probe.destroyed = true; });
     sender.join();
 
     CHECK(send_result.load() == status::ok);
     CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_BECAUSE_CLOSE});
-    CHECK_MESSAGE(probe.read([&] { return probe.calls_after_destroy; }) == 0,
+    CHECK_MESSAGE(f.probe.read([&] { return f.probe.calls_after_destroy; }) == 0,
                   "send_async used the socket after close had returned and the socket was destroyed");
-    CHECK(blocks.live == 0);
-    os.on_issue(nullptr);
-    CHECK(os.violations().empty());
-    CHECK(os.live_events() == 0);
-    CHECK(os.live_ios() == 0);
+    f.os.on_issue(nullptr);
+    expect_nothing_left(f);
 }
 
 // ---- how close ends the IO still pending --------------------------------------------------------------
@@ -364,21 +334,14 @@ TEST_CASE("once close has returned, the send_async it waited for no longer touch
 // WaitForThreadpoolIoCallbacks, passing FALSE as fCancelPendingCallbacks. ]
 TEST_CASE("close of an idle socket cancels its IO with CancelIoEx, then calls WaitForThreadpoolIoCallbacks(FALSE)")
 {
-    fixture f;
-    REQUIRE(f.socket);
-    const auto io_id = f.os.calls().back().io_id; // CreateThreadpoolIo's
-    f.os.clear_calls();
-
-    CHECK(f.socket->close() == status::ok);
-
-    CHECK(f.os.call_names() == names{"CancelIoEx", "WaitForThreadpoolIoCallbacks"});
+    made_fixture f;
+    const std::uint32_t io_id = close_idle(f);
     const auto calls = f.os.calls();
     REQUIRE(calls.size() == 2);
     CHECK(calls[0].socket == fake_socket(42));
     CHECK(calls[1].io_id == io_id);
     CHECK_FALSE(calls[1].cancel_pending);
-    f.socket.reset();
-    expect_nothing_left(f.os, f.ledger);
+    destroy_and_expect_nothing_left(f);
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_040: [ async_socket_close shall wait for any executing callbacks by calling
@@ -396,22 +359,14 @@ TEST_CASE("close completes every pending send and receive once with BECAUSE_CLOS
 
 TEST_CASE("close waits, without cancelling callbacks, for IO that the OS completes later from another thread")
 {
-    fixture f;
-    REQUIRE(f.socket);
+    made_fixture f;
     f.os.set_cancel_behavior(cancel_behavior::ignore);
     pending_io_set io;
     io.start(*f.socket);
     f.os.clear_calls();
     fake_socket_type* const raw = f.socket.get();
 
-    std::atomic<bool> closed{false};
-    std::atomic<status> close_result{status::invalid_argument};
-    std::thread closer(
-        [&]
-        {
-            close_result = raw->close();
-            closed = true;
-        });
+    background_close closer(raw);
     CHECK_MESSAGE(eventually([&] { return f.os.count(fake_call::wait_for_io_callbacks) == 1; }),
                   "close never reached WaitForThreadpoolIoCallbacks");
     // CancelIoEx did nothing here: close waits for the four IOs, in CLOSING.
@@ -419,7 +374,7 @@ TEST_CASE("close waits, without cancelling callbacks, for IO that the OS complet
     CHECK_FALSE(f.os.calls()[1].cancel_pending);
     CHECK(f.os.pending_count() == 4);
     CHECK(raw->state() == socket_state::closing);
-    CHECK_FALSE(closed.load());
+    CHECK_FALSE(closer.closed.load());
 
     // This thread is the OS now: it completes each IO, aborted, while close waits on the other thread.
     for (const auto& pending : f.os.pending())
@@ -428,12 +383,11 @@ TEST_CASE("close waits, without cancelling callbacks, for IO that the OS complet
     }
     closer.join();
 
-    CHECK(close_result.load() == status::ok);
+    CHECK(closer.result.load() == status::ok);
     CHECK(raw->state() == socket_state::closed);
     io.check_each_completed_once_because_close();
     CHECK(f.os.pending_count() == 0);
-    f.socket.reset();
-    expect_nothing_left(f.os, f.ledger);
+    destroy_and_expect_nothing_left(f);
 }
 
 // ---- what close leaves --------------------------------------------------------------------------------
@@ -442,8 +396,7 @@ TEST_CASE("close waits, without cancelling callbacks, for IO that the OS complet
 // where an async_socket_open_async can be performed. ]
 TEST_CASE("after close the socket is CLOSED: send and receive are refused, and open works again")
 {
-    fixture f;
-    REQUIRE(f.socket);
+    made_fixture f;
     REQUIRE(f.opened.calls.load() == 1);
 
     CHECK(f.socket->close() == status::ok);
@@ -462,8 +415,7 @@ TEST_CASE("after close the socket is CLOSED: send and receive are refused, and o
     CHECK(f.socket->state() == socket_state::open);
     CHECK(sent.seen().empty());
     CHECK(received.seen().empty());
-    f.socket.reset();
-    expect_nothing_left(f.os, f.ledger);
+    destroy_and_expect_nothing_left(f);
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_021: [ Then async_socket_close shall close the async socket, leaving it in a state
@@ -479,8 +431,7 @@ TEST_CASE("after close the socket is CLOSED: send and receive are refused, and o
 // closed the threadpool IO would make the next open fail. This test would catch such a design.
 TEST_CASE("open, close, open and send work: the socket is bound to one threadpool IO for its whole life")
 {
-    fixture f(false);
-    REQUIRE(f.socket);
+    made_fixture f(false);
     ASYNC_SOCKET_BUFFER buffer{payload, sizeof(payload)};
     send_recorder sent;
 
@@ -520,18 +471,10 @@ TEST_CASE("open, close, open and send work: the socket is bound to one threadpoo
 // to its threadpool IO for life. Here: close makes none of them, destroy makes all three, in this order.
 TEST_CASE("close keeps the threadpool IO, cleanup group and environment; destroy closes them, in this order")
 {
-    fixture f;
-    REQUIRE(f.socket);
-    const auto io_id = f.os.calls().back().io_id; // CreateThreadpoolIo's
-    f.os.clear_calls();
-
-    CHECK(f.socket->close() == status::ok);
-
-    CHECK(f.os.call_names() == names{"CancelIoEx", "WaitForThreadpoolIoCallbacks"});
+    made_fixture f;
+    const std::uint32_t io_id = close_idle(f);
     CHECK(f.os.live_ios() == 1);
-    f.os.clear_calls();
-    f.socket.reset();
-    CHECK(f.os.call_names() == release_calls);
+    CHECK(calls_of_destroy(f) == release_calls);
     const auto calls = f.os.calls();
     REQUIRE(calls.size() == 3);
     CHECK(calls[0].io_id == io_id);
@@ -543,8 +486,7 @@ TEST_CASE("close keeps the threadpool IO, cleanup group and environment; destroy
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_022: [ If async_socket is not OPEN, async_socket_close shall return. ]
 TEST_CASE("close of a socket that was never opened returns invalid_state and calls nothing")
 {
-    fixture f(false);
-    REQUIRE(f.socket);
+    made_fixture f(false);
     f.os.clear_calls();
 
     CHECK(f.socket->close() == status::invalid_state);
@@ -552,15 +494,13 @@ TEST_CASE("close of a socket that was never opened returns invalid_state and cal
     CHECK(f.os.calls().empty());
     CHECK(f.socket->state() == socket_state::closed);
     CHECK(f.socket->open_async(&open_recorder::callback, &f.opened) == status::ok);
-    f.socket.reset();
-    expect_nothing_left(f.os, f.ledger);
+    destroy_and_expect_nothing_left(f);
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_022: [ If async_socket is not OPEN, async_socket_close shall return. ]
 TEST_CASE("a second close returns invalid_state and calls nothing")
 {
-    fixture f;
-    REQUIRE(f.socket);
+    made_fixture f;
     REQUIRE(f.socket->close() == status::ok);
     f.os.clear_calls();
 
@@ -568,22 +508,17 @@ TEST_CASE("a second close returns invalid_state and calls nothing")
 
     CHECK(f.os.calls().empty());
     CHECK(f.socket->state() == socket_state::closed);
-    f.socket.reset();
-    expect_nothing_left(f.os, f.ledger);
+    destroy_and_expect_nothing_left(f);
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_022: [ If async_socket is not OPEN, async_socket_close shall return. ]
 TEST_CASE("close while another close is under way returns invalid_state at once and calls nothing")
 {
-    fixture f;
-    REQUIRE(f.socket);
+    made_fixture f;
     f.os.set_cancel_behavior(cancel_behavior::ignore);
-    ASYNC_SOCKET_BUFFER buffer{payload, sizeof(payload)};
-    receive_recorder received;
-    REQUIRE(f.socket->receive_async(&buffer, 1, &receive_recorder::callback, &received) == status::ok);
+    started_receive receive(f.socket.get());
     fake_socket_type* const raw = f.socket.get();
-    std::atomic<status> first_result{status::invalid_argument};
-    std::thread closer([&] { first_result = raw->close(); });
+    background_close closer(raw);
     CHECK_MESSAGE(eventually([&] { return f.os.count(fake_call::wait_for_io_callbacks) == 1; }),
                   "close never reached WaitForThreadpoolIoCallbacks");
     const auto calls_before = f.os.calls().size();
@@ -594,11 +529,9 @@ TEST_CASE("close while another close is under way returns invalid_state at once 
     CHECK(raw->state() == socket_state::closing);
     CHECK(f.os.complete_oldest(async_socket::win32_operation_aborted, 0));
     closer.join();
-    CHECK(first_result.load() == status::ok);
-    REQUIRE(received.seen().size() == 1);
-    CHECK(received.seen()[0].result == ASYNC_SOCKET_RECEIVE_BECAUSE_CLOSE);
-    f.socket.reset();
-    expect_nothing_left(f.os, f.ledger);
+    CHECK(closer.result.load() == status::ok);
+    receive.check_completed_once(ASYNC_SOCKET_RECEIVE_BECAUSE_CLOSE);
+    destroy_and_expect_nothing_left(f);
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_022: [ If async_socket is not OPEN, async_socket_close shall return. ]
@@ -616,16 +549,14 @@ TEST_CASE("close while the socket is OPENING returns invalid_state and leaves th
     CHECK(h.open_result.load() == status::ok);
     CHECK(h.opened.calls.load() == 1);
     CHECK(h.raw->state() == socket_state::open);
-    h.socket.reset();
-    expect_nothing_left(h.os, h.ledger);
+    destroy_and_expect_nothing_left(h);
 }
 
 // close from inside one of the socket's own completion callbacks would wait for that callback to end: it is
 // refused with called_from_callback and does nothing (basic_async_socket.hpp, close).
 TEST_CASE("close from inside a completion callback returns called_from_callback and does nothing")
 {
-    fixture f;
-    REQUIRE(f.socket);
+    made_fixture f;
     ASYNC_SOCKET_BUFFER buffer{payload, sizeof(payload)};
     closing_callback from_callback;
     from_callback.socket = f.socket.get();
@@ -651,6 +582,5 @@ TEST_CASE("close from inside a completion callback returns called_from_callback 
     CHECK(f.socket->state() == socket_state::open);
     // The socket still works, and closes normally from outside a callback.
     CHECK(f.socket->close() == status::ok);
-    f.socket.reset();
-    expect_nothing_left(f.os, f.ledger);
+    destroy_and_expect_nothing_left(f);
 }

@@ -82,6 +82,17 @@ private:
 
 using driven_socket = fake_socket_type;
 
+// A socket over fake socket `n` of `os`, created and opened, each step required.
+template <class Socket = fake_socket_type>
+typename Socket::handle open_socket(fake_os& os, alloc_ledger& ledger, std::uintptr_t n)
+{
+    auto socket = Socket::create(&os, fake_socket(n), {}, fault_alloc{&ledger});
+    REQUIRE(socket);
+    open_recorder opened;
+    REQUIRE(socket->open_async(&open_recorder::callback, &opened) == status::ok);
+    return socket;
+}
+
 // A fake world whose IO is completed by an io_driver on `workers` threads.
 struct driven_world
 {
@@ -99,6 +110,11 @@ struct driven_world
     driven_socket::handle make_socket(std::uintptr_t n)
     {
         return driven_socket::create(&os, fake_socket(n), {}, fault_alloc{&ledger});
+    }
+
+    driven_socket::handle open_socket(std::uintptr_t n)
+    {
+        return ::open_socket(os, ledger, n);
     }
 };
 
@@ -419,10 +435,7 @@ TEST_CASE("every accepted send and receive completes exactly once while another 
         call_book book(24000);
         std::uint64_t callbacks_when_closed = 0;
         {
-            auto socket = world.make_socket(11);
-            REQUIRE(socket);
-            open_recorder opened;
-            REQUIRE(socket->open_async(&open_recorder::callback, &opened) == status::ok);
+            auto socket = world.open_socket(11);
 
             traffic<driven_socket> load(*socket, book, threads, traffic<driven_socket>::on_closed::stop, 6000);
             status closed = status::invalid_argument;
@@ -522,10 +535,7 @@ TEST_CASE("destroying an OPEN socket after the traffic threads stopped cancels a
     call_book book(8000);
     std::uint64_t kept = 0;
     {
-        auto socket = world.make_socket(13);
-        REQUIRE(socket);
-        open_recorder opened;
-        REQUIRE(socket->open_async(&open_recorder::callback, &opened) == status::ok);
+        auto socket = world.open_socket(13);
         {
             traffic<driven_socket> load(*socket, book, 3, traffic<driven_socket>::on_closed::stop, 2000);
             CHECK(book.wait_accepted(600));
@@ -767,10 +777,7 @@ TEST_CASE("close does not return while a completion callback is still running on
     driven_world world(2, 0);
     gate g;
     {
-        auto socket = world.make_socket(17);
-        REQUIRE(socket);
-        open_recorder opened;
-        REQUIRE(socket->open_async(&open_recorder::callback, &opened) == status::ok);
+        auto socket = world.open_socket(17);
         char payload[4] = {};
         ASYNC_SOCKET_BUFFER buffer{payload, sizeof(payload)};
         REQUIRE(socket->send_async(&buffer, 1, &gate::on_send, &g) == status::ok);
@@ -810,10 +817,7 @@ TEST_CASE("destroy called while another thread is closing waits for that close t
     os.set_cancel_behavior(cancel_behavior::ignore); // the receive stays outstanding until this test completes it
     alloc_ledger ledger;
     receive_recorder received;
-    auto socket = fake_socket_type::create(&os, fake_socket(18), {}, fault_alloc{&ledger});
-    REQUIRE(socket);
-    open_recorder opened;
-    REQUIRE(socket->open_async(&open_recorder::callback, &opened) == status::ok);
+    auto socket = open_socket(os, ledger, 18);
     char payload[8] = {};
     ASYNC_SOCKET_BUFFER buffer{payload, sizeof(payload)};
     REQUIRE(socket->receive_async(&buffer, 1, &receive_recorder::callback, &received) == status::ok);
@@ -860,10 +864,7 @@ TEST_CASE("receives outstanding from several threads are all cancelled by close,
     alloc_ledger ledger;
     call_book book(1200);
     {
-        auto socket = fake_socket_type::create(&os, fake_socket(19), {}, fault_alloc{&ledger});
-        REQUIRE(socket);
-        open_recorder opened;
-        REQUIRE(socket->open_async(&open_recorder::callback, &opened) == status::ok);
+        auto socket = open_socket(os, ledger, 19);
         std::vector<std::thread> receivers;
         for (int t = 0; t < 3; ++t)
         {
@@ -1174,13 +1175,7 @@ struct armed_call
     probed_socket* raw = nullptr;
     std::thread thread;
 
-    armed_call(fake_os& os, std::uintptr_t n)
-        : socket(probed_socket::create(&os, fake_socket(n), {}, fault_alloc{&ledger})), raw(socket.get())
-    {
-        REQUIRE(socket);
-        open_recorder opened;
-        REQUIRE(socket->open_async(&open_recorder::callback, &opened) == status::ok);
-    }
+    armed_call(fake_os& os, std::uintptr_t n) : socket(open_socket<probed_socket>(os, ledger, n)), raw(socket.get()) {}
     armed_call(const armed_call&) = delete;
     armed_call& operator=(const armed_call&) = delete;
     ~armed_call()
@@ -1201,6 +1196,43 @@ struct armed_call
                 call(*raw);
             });
     }
+
+    // Destroys the socket while the call is paused, then lets the call go on and waits for it.
+    void destroy_and_resume()
+    {
+        socket.reset();
+        probe_sync::mark_freed_and_resume();
+        thread.join();
+    }
+};
+
+// An armed_call that is a send_async of 4 bytes, with its callback recorded.
+struct armed_send
+{
+    send_recorder sent;
+    char payload[4] = {};
+    ASYNC_SOCKET_BUFFER buffer{payload, sizeof(payload)};
+    status result = status::invalid_argument;
+    armed_call call;
+
+    armed_send(fake_os& os, std::uintptr_t n) : call(os, n) {}
+
+    void start()
+    {
+        call.start([this](probed_socket& socket)
+                   { result = socket.send_async(&buffer, 1, &send_recorder::callback, &sent); });
+    }
+
+    // After destroy_and_resume, with close having run first: the send was issued, completed once because of the
+    // close, and send_async used nothing of the socket once the close had let it be destroyed.
+    void check_completed_by_close_untouched()
+    {
+        CHECK(result == status::ok);
+        CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_BECAUSE_CLOSE});
+        CHECK(call.ledger.live_blocks() == 0);
+        CHECK_MESSAGE(probe_sync::probe().touched_after_free.load() == 0,
+                      "send_async used the words of a socket that close had let be destroyed");
+    }
 };
 
 } // namespace
@@ -1217,9 +1249,7 @@ TEST_CASE("once it has stored CLOSED, close uses nothing of the socket but the s
     status closed = status::invalid_argument;
     closer.start([&](probed_socket& socket) { closed = socket.close(); });
     REQUIRE(probe_sync::wait_paused()); // the closer has stored CLOSED and not yet woken anyone
-    closer.socket.reset();              // destroy sees CLOSED, closes nothing more and frees the socket
-    probe_sync::mark_freed_and_resume();
-    closer.thread.join();
+    closer.destroy_and_resume();        // destroy sees CLOSED, closes nothing more and frees the socket
 
     CHECK(closed == status::ok);
     CHECK(ledger.live_blocks() == 0);
@@ -1235,25 +1265,13 @@ TEST_CASE("a send_async that lowers its count before close starts touches nothin
     probe_sync::scope probe(probe_sync::pause_after::decrement);
     fake_os os;
     os.set_cancel_behavior(cancel_behavior::abort_inline);
-    send_recorder sent;
-    armed_call sender(os, 22);
-    alloc_ledger& ledger = sender.ledger;
-    char payload[4] = {};
-    ASYNC_SOCKET_BUFFER buffer{payload, sizeof(payload)};
-    status send_status = status::invalid_argument;
-    sender.start([&](probed_socket& socket)
-                 { send_status = socket.send_async(&buffer, 1, &send_recorder::callback, &sent); });
-    REQUIRE(probe_sync::wait_paused());       // the send is issued and counted out; send_async has not returned
-    CHECK(sender.raw->close() == status::ok); // nothing to wait for: the count is back to zero
-    sender.socket.reset();
-    probe_sync::mark_freed_and_resume();
-    sender.thread.join();
+    armed_send sender(os, 22);
+    sender.start();
+    REQUIRE(probe_sync::wait_paused());            // the send is issued and counted out; send_async has not returned
+    CHECK(sender.call.raw->close() == status::ok); // nothing to wait for: the count is back to zero
+    sender.call.destroy_and_resume();
 
-    CHECK(send_status == status::ok);
-    CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_BECAUSE_CLOSE});
-    CHECK(ledger.live_blocks() == 0);
-    CHECK_MESSAGE(probe_sync::probe().touched_after_free.load() == 0,
-                  "send_async used the words of a socket that close had let be destroyed");
+    sender.check_completed_by_close_untouched();
     CHECK(probe_sync::probe().woken_after_free.load() == 0); // nobody was waiting: no wake either
 }
 
@@ -1278,29 +1296,17 @@ TEST_CASE("close waits for a send_async under way, which then wakes it by addres
             issue_changed.notify_all();
             (void)probe_sync::wait_for_a_waiter();
         });
-    send_recorder sent;
-    armed_call sender(os, 23);
-    alloc_ledger& ledger = sender.ledger;
-    char payload[4] = {};
-    ASYNC_SOCKET_BUFFER buffer{payload, sizeof(payload)};
-    status send_status = status::invalid_argument;
-    sender.start([&](probed_socket& socket)
-                 { send_status = socket.send_async(&buffer, 1, &send_recorder::callback, &sent); });
+    armed_send sender(os, 23);
+    sender.start();
     {
         std::unique_lock lock(issue_mutex);
         REQUIRE(issue_changed.wait_for(lock, deadline, [&] { return in_issue; }));
     }
     // close waits for the send_async; the send leaves WSASend, lowers the count and stops before its wake.
-    CHECK(sender.raw->close() == status::ok);
+    CHECK(sender.call.raw->close() == status::ok);
     CHECK(probe_sync::wait_paused()); // close returned only after the send_async's decrement
-    sender.socket.reset();
-    probe_sync::mark_freed_and_resume();
-    sender.thread.join();
+    sender.call.destroy_and_resume();
 
-    CHECK(send_status == status::ok);
-    CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_BECAUSE_CLOSE});
-    CHECK(ledger.live_blocks() == 0);
-    CHECK_MESSAGE(probe_sync::probe().touched_after_free.load() == 0,
-                  "send_async used the words of a socket that close had let be destroyed");
+    sender.check_completed_by_close_untouched();
     CHECK(os.violations().empty());
 }

@@ -27,11 +27,6 @@ using async_socket::socket_state;
 namespace
 {
 
-char payload[16] = "lifecycle bytes";
-
-const names binding_calls{"InitializeThreadpoolEnvironment", "SetThreadpoolCallbackPool",
-                          "CreateThreadpoolCleanupGroup", "CreateThreadpoolIo"};
-
 names concat(std::initializer_list<names> parts)
 {
     names all;
@@ -162,8 +157,7 @@ TEST_CASE("create fails and returns NULL, freeing what it allocated, when the en
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_004: [ If async_socket is NULL, async_socket_destroy shall return. ]
 TEST_CASE("destroy of a NULL socket returns and touches nothing")
 {
-    fixture f;
-    REQUIRE(f.socket);
+    made_fixture f;
     f.os.clear_calls();
     const auto blocks = f.ledger.live_blocks();
 
@@ -174,22 +168,17 @@ TEST_CASE("destroy of a NULL socket returns and touches nothing")
     CHECK(f.os.calls().empty());
     CHECK(f.ledger.live_blocks() == blocks);
     CHECK(f.socket->state() == socket_state::open);
-    f.socket.reset();
-    expect_nothing_left(f.os, f.ledger);
+    destroy_and_expect_nothing_left(f);
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_005: [ Otherwise, async_socket_destroy shall free all resources associated with
 // async_socket. ]
 TEST_CASE("destroy of a socket that was never opened frees its memory and calls no OS function")
 {
-    fixture f(false);
-    REQUIRE(f.socket);
+    made_fixture f(false);
     CHECK(f.ledger.live_blocks() == 1);
-    f.os.clear_calls();
 
-    f.socket.reset();
-
-    CHECK(f.os.calls().empty());
+    CHECK(calls_of_destroy(f).empty());
     expect_nothing_left(f.os, f.ledger);
 }
 
@@ -197,8 +186,7 @@ TEST_CASE("destroy of a socket that was never opened frees its memory and calls 
 // async_socket. ]
 TEST_CASE("destroy after a life of IO releases the threadpool IO, cleanup group, environment, events and memory")
 {
-    fixture f(false);
-    REQUIRE(f.socket);
+    made_fixture f(false);
     REQUIRE(f.socket->open_async(&open_recorder::callback, &f.opened) == status::ok);
     ASYNC_SOCKET_BUFFER buffer{payload, sizeof(payload)};
     send_recorder sent;
@@ -209,11 +197,8 @@ TEST_CASE("destroy after a life of IO releases the threadpool IO, cleanup group,
     REQUIRE(f.os.complete_oldest(async_socket::win32_no_error, 3));
     CHECK(f.socket->close() == status::ok);
     CHECK(f.os.live_ios() == 1);
-    f.os.clear_calls();
 
-    f.socket.reset();
-
-    CHECK(f.os.call_names() == release_calls);
+    CHECK(calls_of_destroy(f) == release_calls);
     CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_OK});
     REQUIRE(received.seen().size() == 1);
     CHECK(received.seen()[0].result == ASYNC_SOCKET_RECEIVE_OK);
@@ -224,14 +209,10 @@ TEST_CASE("destroy after a life of IO releases the threadpool IO, cleanup group,
 // ]
 TEST_CASE("destroy of an OPEN socket closes it first: cancel, wait for callbacks, then release")
 {
-    fixture f;
-    REQUIRE(f.socket);
+    made_fixture f;
     REQUIRE(f.socket->state() == socket_state::open);
-    f.os.clear_calls();
 
-    f.socket.reset();
-
-    CHECK(f.os.call_names() == concat({{"CancelIoEx", "WaitForThreadpoolIoCallbacks"}, release_calls}));
+    CHECK(calls_of_destroy(f) == concat({{"CancelIoEx", "WaitForThreadpoolIoCallbacks"}, release_calls}));
     const auto calls = f.os.calls();
     REQUIRE(calls.size() == 5);
     CHECK(calls[0].socket == fake_socket(42));
@@ -243,8 +224,7 @@ TEST_CASE("destroy of an OPEN socket closes it first: cancel, wait for callbacks
 // ]
 TEST_CASE("destroy of an OPEN socket with IO pending completes each send and receive once with BECAUSE_CLOSE")
 {
-    fixture f;
-    REQUIRE(f.socket);
+    made_fixture f;
     ASYNC_SOCKET_BUFFER buffer{payload, sizeof(payload)};
     send_recorder sent;
     receive_recorder received;
@@ -267,14 +247,10 @@ TEST_CASE("destroy of an OPEN socket with IO pending completes each send and rec
 // ]
 TEST_CASE("destroy of a socket that was closed does not close it again")
 {
-    fixture f;
-    REQUIRE(f.socket);
+    made_fixture f;
     REQUIRE(f.socket->close() == status::ok);
-    f.os.clear_calls();
 
-    f.socket.reset();
-
-    CHECK(f.os.call_names() == release_calls);
+    CHECK(calls_of_destroy(f) == release_calls);
     expect_nothing_left(f.os, f.ledger);
 }
 
@@ -320,62 +296,44 @@ TEST_CASE("destroy while the socket is OPENING waits for the open to finish, the
 // the open to complete either successfully or with error. ]
 TEST_CASE("destroy while the socket is CLOSING waits until the close has finished")
 {
-    sync_probe probe;
-    probe_scope scope(probe);
-    fake_os os;
-    alloc_ledger ledger;
-    open_recorder opened;
-    os.set_cancel_behavior(cancel_behavior::ignore); // close blocks until this test completes the receive
-    auto socket = probed_socket_type::create(&os, fake_socket(42), {}, fault_alloc{&ledger});
-    REQUIRE(socket);
-    probed_socket_type* const raw = socket.get();
-    REQUIRE(raw->open_async(&open_recorder::callback, &opened) == status::ok);
-    ASYNC_SOCKET_BUFFER buffer{payload, sizeof(payload)};
-    receive_recorder received;
-    REQUIRE(raw->receive_async(&buffer, 1, &receive_recorder::callback, &received) == status::ok);
+    probed_fixture f;
+    f.os.set_cancel_behavior(cancel_behavior::ignore); // close blocks until this test completes the receive
+    started_receive receive(f.raw);
 
-    std::atomic<bool> closed{false};
-    std::atomic<status> close_result{status::invalid_argument};
-    std::thread closer(
-        [&]
-        {
-            close_result = raw->close();
-            closed = true;
-        });
-    CHECK_MESSAGE(eventually([&] { return os.count(fake_call::wait_for_io_callbacks) == 1; }),
+    background_close closer(f.raw);
+    CHECK_MESSAGE(eventually([&] { return f.os.count(fake_call::wait_for_io_callbacks) == 1; }),
                   "close never reached WaitForThreadpoolIoCallbacks");
 
     std::atomic<bool> destroyed{false};
     std::thread destroyer(
         [&]
         {
-            socket.reset();
+            f.socket.reset();
             destroyed = true;
         });
-    CHECK_MESSAGE(probe.wait_until([&] { return probe.state_waits >= 1; }), "destroy never waited on the state");
-    CHECK(raw->state() == socket_state::closing);
-    CHECK_FALSE(closed.load());
+    CHECK_MESSAGE(f.probe.wait_until([&] { return f.probe.state_waits >= 1; }), "destroy never waited on the state");
+    CHECK(f.raw->state() == socket_state::closing);
+    CHECK_FALSE(closer.closed.load());
     CHECK_FALSE(destroyed.load());
-    CHECK(os.count(fake_call::close_io) == 0);
-    CHECK(ledger.live_blocks() == 2); // the socket and the receive's context
+    CHECK(f.os.count(fake_call::close_io) == 0);
+    CHECK(f.ledger.live_blocks() == 2); // the socket and the receive's context
 
     // The receive completes (as the cancelled IO would): close ends, and then destroy.
-    CHECK(os.complete_oldest(async_socket::win32_operation_aborted, 0));
+    CHECK(f.os.complete_oldest(async_socket::win32_operation_aborted, 0));
     closer.join();
     destroyer.join();
 
-    CHECK(close_result.load() == status::ok);
-    REQUIRE(received.seen().size() == 1);
-    CHECK(received.seen()[0].result == ASYNC_SOCKET_RECEIVE_BECAUSE_CLOSE);
+    CHECK(closer.result.load() == status::ok);
+    receive.check_completed_once(ASYNC_SOCKET_RECEIVE_BECAUSE_CLOSE);
     // One close only (destroy found the socket CLOSED), and the release after it.
-    CHECK(probe.read([&] { return probe.transitions; }) ==
+    CHECK(f.probe.read([&] { return f.probe.transitions; }) ==
           "closed->opening, opening->open, open->closing, closing->closed");
-    const names calls = os.call_names();
+    const names calls = f.os.call_names();
     REQUIRE(calls.size() >= 3);
     CHECK(names(calls.end() - 3, calls.end()) == release_calls);
-    CHECK(os.count(fake_call::cancel_socket_io) == 1);
-    CHECK(os.count(fake_call::wait_for_io_callbacks) == 1);
-    expect_nothing_left(os, ledger);
+    CHECK(f.os.count(fake_call::cancel_socket_io) == 1);
+    CHECK(f.os.count(fake_call::wait_for_io_callbacks) == 1);
+    expect_nothing_left(f.os, f.ledger);
 }
 
 // Regression: a destroy that waits while the socket is CLOSING may see CLOSED as soon as close stores it (a
@@ -387,42 +345,27 @@ TEST_CASE("destroy while the socket is CLOSING waits until the close has finishe
 // the open to complete either successfully or with error. ]
 TEST_CASE("a close that ends while destroy waits makes no call on the socket after destroy has returned")
 {
-    using kept_socket_type = async_socket::basic_async_socket<fake_threadpool, keep_freed_alloc, probe_sync>;
-    sync_probe probe;
-    probe_scope scope(probe);
-    kept_blocks blocks;
-    fake_os os;
-    open_recorder opened;
-    os.set_cancel_behavior(cancel_behavior::ignore);
-    auto socket = kept_socket_type::create(&os, fake_socket(42), {}, keep_freed_alloc{&blocks});
-    REQUIRE(socket);
-    kept_socket_type* const raw = socket.get();
-    REQUIRE(raw->open_async(&open_recorder::callback, &opened) == status::ok);
-    ASYNC_SOCKET_BUFFER buffer{payload, sizeof(payload)};
-    receive_recorder received;
-    REQUIRE(raw->receive_async(&buffer, 1, &receive_recorder::callback, &received) == status::ok);
+    kept_fixture f;
+    f.os.set_cancel_behavior(cancel_behavior::ignore);
+    started_receive receive(f.raw);
 
-    std::thread closer([&] { (void)raw->close(); });
-    CHECK(eventually([&] { return os.count(fake_call::wait_for_io_callbacks) == 1; }));
+    background_close closer(f.raw);
+    CHECK(eventually([&] { return f.os.count(fake_call::wait_for_io_callbacks) == 1; }));
     std::thread destroyer(
         [&]
         {
-            socket.reset();
-            probe.update([&] { probe.destroyed = true; });
+            f.socket.reset();
+            f.probe.update([&] { f.probe.destroyed = true; });
         });
-    CHECK(probe.wait_until([&] { return probe.state_waits >= 1; }));
-    probe.update([&] { probe.pause_after_store = socket_state::closed; });
+    CHECK(f.probe.wait_until([&] { return f.probe.state_waits >= 1; }));
+    f.probe.update([&] { f.probe.pause_after_store = socket_state::closed; });
 
-    CHECK(os.complete_oldest(async_socket::win32_operation_aborted, 0));
+    CHECK(f.os.complete_oldest(async_socket::win32_operation_aborted, 0));
     closer.join();
     destroyer.join();
 
-    CHECK_MESSAGE(probe.read([&] { return probe.calls_after_destroy; }) == 0,
+    CHECK_MESSAGE(f.probe.read([&] { return f.probe.calls_after_destroy; }) == 0,
                   "the closing thread called the SyncPolicy of the socket after destroy had freed it");
-    REQUIRE(received.seen().size() == 1);
-    CHECK(received.seen()[0].result == ASYNC_SOCKET_RECEIVE_BECAUSE_CLOSE);
-    CHECK(blocks.live == 0);
-    CHECK(os.violations().empty());
-    CHECK(os.live_events() == 0);
-    CHECK(os.live_ios() == 0);
+    receive.check_completed_once(ASYNC_SOCKET_RECEIVE_BECAUSE_CLOSE);
+    expect_nothing_left(f);
 }

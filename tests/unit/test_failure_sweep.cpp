@@ -393,24 +393,34 @@ void check_failed_io(world& w, const fault_family& family, fake_call os_call)
     }
 }
 
+namespace
+{
+// Sweeps an IO call (`act` starts it on an open socket; `issue` is its WSASend or WSARecv) and checks that the
+// sweep found its failure points: the context's allocation, CreateEvent and `issue`.
+template <class Act>
+void sweep_io(const char* operation, fake_call issue, Act act)
+{
+    const sweep_result result =
+        sweep(operation, prepare_open_socket, act,
+              [issue](world& w, const fault_family& family) { check_failed_io(w, family, issue); });
+    CHECK(result.total >= 3);
+    CHECK(result.per_family[0] >= 1);
+}
+} // namespace
+
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_029: [ If any error occurs, async_socket_send_async shall fail and return a
 // non-zero value. ]
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_062: [ If net_comm_send_async fails, async_socket_send_async shall call
 // CancelThreadpoolIo and return MU_FAILURE. ]
 TEST_CASE("send_async fails cleanly at each of its failure points and the socket stays usable")
 {
-    const sweep_result result = sweep(
-        "send_async", prepare_open_socket,
-        [](world& w)
-        {
-            ASYNC_SOCKET_BUFFER buffers[2] = {{w.payload, 3}, {w.payload + 3, 5}};
-            w.last = w.socket->send_async(buffers, 2, &send_recorder::callback, &w.sent);
-            return w.last == status::ok;
-        },
-        [](world& w, const fault_family& family) { check_failed_io(w, family, fake_call::wsa_send); });
-    // The context's allocation, CreateEvent and WSASend.
-    CHECK(result.total >= 3);
-    CHECK(result.per_family[0] >= 1);
+    sweep_io("send_async", fake_call::wsa_send,
+             [](world& w)
+             {
+                 ASYNC_SOCKET_BUFFER buffers[2] = {{w.payload, 3}, {w.payload + 3, 5}};
+                 w.last = w.socket->send_async(buffers, 2, &send_recorder::callback, &w.sent);
+                 return w.last == status::ok;
+             });
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_084: [ If any error occurs, async_socket_receive_async shall fail and return a
@@ -419,16 +429,11 @@ TEST_CASE("send_async fails cleanly at each of its failure points and the socket
 // CancelThreadpoolIo. ]
 TEST_CASE("receive_async fails cleanly at each of its failure points and the socket stays usable")
 {
-    const sweep_result result = sweep(
-        "receive_async", prepare_open_socket,
-        [](world& w)
-        {
-            ASYNC_SOCKET_BUFFER buffers[2] = {{w.inbox, 4}, {w.inbox + 4, 4}};
-            w.last = w.socket->receive_async(buffers, 2, &receive_recorder::callback, &w.received);
-            return w.last == status::ok;
-        },
-        [](world& w, const fault_family& family) { check_failed_io(w, family, fake_call::wsa_recv); });
-    // The context's allocation, CreateEvent and WSARecv.
-    CHECK(result.total >= 3);
-    CHECK(result.per_family[0] >= 1);
+    sweep_io("receive_async", fake_call::wsa_recv,
+             [](world& w)
+             {
+                 ASYNC_SOCKET_BUFFER buffers[2] = {{w.inbox, 4}, {w.inbox + 4, 4}};
+                 w.last = w.socket->receive_async(buffers, 2, &receive_recorder::callback, &w.received);
+                 return w.last == status::ok;
+             });
 }

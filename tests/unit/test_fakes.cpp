@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <mutex>
 #include <span>
 #include <string>
@@ -109,6 +110,15 @@ struct direct
         return receive(overlapped, buffers);
     }
 };
+
+// Each threadpool IO's pool from `os`, required.
+void acquire_pools(fake_os& os, std::initializer_list<fake_threadpool_calls*> pools)
+{
+    for (fake_threadpool_calls* tp : pools)
+    {
+        REQUIRE(tp->acquire_pool(&os));
+    }
+}
 
 bool mentions(const std::vector<std::string>& violations, const std::string& text)
 {
@@ -372,9 +382,7 @@ TEST_CASE("a second CreateThreadpoolIo on the same socket fails: a socket binds 
     fake_threadpool_calls second;
     fake_threadpool_calls other;
     completion_log log;
-    REQUIRE(first.acquire_pool(&os));
-    REQUIRE(second.acquire_pool(&os));
-    REQUIRE(other.acquire_pool(&os));
+    acquire_pools(os, {&first, &second, &other});
 
     CHECK(first.create_io<&completion_log::record>(fake_socket(7), &log));
     CHECK_FALSE(second.create_io<&completion_log::record>(fake_socket(7), &log));
@@ -445,24 +453,31 @@ TEST_CASE("CancelThreadpoolIo without a StartThreadpoolIo to cancel is a violati
     CHECK(mentions(d.os.violations(), "CancelThreadpoolIo without a StartThreadpoolIo"));
 }
 
-TEST_CASE("CancelThreadpoolIo after an issued IO is a violation: the start was used by the IO")
+namespace
+{
+// Issues a send, then does `act` on the threadpool IO, and checks that the fake reports `violation`.
+template <class Act>
+void check_violation_with_send_outstanding(Act act, const std::string& violation)
 {
     direct d;
     fake_overlapped overlapped{};
     CHECK(d.send(overlapped) == win32_no_error);
-    d.tp.cancel_io();
-    CHECK(mentions(d.os.violations(), "CancelThreadpoolIo without a StartThreadpoolIo"));
+    act(d.tp);
+    CHECK(mentions(d.os.violations(), violation));
     CHECK(d.os.complete(&overlapped, win32_no_error, 3));
+}
+} // namespace
+
+TEST_CASE("CancelThreadpoolIo after an issued IO is a violation: the start was used by the IO")
+{
+    check_violation_with_send_outstanding([](fake_threadpool_calls& tp) { tp.cancel_io(); },
+                                          "CancelThreadpoolIo without a StartThreadpoolIo");
 }
 
 TEST_CASE("CloseThreadpoolIo with an IO outstanding is a violation")
 {
-    direct d;
-    fake_overlapped overlapped{};
-    CHECK(d.send(overlapped) == win32_no_error);
-    d.tp.close_io();
-    CHECK(mentions(d.os.violations(), "CloseThreadpoolIo with IO outstanding"));
-    CHECK(d.os.complete(&overlapped, win32_no_error, 3));
+    check_violation_with_send_outstanding([](fake_threadpool_calls& tp) { tp.close_io(); },
+                                          "CloseThreadpoolIo with IO outstanding");
 }
 
 TEST_CASE("CloseThreadpoolIo after a StartThreadpoolIo that was neither used nor cancelled is a violation")
@@ -740,8 +755,7 @@ TEST_CASE("CancelIoEx aborts the socket's outstanding IO as the cancel behaviour
     fake_threadpool_calls theirs;
     completion_log my_log;
     completion_log their_log;
-    REQUIRE(mine.acquire_pool(&os));
-    REQUIRE(theirs.acquire_pool(&os));
+    acquire_pools(os, {&mine, &theirs});
     REQUIRE(mine.create_io<&completion_log::record>(fake_socket(1), &my_log));
     REQUIRE(theirs.create_io<&completion_log::record>(fake_socket(2), &their_log));
     char payload[3] = {};
@@ -832,6 +846,45 @@ struct gated_completions
         }
     }
 };
+
+// One worker, a threadpool IO over fake socket 9 with gated_completions as its routine, and a send issued in
+// `gate`, whose callback will hold the worker until open_gate().
+struct gated_world
+{
+    fake_os os;
+    fake_threadpool_calls tp;
+    gated_completions completions;
+    char payload[3] = {};
+    fake_wsabuf buffer{3, payload};
+    fake_overlapped gate{};
+
+    gated_world()
+    {
+        os.set_worker_count(1);
+        completions.tp = &tp;
+        completions.gate = &gate;
+        completions.buffer = &buffer;
+        REQUIRE(tp.acquire_pool(&os));
+        REQUIRE(tp.create_io<&gated_completions::on_complete>(fake_socket(9), &completions));
+        tp.start_io();
+        REQUIRE(tp.send(fake_socket(9), &buffer, 1, nullptr, 0, &gate) == win32_no_error);
+    }
+
+    void wait_until_gate_entered()
+    {
+        std::unique_lock lock(completions.mutex);
+        REQUIRE(completions.changed.wait_for(lock, deadline, [&] { return completions.gate_entered; }));
+    }
+
+    void open_gate()
+    {
+        {
+            std::lock_guard lock(completions.mutex);
+            completions.gate_open = true;
+        }
+        completions.changed.notify_all();
+    }
+};
 } // namespace
 
 // CancelIoEx cannot cancel an IO whose completion packet the OS has already queued: that IO completes once, with its
@@ -839,43 +892,22 @@ struct gated_completions
 // complete_on_worker had already queued; when that IO's callback had started a new IO in the same OVERLAPPED (the
 // core frees the context before the user's callback, so the next IO often gets the same block), the stale abort
 // completed the new IO, which nobody had cancelled.
-TEST_CASE("CancelIoEx does not add a second completion to an IO whose completion is already queued")
+TEST_CASE_FIXTURE(gated_world,
+                  "CancelIoEx does not add a second completion to an IO whose completion is already queued")
 {
-    fake_os os;
-    os.set_worker_count(1);
-    fake_threadpool_calls tp;
-    gated_completions completions;
-    char payload[3] = {};
-    fake_wsabuf buffer{3, payload};
-    fake_overlapped gate{};
     fake_overlapped reused{};
-    completions.tp = &tp;
-    completions.gate = &gate;
     completions.reissue = &reused;
-    completions.buffer = &buffer;
-    REQUIRE(tp.acquire_pool(&os));
-    REQUIRE(tp.create_io<&gated_completions::on_complete>(fake_socket(9), &completions));
-    for (fake_overlapped* o : {&gate, &reused})
-    {
-        tp.start_io();
-        REQUIRE(tp.send(fake_socket(9), &buffer, 1, nullptr, 0, o) == win32_no_error);
-    }
+    tp.start_io();
+    REQUIRE(tp.send(fake_socket(9), &buffer, 1, nullptr, 0, &reused) == win32_no_error);
 
     // The only worker runs the gate's callback and stays there; `reused` completes successfully, queued behind.
     os.complete_on_worker(&gate, win32_no_error, 3);
-    {
-        std::unique_lock lock(completions.mutex);
-        REQUIRE(completions.changed.wait_for(lock, deadline, [&] { return completions.gate_entered; }));
-    }
+    wait_until_gate_entered();
     os.complete_on_worker(&reused, win32_no_error, 3);
 
     tp.cancel_socket_io(fake_socket(9)); // `reused` is already completed as far as the OS is concerned
 
-    {
-        std::lock_guard lock(completions.mutex);
-        completions.gate_open = true;
-    }
-    completions.changed.notify_all();
+    open_gate();
     // `reused` completes with NO_ERROR and its callback issues a new IO in the same OVERLAPPED; that one must
     // stay outstanding: nobody cancelled it.
     CHECK_FALSE(os.wait_until_idle(std::chrono::milliseconds(200)));
@@ -888,32 +920,17 @@ TEST_CASE("CancelIoEx does not add a second completion to an IO whose completion
     CHECK_MESSAGE(os.violations().empty(), joined(os.violations()));
 }
 
-TEST_CASE("an IO whose completion is queued to a worker can no longer be completed, received into or queued again")
+TEST_CASE_FIXTURE(
+    gated_world,
+    "an IO whose completion is queued to a worker can no longer be completed, received into or queued again")
 {
-    fake_os os;
-    os.set_worker_count(1);
-    fake_threadpool_calls tp;
-    gated_completions completions;
-    char payload[3] = {};
-    fake_wsabuf buffer{3, payload};
-    fake_overlapped gate{};
     fake_overlapped queued{};
-    completions.tp = &tp;
-    completions.gate = &gate;
-    completions.buffer = &buffer;
-    REQUIRE(tp.acquire_pool(&os));
-    REQUIRE(tp.create_io<&gated_completions::on_complete>(fake_socket(9), &completions));
-    tp.start_io();
-    REQUIRE(tp.send(fake_socket(9), &buffer, 1, nullptr, 0, &gate) == win32_no_error);
     tp.start_io();
     std::uint32_t flags = 0;
     REQUIRE(tp.receive(fake_socket(9), &buffer, 1, nullptr, &flags, &queued) == win32_no_error);
 
     CHECK(os.complete_on_worker(&gate, win32_no_error, 3)); // the only worker blocks in the gate's callback
-    {
-        std::unique_lock lock(completions.mutex);
-        REQUIRE(completions.changed.wait_for(lock, deadline, [&] { return completions.gate_entered; }));
-    }
+    wait_until_gate_entered();
     CHECK(os.complete_on_worker(&queued, win32_no_error, 2));
     const std::vector<pending_io> pending = os.pending();
     REQUIRE(pending.size() == 1);
@@ -928,11 +945,7 @@ TEST_CASE("an IO whose completion is queued to a worker can no longer be complet
     CHECK_FALSE(os.complete_on_worker(&queued, win32_no_error, 3));
     CHECK(mentions(os.violations(), "a completion was queued for an IO that is not outstanding or already completing"));
 
-    {
-        std::lock_guard lock(completions.mutex);
-        completions.gate_open = true;
-    }
-    completions.changed.notify_all();
+    open_gate();
     CHECK(os.wait_until_idle(std::chrono::duration_cast<std::chrono::milliseconds>(deadline)));
     std::lock_guard lock(completions.mutex);
     REQUIRE(completions.seen.size() == 2);

@@ -26,11 +26,6 @@ using async_socket::socket_state;
 namespace
 {
 
-char payload[16] = "lifecycle bytes";
-
-const names binding_calls{"InitializeThreadpoolEnvironment", "SetThreadpoolCallbackPool",
-                          "CreateThreadpoolCleanupGroup", "CreateThreadpoolIo"};
-
 // Sees one open callback: how often, with what, on which thread, and what the socket looked like then.
 struct open_witness
 {
@@ -73,8 +68,7 @@ void on_open_with_null_context(void* context, ASYNC_SOCKET_OPEN_RESULT result)
 // non-zero value. ]
 TEST_CASE("open_async fails with invalid_argument when on_open_complete is NULL, and changes nothing")
 {
-    fixture f(false);
-    REQUIRE(f.socket);
+    made_fixture f(false);
     f.os.clear_calls();
 
     CHECK(f.socket->open_async(nullptr, &f.opened) == status::invalid_argument);
@@ -85,15 +79,13 @@ TEST_CASE("open_async fails with invalid_argument when on_open_complete is NULL,
     // Nothing was half done: an open with a callback binds the socket as a first open does.
     CHECK(f.socket->open_async(&open_recorder::callback, &f.opened) == status::ok);
     CHECK(f.os.call_names() == binding_calls);
-    f.socket.reset();
-    expect_nothing_left(f.os, f.ledger);
+    destroy_and_expect_nothing_left(f);
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_009: [ on_open_complete_context shall be allowed to be NULL. ]
 TEST_CASE("open_async accepts a NULL on_open_complete_context and passes NULL to the callback")
 {
-    fixture f(false);
-    REQUIRE(f.socket);
+    made_fixture f(false);
     null_context_calls = 0;
     null_context_seen = &f; // anything but NULL, to see the callback overwrite it
     null_context_result = ASYNC_SOCKET_OPEN_RESULT_INVALID;
@@ -104,8 +96,7 @@ TEST_CASE("open_async accepts a NULL on_open_complete_context and passes NULL to
     CHECK(null_context_seen.load() == nullptr);
     CHECK(null_context_result.load() == ASYNC_SOCKET_OPEN_OK);
     CHECK(f.socket->state() == socket_state::open);
-    f.socket.reset();
-    expect_nothing_left(f.os, f.ledger);
+    destroy_and_expect_nothing_left(f);
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_023: [ Otherwise, async_socket_open_async shall switch the state to OPENING. ]
@@ -123,30 +114,26 @@ TEST_CASE("open_async switches the state to OPENING first and keeps it there whi
     h.release();
     CHECK(h.open_result.load() == status::ok);
     CHECK(h.probe.read([&] { return h.probe.transitions; }) == "closed->opening, opening->open");
-    h.socket.reset();
-    expect_nothing_left(h.os, h.ledger);
+    destroy_and_expect_nothing_left(h);
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_014: [ On success, async_socket_open_async shall return 0. ]
 TEST_CASE("open_async returns 0 on success")
 {
-    fixture f(false);
-    REQUIRE(f.socket);
+    made_fixture f(false);
 
     const status result = f.socket->open_async(&open_recorder::callback, &f.opened);
 
     CHECK(result == status::ok);
     CHECK(static_cast<int>(result) == 0);
-    f.socket.reset();
-    expect_nothing_left(f.os, f.ledger);
+    destroy_and_expect_nothing_left(f);
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_015: [ If async_socket is already OPEN or OPENING, async_socket_open_async shall fail
 // and return a non-zero value. ]
 TEST_CASE("open_async on an OPEN socket fails with invalid_state, calls no callback and makes no OS call")
 {
-    fixture f(false);
-    REQUIRE(f.socket);
+    made_fixture f(false);
     REQUIRE(f.socket->open_async(&open_recorder::callback, &f.opened) == status::ok);
     REQUIRE(f.opened.calls.load() == 1);
     f.os.clear_calls();
@@ -158,8 +145,7 @@ TEST_CASE("open_async on an OPEN socket fails with invalid_state, calls no callb
     CHECK(f.opened.calls.load() == 1);
     CHECK(f.os.calls().empty());
     CHECK(f.socket->state() == socket_state::open);
-    f.socket.reset();
-    expect_nothing_left(f.os, f.ledger);
+    destroy_and_expect_nothing_left(f);
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_015: [ If async_socket is already OPEN or OPENING, async_socket_open_async shall fail
@@ -181,8 +167,7 @@ TEST_CASE("open_async while another open is OPENING fails with invalid_state and
     CHECK(h.opened.calls.load() == 1);
     CHECK(second.calls.load() == 0);
     CHECK(h.os.count(fake_call::create_io) == 1);
-    h.socket.reset();
-    expect_nothing_left(h.os, h.ledger);
+    destroy_and_expect_nothing_left(h);
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_016: [ Otherwise async_socket_open_async shall initialize a thread pool environment
@@ -194,8 +179,7 @@ TEST_CASE("open_async while another open is OPENING fails with invalid_state and
 TEST_CASE("the first open_async initializes the environment, sets its pool, then creates the cleanup group and the "
           "threadpool IO")
 {
-    fixture f(false);
-    REQUIRE(f.socket);
+    made_fixture f(false);
     // The pool was obtained at create (01_035); open sets it on the environment it initializes.
     REQUIRE(f.os.call_names() == names{"execution_engine_win32_get_threadpool"});
     f.os.clear_calls();
@@ -207,16 +191,14 @@ TEST_CASE("the first open_async initializes the environment, sets its pool, then
     {
         CHECK_FALSE(call.failed);
     }
-    f.socket.reset();
-    expect_nothing_left(f.os, f.ledger);
+    destroy_and_expect_nothing_left(f);
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_058: [ async_socket_open_async shall create a threadpool IO by calling
 // CreateThreadpoolIo and passing socket_handle, the callback environment to it and on_io_complete as callback. ]
 TEST_CASE("open_async creates the threadpool IO over the socket handle, with the socket's completion routine")
 {
-    fixture f(false);
-    REQUIRE(f.socket);
+    made_fixture f(false);
     f.os.clear_calls();
 
     REQUIRE(f.socket->open_async(&open_recorder::callback, &f.opened) == status::ok);
@@ -237,15 +219,13 @@ TEST_CASE("open_async creates the threadpool IO over the socket handle, with the
     CHECK(in_flight[0].io_id == calls[3].io_id);
     CHECK(f.os.complete(in_flight[0].overlapped, async_socket::win32_no_error, sizeof(payload)));
     CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_OK});
-    f.socket.reset();
-    expect_nothing_left(f.os, f.ledger);
+    destroy_and_expect_nothing_left(f);
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_094: [ async_socket_open_async shall set the state to OPEN. ]
 TEST_CASE("open_async leaves the socket OPEN, and it is OPEN already when on_open_complete runs")
 {
-    fixture f(false);
-    REQUIRE(f.socket);
+    made_fixture f(false);
     open_witness witness;
     witness.socket = f.socket.get();
 
@@ -254,27 +234,19 @@ TEST_CASE("open_async leaves the socket OPEN, and it is OPEN already when on_ope
     CHECK(f.socket->state() == socket_state::open);
     CHECK(witness.calls.load() == 1);
     CHECK(witness.state.load() == socket_state::open);
-    f.socket.reset();
-    expect_nothing_left(f.os, f.ledger);
+    destroy_and_expect_nothing_left(f);
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_094: [ async_socket_open_async shall set the state to OPEN. ]
 TEST_CASE("open_async moves the state from CLOSED through OPENING to OPEN and nowhere else")
 {
-    sync_probe probe;
-    probe_scope scope(probe);
-    fake_os os;
-    alloc_ledger ledger;
-    open_recorder opened;
-    auto socket = probed_socket_type::create(&os, fake_socket(42), {}, fault_alloc{&ledger});
-    REQUIRE(socket);
+    probed_fixture f(false);
 
-    REQUIRE(socket->open_async(&open_recorder::callback, &opened) == status::ok);
+    REQUIRE(f.raw->open_async(&open_recorder::callback, &f.opened) == status::ok);
 
-    CHECK(probe.read([&] { return probe.transitions; }) == "closed->opening, opening->open");
-    CHECK(socket->state() == socket_state::open);
-    socket.reset();
-    expect_nothing_left(os, ledger);
+    CHECK(f.probe.read([&] { return f.probe.transitions; }) == "closed->opening, opening->open");
+    CHECK(f.raw->state() == socket_state::open);
+    destroy_and_expect_nothing_left(f);
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_017: [ On success async_socket_open_async shall call on_open_complete_context with
@@ -282,8 +254,7 @@ TEST_CASE("open_async moves the state from CLOSED through OPENING to OPEN and no
 TEST_CASE("open_async calls on_open_complete once, with its context and ASYNC_SOCKET_OPEN_OK, on the calling thread "
           "before it returns")
 {
-    fixture f(false);
-    REQUIRE(f.socket);
+    made_fixture f(false);
     open_witness witness;
     witness.socket = f.socket.get();
 
@@ -301,21 +272,22 @@ TEST_CASE("open_async calls on_open_complete once, with its context and ASYNC_SO
     expect_nothing_left(f.os, f.ledger);
 }
 
-// Tests_SRS_ASYNC_SOCKET_WIN32_01_039: [ If any error occurs, async_socket_open_async shall fail and return a non-zero
-// value. ]
-TEST_CASE("open_async fails when the cleanup group cannot be created, calls no callback and undoes the environment")
+namespace
 {
-    fixture f(false);
-    REQUIRE(f.socket);
+
+// Fails the first open at `failing` and checks that it made `calls` (the failed one at `failed_at`), called no
+// callback and undid what it had bound; then that a later open works, or that destroy has nothing to release.
+void check_failed_open_is_undone(fake_call failing, const names& calls, std::size_t failed_at)
+{
+    made_fixture f(false);
     f.os.clear_calls();
-    f.os.fail(fake_call::create_cleanup_group);
+    f.os.fail(failing);
 
     CHECK(f.socket->open_async(&open_recorder::callback, &f.opened) == status::os_error);
 
     CHECK(f.opened.calls.load() == 0);
-    CHECK(f.os.call_names() == names{"InitializeThreadpoolEnvironment", "SetThreadpoolCallbackPool",
-                                     "CreateThreadpoolCleanupGroup", "DestroyThreadpoolEnvironment"});
-    CHECK(f.os.calls()[2].failed);
+    CHECK(f.os.call_names() == calls);
+    CHECK(f.os.calls()[failed_at].failed);
     CHECK(f.socket->state() == socket_state::closed);
     CHECK(f.os.live_ios() == 0);
     f.os.clear_calls();
@@ -327,43 +299,6 @@ TEST_CASE("open_async fails when the cleanup group cannot be created, calls no c
         CHECK(f.opened.calls.load() == 1);
         CHECK(f.opened.last.load() == ASYNC_SOCKET_OPEN_OK);
         CHECK(f.socket->state() == socket_state::open);
-    }
-    SUBCASE("destroy finds nothing to release")
-    {
-        f.socket.reset();
-        CHECK(f.os.calls().empty());
-    }
-    f.socket.reset();
-    expect_nothing_left(f.os, f.ledger);
-}
-
-// Tests_SRS_ASYNC_SOCKET_WIN32_01_039: [ If any error occurs, async_socket_open_async shall fail and return a non-zero
-// value. ]
-TEST_CASE("open_async fails when the threadpool IO cannot be created, calls no callback and undoes the cleanup group "
-          "and the environment")
-{
-    fixture f(false);
-    REQUIRE(f.socket);
-    f.os.clear_calls();
-    f.os.fail(fake_call::create_io);
-
-    CHECK(f.socket->open_async(&open_recorder::callback, &f.opened) == status::os_error);
-
-    CHECK(f.opened.calls.load() == 0);
-    CHECK(f.os.call_names() == names{"InitializeThreadpoolEnvironment", "SetThreadpoolCallbackPool",
-                                     "CreateThreadpoolCleanupGroup", "CreateThreadpoolIo",
-                                     "CloseThreadpoolCleanupGroup", "DestroyThreadpoolEnvironment"});
-    CHECK(f.os.calls()[3].failed);
-    CHECK(f.socket->state() == socket_state::closed);
-    CHECK(f.os.live_ios() == 0);
-    f.os.clear_calls();
-
-    SUBCASE("a later open binds the socket and succeeds")
-    {
-        CHECK(f.socket->open_async(&open_recorder::callback, &f.opened) == status::ok);
-        CHECK(f.os.call_names() == binding_calls);
-        CHECK(f.opened.calls.load() == 1);
-        CHECK(f.socket->state() == socket_state::open);
         CHECK(f.os.live_ios() == 1);
     }
     SUBCASE("destroy finds nothing to release")
@@ -371,16 +306,38 @@ TEST_CASE("open_async fails when the threadpool IO cannot be created, calls no c
         f.socket.reset();
         CHECK(f.os.calls().empty());
     }
-    f.socket.reset();
-    expect_nothing_left(f.os, f.ledger);
+    destroy_and_expect_nothing_left(f);
+}
+
+} // namespace
+
+// Tests_SRS_ASYNC_SOCKET_WIN32_01_039: [ If any error occurs, async_socket_open_async shall fail and return a non-zero
+// value. ]
+TEST_CASE("open_async fails when the cleanup group cannot be created, calls no callback and undoes the environment")
+{
+    check_failed_open_is_undone(fake_call::create_cleanup_group,
+                                names{"InitializeThreadpoolEnvironment", "SetThreadpoolCallbackPool",
+                                      "CreateThreadpoolCleanupGroup", "DestroyThreadpoolEnvironment"},
+                                2);
+}
+
+// Tests_SRS_ASYNC_SOCKET_WIN32_01_039: [ If any error occurs, async_socket_open_async shall fail and return a non-zero
+// value. ]
+TEST_CASE("open_async fails when the threadpool IO cannot be created, calls no callback and undoes the cleanup group "
+          "and the environment")
+{
+    check_failed_open_is_undone(fake_call::create_io,
+                                names{"InitializeThreadpoolEnvironment", "SetThreadpoolCallbackPool",
+                                      "CreateThreadpoolCleanupGroup", "CreateThreadpoolIo",
+                                      "CloseThreadpoolCleanupGroup", "DestroyThreadpoolEnvironment"},
+                                3);
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_039: [ If any error occurs, async_socket_open_async shall fail and return a non-zero
 // value. ]
 TEST_CASE("open_async fails, undoing its binding, when another async socket has bound the same handle")
 {
-    fixture first;
-    REQUIRE(first.socket);
+    made_fixture first;
     REQUIRE(first.opened.calls.load() == 1);
     auto second = fake_socket_type::create(&first.os, fake_socket(42), {}, fault_alloc{&first.ledger});
     REQUIRE(second);
@@ -400,6 +357,5 @@ TEST_CASE("open_async fails, undoing its binding, when another async socket has 
     first.os.clear_calls();
     second.reset();
     CHECK(first.os.calls().empty());
-    first.socket.reset();
-    expect_nothing_left(first.os, first.ledger);
+    destroy_and_expect_nothing_left(first);
 }

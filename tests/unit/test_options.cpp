@@ -30,15 +30,37 @@ using socket_of = async_socket::basic_async_socket<Threadpool, fault_alloc, asyn
 
 void noop_open(void*, ASYNC_SOCKET_OPEN_RESULT) {}
 
+// A socket over fake socket `id`, created (not opened).
 template <class Threadpool>
-typename socket_of<Threadpool>::handle open_socket(fake_os& os, alloc_ledger& ledger)
+typename socket_of<Threadpool>::handle created_socket(fake_os& os, alloc_ledger& ledger, std::uintptr_t id = 5)
 {
-    auto socket = socket_of<Threadpool>::create(&os, fake_socket(5), {}, fault_alloc{&ledger});
+    auto socket = socket_of<Threadpool>::create(&os, fake_socket(id), {}, fault_alloc{&ledger});
     REQUIRE(socket);
+    return socket;
+}
+
+// A socket over fake socket `id`, created and opened; the calls of both are forgotten.
+template <class Threadpool>
+typename socket_of<Threadpool>::handle open_socket(fake_os& os, alloc_ledger& ledger, std::uintptr_t id = 5)
+{
+    auto socket = created_socket<Threadpool>(os, ledger, id);
     REQUIRE(socket->open_async(&noop_open, nullptr) == status::ok);
     os.clear_calls();
     return socket;
 }
+
+// For fake_os::at_once: every IO finishes at once, with all its bytes.
+std::optional<std::uint32_t> all_at_once(const pending_io& io)
+{
+    return static_cast<std::uint32_t>(io.total_length);
+}
+
+// What each test runs in; it ends with expect_clean(os, ledger) once its sockets are gone.
+struct fake_world
+{
+    fake_os os;
+    alloc_ledger ledger;
+};
 
 void expect_clean(const fake_os& os, const alloc_ledger& ledger)
 {
@@ -50,10 +72,8 @@ void expect_clean(const fake_os& os, const alloc_ledger& ledger)
 
 } // namespace
 
-TEST_CASE("a threadpool policy without io events makes no event per IO and leaves hEvent null")
+TEST_CASE_FIXTURE(fake_world, "a threadpool policy without io events makes no event per IO and leaves hEvent null")
 {
-    fake_os os;
-    alloc_ledger ledger;
     {
         auto socket = open_socket<no_event_threadpool>(os, ledger);
         char data[4] = {'a', 'b', 'c', 'd'};
@@ -81,13 +101,11 @@ TEST_CASE("a threadpool policy without io events makes no event per IO and leave
     expect_clean(os, ledger);
 }
 
-TEST_CASE("skip mode puts the socket in skip-completion-port-on-success mode once, at the first open")
+TEST_CASE_FIXTURE(fake_world,
+                  "skip mode puts the socket in skip-completion-port-on-success mode once, at the first open")
 {
-    fake_os os;
-    alloc_ledger ledger;
     {
-        auto socket = socket_of<skip_threadpool>::create(&os, fake_socket(5), {}, fault_alloc{&ledger});
-        REQUIRE(socket);
+        auto socket = created_socket<skip_threadpool>(os, ledger);
         os.clear_calls();
         REQUIRE(socket->open_async(&noop_open, nullptr) == status::ok);
         CHECK(os.call_names() == names{"InitializeThreadpoolEnvironment", "SetThreadpoolCallbackPool",
@@ -100,13 +118,11 @@ TEST_CASE("skip mode puts the socket in skip-completion-port-on-success mode onc
     expect_clean(os, ledger);
 }
 
-TEST_CASE("skip mode: a failed SetFileCompletionNotificationModes fails the open and undoes the binding")
+TEST_CASE_FIXTURE(fake_world,
+                  "skip mode: a failed SetFileCompletionNotificationModes fails the open and undoes the binding")
 {
-    fake_os os;
-    alloc_ledger ledger;
     {
-        auto socket = socket_of<skip_threadpool>::create(&os, fake_socket(5), {}, fault_alloc{&ledger});
-        REQUIRE(socket);
+        auto socket = created_socket<skip_threadpool>(os, ledger);
         os.fail(fake_call::set_completion_modes);
         open_recorder opened;
         CHECK(socket->open_async(&open_recorder::callback, &opened) == status::os_error);
@@ -120,12 +136,11 @@ TEST_CASE("skip mode: a failed SetFileCompletionNotificationModes fails the open
     expect_clean(os, ledger);
 }
 
-TEST_CASE("skip mode: a send that finishes at once completes on the calling thread, once, after CancelThreadpoolIo")
+TEST_CASE_FIXTURE(
+    fake_world,
+    "skip mode: a send that finishes at once completes on the calling thread, once, after CancelThreadpoolIo")
 {
-    fake_os os;
-    alloc_ledger ledger;
-    os.at_once([](const pending_io& io)
-               { return std::optional<std::uint32_t>(static_cast<std::uint32_t>(io.total_length)); });
+    os.at_once(&all_at_once);
     {
         auto socket = open_socket<skip_threadpool>(os, ledger);
         char data[6] = "hello";
@@ -143,10 +158,9 @@ TEST_CASE("skip mode: a send that finishes at once completes on the calling thre
     expect_clean(os, ledger);
 }
 
-TEST_CASE("skip mode: a receive that finishes at once reports its bytes; one that does not completes as usual")
+TEST_CASE_FIXTURE(fake_world,
+                  "skip mode: a receive that finishes at once reports its bytes; one that does not completes as usual")
 {
-    fake_os os;
-    alloc_ledger ledger;
     bool finish_at_once = true;
     os.at_once([&](const pending_io&) { return finish_at_once ? std::optional<std::uint32_t>(3) : std::nullopt; });
     {
@@ -203,12 +217,10 @@ struct send_chain
 };
 } // namespace
 
-TEST_CASE("skip mode: callbacks that start IO finishing at once do not recurse: a chain of 10000 runs one deep")
+TEST_CASE_FIXTURE(fake_world,
+                  "skip mode: callbacks that start IO finishing at once do not recurse: a chain of 10000 runs one deep")
 {
-    fake_os os;
-    alloc_ledger ledger;
-    os.at_once([](const pending_io& io)
-               { return std::optional<std::uint32_t>(static_cast<std::uint32_t>(io.total_length)); });
+    os.at_once(&all_at_once);
     {
         auto socket = open_socket<fast_threadpool>(os, ledger);
         send_chain chain;
@@ -224,12 +236,9 @@ TEST_CASE("skip mode: callbacks that start IO finishing at once do not recurse: 
     expect_clean(os, ledger);
 }
 
-TEST_CASE("skip mode: close from a callback of an IO that finished at once is refused")
+TEST_CASE_FIXTURE(fake_world, "skip mode: close from a callback of an IO that finished at once is refused")
 {
-    fake_os os;
-    alloc_ledger ledger;
-    os.at_once([](const pending_io& io)
-               { return std::optional<std::uint32_t>(static_cast<std::uint32_t>(io.total_length)); });
+    os.at_once(&all_at_once);
     {
         auto socket = open_socket<fast_threadpool>(os, ledger);
         struct closer
@@ -292,52 +301,34 @@ struct cross_socket
 };
 } // namespace
 
-TEST_CASE("skip mode: an IO of another socket that finishes at once in a callback completes before its close returns")
+TEST_CASE_FIXTURE(fake_world, "skip mode: IO of another socket that finishes at once in a callback")
 {
-    fake_os os;
-    alloc_ledger ledger;
-    os.at_once([](const pending_io& io)
-               { return std::optional<std::uint32_t>(static_cast<std::uint32_t>(io.total_length)); });
+    os.at_once(&all_at_once);
     {
-        auto x = socket_of<fast_threadpool>::create(&os, fake_socket(5), {}, fault_alloc{&ledger});
-        REQUIRE(x);
-        REQUIRE(x->open_async(&noop_open, nullptr) == status::ok);
+        auto x = open_socket<fast_threadpool>(os, ledger);
         cross_socket test;
         test.x = x.get();
-        test.y = socket_of<fast_threadpool>::create(&os, fake_socket(6), {}, fault_alloc{&ledger});
-        REQUIRE(test.y);
-        REQUIRE(test.y->open_async(&noop_open, nullptr) == status::ok);
+        SUBCASE("an IO of another socket that finishes at once in a callback completes before its close returns") {}
+        SUBCASE("close of a socket from a callback nested in its own IO finishing at once is refused")
+        {
+            test.close_x = true;
+        }
+        test.y = open_socket<fast_threadpool>(os, ledger, 6);
 
         REQUIRE(x->send_async(&test.buffer, 1, &cross_socket::on_x_sent, &test) == status::ok);
-        CHECK(test.y_close == status::ok);
-        CHECK(test.y_callbacks_when_closed == 1);
-        CHECK(test.y_sent.seen().size() == 1);
-        CHECK_FALSE(test.y);
-    }
-    expect_clean(os, ledger);
-}
-
-TEST_CASE("skip mode: close of a socket from a callback nested in its own IO finishing at once is refused")
-{
-    fake_os os;
-    alloc_ledger ledger;
-    os.at_once([](const pending_io& io)
-               { return std::optional<std::uint32_t>(static_cast<std::uint32_t>(io.total_length)); });
-    {
-        auto x = socket_of<fast_threadpool>::create(&os, fake_socket(5), {}, fault_alloc{&ledger});
-        REQUIRE(x);
-        REQUIRE(x->open_async(&noop_open, nullptr) == status::ok);
-        cross_socket test;
-        test.x = x.get();
-        test.close_x = true;
-        test.y = socket_of<fast_threadpool>::create(&os, fake_socket(6), {}, fault_alloc{&ledger});
-        REQUIRE(test.y);
-        REQUIRE(test.y->open_async(&noop_open, nullptr) == status::ok);
-
-        REQUIRE(x->send_async(&test.buffer, 1, &cross_socket::on_x_sent, &test) == status::ok);
-        CHECK(test.x_close == status::called_from_callback); // would otherwise wait for itself forever
-        CHECK(x->state() == async_socket::socket_state::open);
-        CHECK(x->close() == status::ok);
+        if (test.close_x)
+        {
+            CHECK(test.x_close == status::called_from_callback); // would otherwise wait for itself forever
+            CHECK(x->state() == async_socket::socket_state::open);
+            CHECK(x->close() == status::ok);
+        }
+        else
+        {
+            CHECK(test.y_close == status::ok);
+            CHECK(test.y_callbacks_when_closed == 1);
+            CHECK(test.y_sent.seen().size() == 1);
+            CHECK_FALSE(test.y);
+        }
     }
     expect_clean(os, ledger);
 }
@@ -401,26 +392,15 @@ struct nested_closes
 };
 } // namespace
 
-TEST_CASE("skip mode: close of a socket whose pooled callback is further out on the thread is refused")
+TEST_CASE_FIXTURE(fake_world,
+                  "skip mode: close of a socket whose pooled callback is further out on the thread is refused")
 {
-    fake_os os;
-    alloc_ledger ledger;
     // B's (6) and C's (7) IO finish at once; A's (5) waits for the test to complete it.
-    os.at_once(
-        [](const pending_io& io)
-        {
-            return io.socket == fake_socket(5)
-                       ? std::nullopt
-                       : std::optional<std::uint32_t>(static_cast<std::uint32_t>(io.total_length));
-        });
+    os.at_once([](const pending_io& io) { return io.socket == fake_socket(5) ? std::nullopt : all_at_once(io); });
     {
         auto a = open_socket<fast_threadpool>(os, ledger);
-        auto b = socket_of<fast_threadpool>::create(&os, fake_socket(6), {}, fault_alloc{&ledger});
-        auto c = socket_of<fast_threadpool>::create(&os, fake_socket(7), {}, fault_alloc{&ledger});
-        REQUIRE(b);
-        REQUIRE(c);
-        REQUIRE(b->open_async(&noop_open, nullptr) == status::ok);
-        REQUIRE(c->open_async(&noop_open, nullptr) == status::ok);
+        auto b = open_socket<fast_threadpool>(os, ledger, 6);
+        auto c = open_socket<fast_threadpool>(os, ledger, 7);
         nested_closes test;
         test.a = a.get();
         test.b = b.get();

@@ -840,6 +840,16 @@ bool is_max_aligned(const void* p)
     return reinterpret_cast<std::uintptr_t>(p) % alignof(std::max_align_t) == 0;
 }
 
+// For a policy that counts its bytes: checks that they are back to `before`, what they were when the test began.
+template <class Alloc>
+void check_bytes_back_to(const std::optional<std::int64_t>& before)
+{
+    if (before)
+    {
+        CHECK(*alloc_under_test<Alloc>::live_bytes() == *before);
+    }
+}
+
 } // namespace
 
 TYPE_TO_STRING_AS("heap_alloc", async_socket::heap_alloc);
@@ -883,10 +893,7 @@ TEST_CASE_TEMPLATE_DEFINE("AllocPolicy: allocate returns distinct, writable bloc
     {
         alloc.deallocate(b.p, b.size); // with the size given to allocate
     }
-    if (before)
-    {
-        CHECK(*under_test::live_bytes() == *before);
-    }
+    check_bytes_back_to<Alloc>(before);
 }
 TEST_CASE_TEMPLATE_APPLY(alloc_blocks, alloc_policies_under_test);
 
@@ -902,10 +909,7 @@ TEST_CASE_TEMPLATE_DEFINE("AllocPolicy: a copy shares the original's state: what
     REQUIRE(p != nullptr);
     CHECK(is_max_aligned(p));
     original.deallocate(p, 48);
-    if (before)
-    {
-        CHECK(*under_test::live_bytes() == *before);
-    }
+    check_bytes_back_to<Alloc>(before);
 }
 TEST_CASE_TEMPLATE_APPLY(alloc_copies_share, alloc_policies_under_test);
 
@@ -972,10 +976,7 @@ TEST_CASE_TEMPLATE_DEFINE("AllocPolicy: several threads allocate and deallocate 
     }
     CHECK(corrupted.load() == 0);
     CHECK(failed.load() == 0);
-    if (before)
-    {
-        CHECK(*under_test::live_bytes() == *before);
-    }
+    check_bytes_back_to<Alloc>(before);
 }
 TEST_CASE_TEMPLATE_APPLY(alloc_concurrent, alloc_policies_under_test);
 
@@ -999,10 +1000,7 @@ TEST_CASE_TEMPLATE_DEFINE("AllocPolicy: a socket built on it completes a send an
     }
     CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_OK});
     CHECK(os.violations().empty());
-    if (before)
-    {
-        CHECK(*under_test::live_bytes() == *before);
-    }
+    check_bytes_back_to<Alloc>(before);
 }
 TEST_CASE_TEMPLATE_APPLY(alloc_drives_a_socket, alloc_policies_under_test);
 
