@@ -1,4 +1,5 @@
-// echo_server: a TCP echo server on async_socket's C++ API (async_socket::win32_async_socket).
+// echo_server: a TCP echo server on async_socket's C++ API (win32_async_socket on Windows, linux_async_socket on
+// Linux; examples/net.hpp holds the few platform differences).
 //
 //   echo_server [PORT] [--connections N]
 //
@@ -14,14 +15,12 @@
 // error) is logged, closed and destroyed like one that ended well.
 //
 // What it shows:
-// - a SOCKET must be overlapped (WSASocket with WSA_FLAG_OVERLAPPED; accept() keeps the attribute) to be
-//   used with threadpool IO;
+// - on Windows a SOCKET must be overlapped (WSASocket with WSA_FLAG_OVERLAPPED; accept() keeps the attribute)
+//   to be used with threadpool IO; on Linux a descriptor is passed as async_socket_handle_from_fd(fd);
 // - the next IO is started from the completion callback of the previous one;
 // - a socket is never closed or destroyed from its own callbacks (close would wait for the very callback
 //   it runs in): a finished connection is handed to another thread, which closes and destroys it.
-#include <async_socket/async_socket.hpp>
-
-#include <ws2tcpip.h>
+#include "net.hpp"
 
 #include <condition_variable>
 #include <cstdint>
@@ -39,7 +38,7 @@ namespace
 {
 
 using async_socket::status;
-using async_socket::win32_async_socket;
+using net::example_socket;
 
 class connection;
 
@@ -88,18 +87,18 @@ private:
     std::thread thread_; // last: starts once the members above exist
 };
 
-// One accepted client: its SOCKET, the async socket over it and the buffer the echo chain reuses.
+// One accepted client: its socket, the async socket over it and the buffer the echo chain reuses.
 class connection
 {
 public:
     // Takes ownership of `socket` (closed here on failure) and starts echoing. Returns false on failure.
-    static bool start(EXECUTION_ENGINE_HANDLE engine, SOCKET socket, std::uint64_t id, reaper& reaper)
+    static bool start(EXECUTION_ENGINE_HANDLE engine, net::native_socket socket, std::uint64_t id, reaper& reaper)
     {
         auto made = std::unique_ptr<connection>(new connection(socket, id, reaper));
-        made->async_ = win32_async_socket::create(engine, reinterpret_cast<SOCKET_HANDLE>(socket));
+        made->async_ = example_socket::create(net::engine_of(engine), net::as_handle(socket));
         if (!made->async_)
         {
-            std::fprintf(stderr, "echo_server: connection %llu: win32_async_socket::create failed\n",
+            std::fprintf(stderr, "echo_server: connection %llu: the async socket could not be made\n",
                          static_cast<unsigned long long>(id));
             return false;
         }
@@ -117,9 +116,9 @@ public:
 
     ~connection()
     {
-        // Destroying the async socket closes it if it is still open; the SOCKET is ours to close after.
+        // Destroying the async socket closes it if it is still open; the socket is ours to close after.
         async_.reset();
-        closesocket(socket_);
+        net::close_socket(socket_);
     }
     connection(const connection&) = delete;
     connection& operator=(const connection&) = delete;
@@ -137,7 +136,7 @@ public:
 private:
     static constexpr std::uint32_t buffer_size = 64 * 1024;
 
-    connection(SOCKET socket, std::uint64_t id, reaper& reaper)
+    connection(net::native_socket socket, std::uint64_t id, reaper& reaper)
         : socket_(socket), id_(id), reaper_(reaper), buffer_(buffer_size)
     {
     }
@@ -196,11 +195,11 @@ private:
         reaper_.retire(this);
     }
 
-    SOCKET socket_;
+    net::native_socket socket_;
     std::uint64_t id_;
     reaper& reaper_;
     std::vector<unsigned char> buffer_;
-    win32_async_socket::handle async_;
+    example_socket::handle async_;
     std::uint32_t in_flight_ = 0;
     std::uint64_t bytes_echoed_ = 0;
     bool failed_ = false;
@@ -272,47 +271,49 @@ bool parse_options(int argc, char** argv, options& parsed)
 
 // Whether a failed accept() means the listening socket itself is broken (the server must stop), as opposed
 // to a failure that concerns one incoming connection or a passing shortage (the server goes on).
-bool listener_failed(SOCKET listener, int error)
+bool listener_failed(net::native_socket listener, int error)
 {
     switch (error)
     {
-    case WSAENOTSOCK:       // the listener is not a socket (any more)
-    case WSAEINVAL:         // not listening
-    case WSAEOPNOTSUPP:     // not a stream socket
-    case WSAEFAULT:         // the program's own bug
-    case WSANOTINITIALISED: // Winsock is gone
+    case net::errors::not_a_socket:    // the listener is not a socket (any more)
+    case net::errors::not_listening:   // not listening
+    case net::errors::not_supported:   // not a stream socket
+    case net::errors::fault:           // the program's own bug
+    case net::errors::not_initialised: // Winsock is gone (Windows); a closed descriptor (Linux)
         return true;
     default:
         break;
     }
-    // Anything else (reset or aborted before accept, WSAENOTCONN from Wine for the same, WSAEMFILE,
-    // WSAENOBUFS, WSAEINTR, ...) concerns one connection or a moment, as long as the listener still listens.
-    BOOL listening = FALSE;
-    int length = sizeof(listening);
+    // Anything else (reset or aborted before accept, WSAENOTCONN from Wine for the same, running out of
+    // descriptors or buffers, an interrupted call, ...) concerns one connection or a moment, as long as the listener
+    // still listens.
+    int listening = 0;
+    net::address_length length = sizeof(listening);
     if (getsockopt(listener, SOL_SOCKET, SO_ACCEPTCONN, reinterpret_cast<char*>(&listening), &length) != 0)
     {
         return true;
     }
-    return listening == FALSE;
+    return listening == 0;
 }
 
-// After an accept() failure for want of sockets or memory (WSAEMFILE, WSAENOBUFS), waits a little before the
-// next try: the next accept would fail at once again, and a loop that spins on it would starve the
-// connections being served. Doubles from 1 ms to 250 ms while the shortage lasts; a success resets it. A
-// connection reset or aborted before it was accepted costs nothing: the next one is taken at once.
+// After an accept() failure for want of sockets or memory (WSAEMFILE/EMFILE, WSAENOBUFS/ENOBUFS), waits a little before
+// the next try: the next accept would fail at once again, and a loop that spins on it would starve the connections
+// being served. Doubles from 1 ms to 250 ms while the shortage lasts; a success resets it. A connection reset or
+// aborted before it was accepted costs nothing: the next one is taken at once.
 class accept_backoff
 {
 public:
     void after_failure(int error)
     {
-        const bool known_per_connection = error == WSAECONNRESET || error == WSAECONNABORTED || error == WSAENOTCONN ||
-                                          error == WSAETIMEDOUT || error == WSAEINTR || error == WSAEWOULDBLOCK ||
-                                          error == WSAENETRESET;
+        const bool known_per_connection = error == net::errors::reset || error == net::errors::aborted ||
+                                          error == net::errors::not_connected || error == net::errors::timed_out ||
+                                          error == net::errors::interrupted || error == net::errors::would_block ||
+                                          error == net::errors::network_reset || error == net::errors::protocol;
         if (known_per_connection)
         {
             return;
         }
-        Sleep(delay_ms_);
+        net::sleep_ms(delay_ms_);
         delay_ms_ = delay_ms_ >= 125 ? 250 : delay_ms_ * 2;
     }
     void after_success() noexcept
@@ -321,25 +322,7 @@ public:
     }
 
 private:
-    DWORD delay_ms_ = 1;
-};
-
-// WSAStartup/WSACleanup.
-struct winsock
-{
-    int error = 0;
-    winsock()
-    {
-        WSADATA data{};
-        error = WSAStartup(MAKEWORD(2, 2), &data);
-    }
-    ~winsock()
-    {
-        if (error == 0)
-        {
-            WSACleanup();
-        }
-    }
+    unsigned delay_ms_ = 1;
 };
 
 } // namespace
@@ -354,31 +337,31 @@ int main(int argc, char** argv)
         return 2;
     }
 
-    winsock wsa;
-    if (wsa.error != 0)
+    const net::session session;
+    if (session.error != 0)
     {
-        std::fprintf(stderr, "echo_server: WSAStartup failed: %d\n", wsa.error);
+        std::fprintf(stderr, "echo_server: WSAStartup failed: %d\n", session.error);
         return 1;
     }
 
-    // Overlapped, so that the sockets accept() makes from it can be used with threadpool IO.
-    SOCKET listener = WSASocketW(AF_INET, SOCK_STREAM, IPPROTO_TCP, nullptr, 0, WSA_FLAG_OVERLAPPED);
-    if (listener == INVALID_SOCKET)
+    // On Windows overlapped, so that the sockets accept() makes from it can be used with threadpool IO.
+    const net::native_socket listener = net::make_tcp_socket();
+    if (listener == net::no_socket)
     {
-        std::fprintf(stderr, "echo_server: WSASocket failed: %d\n", WSAGetLastError());
+        std::fprintf(stderr, "echo_server: socket failed: %d\n", net::last_error());
         return 1;
     }
     sockaddr_in address{};
     address.sin_family = AF_INET;
     address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     address.sin_port = htons(opts.port);
-    int address_length = sizeof(address);
+    net::address_length address_length = sizeof(address);
     if (bind(listener, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0 ||
         listen(listener, SOMAXCONN) != 0 ||
         getsockname(listener, reinterpret_cast<sockaddr*>(&address), &address_length) != 0)
     {
-        std::fprintf(stderr, "echo_server: cannot listen on 127.0.0.1:%u: error %d\n", opts.port, WSAGetLastError());
-        closesocket(listener);
+        std::fprintf(stderr, "echo_server: cannot listen on 127.0.0.1:%u: error %d\n", opts.port, net::last_error());
+        net::close_socket(listener);
         return 1;
     }
 
@@ -386,7 +369,7 @@ int main(int argc, char** argv)
     if (engine == nullptr)
     {
         std::fprintf(stderr, "echo_server: execution_engine_create failed\n");
-        closesocket(listener);
+        net::close_socket(listener);
         return 1;
     }
 
@@ -402,11 +385,11 @@ int main(int argc, char** argv)
         while (opts.connections == 0 || started < opts.connections)
         {
             sockaddr_in peer{};
-            int peer_length = sizeof(peer);
-            SOCKET client = accept(listener, reinterpret_cast<sockaddr*>(&peer), &peer_length);
-            if (client == INVALID_SOCKET)
+            net::address_length peer_length = sizeof(peer);
+            const net::native_socket client = accept(listener, reinterpret_cast<sockaddr*>(&peer), &peer_length);
+            if (client == net::no_socket)
             {
-                const int error = WSAGetLastError();
+                const int error = net::last_error();
                 if (listener_failed(listener, error))
                 {
                     std::fprintf(stderr, "echo_server: the listening socket failed: error %d; stopping\n", error);
@@ -419,7 +402,7 @@ int main(int argc, char** argv)
             }
             backoff.after_success();
             ++accepted;
-            const BOOL no_delay = TRUE;
+            const int no_delay = 1;
             (void)setsockopt(client, IPPROTO_TCP, TCP_NODELAY, reinterpret_cast<const char*>(&no_delay),
                              sizeof(no_delay));
             char peer_name[INET_ADDRSTRLEN] = "?";
@@ -443,7 +426,7 @@ int main(int argc, char** argv)
         finished_connections.wait_for_retired(started);
     }
 
-    closesocket(listener);
+    net::close_socket(listener);
     execution_engine_dec_ref(engine);
     return exit_code;
 }
