@@ -11,9 +11,11 @@
 // IO error, no answer within --timeout seconds), 2 on bad arguments.
 #include <async_socket/c_api.h>
 
-#include <ws2tcpip.h>
+#include "net.hpp"
 
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -33,16 +35,43 @@ struct options
     uint32_t timeout_seconds = 60;
 };
 
-// What the callbacks report to the main thread. Each field is written before its event is set and read
-// after the wait on that event returns, so the event orders the accesses.
+// What the callbacks report to the main thread, under the mutex: a send or a receive is done (each flag is
+// cleared by the wait that takes it, like an auto-reset event) and its result.
 struct echo_state
 {
-    HANDLE send_done;
-    HANDLE receive_done;
-    ASYNC_SOCKET_SEND_RESULT send_result;
-    ASYNC_SOCKET_RECEIVE_RESULT receive_result;
-    uint32_t bytes_received;
+    std::mutex mutex;
+    std::condition_variable changed;
+    bool send_done = false;
+    bool receive_done = false;
+    ASYNC_SOCKET_SEND_RESULT send_result = ASYNC_SOCKET_SEND_RESULT_INVALID;
+    ASYNC_SOCKET_RECEIVE_RESULT receive_result = ASYNC_SOCKET_RECEIVE_RESULT_INVALID;
+    uint32_t bytes_received = 0;
 };
+
+enum class woken
+{
+    send,
+    receive,
+    timeout,
+};
+
+// Waits up to `seconds` for a send or (if `receive_too`) a receive to be done; a send first when both are.
+woken wait_for_io(echo_state& state, uint32_t seconds, bool send_too = true)
+{
+    std::unique_lock<std::mutex> lock(state.mutex);
+    if (!state.changed.wait_for(lock, std::chrono::seconds(seconds),
+                                [&] { return (send_too && state.send_done) || state.receive_done; }))
+    {
+        return woken::timeout;
+    }
+    if (send_too && state.send_done)
+    {
+        state.send_done = false;
+        return woken::send;
+    }
+    state.receive_done = false;
+    return woken::receive;
+}
 
 void on_open_complete(void* context, ASYNC_SOCKET_OPEN_RESULT open_result)
 {
@@ -52,16 +81,20 @@ void on_open_complete(void* context, ASYNC_SOCKET_OPEN_RESULT open_result)
 void on_send_complete(void* context, ASYNC_SOCKET_SEND_RESULT send_result)
 {
     echo_state* state = static_cast<echo_state*>(context);
+    std::lock_guard<std::mutex> lock(state->mutex);
     state->send_result = send_result;
-    (void)SetEvent(state->send_done);
+    state->send_done = true;
+    state->changed.notify_all();
 }
 
 void on_receive_complete(void* context, ASYNC_SOCKET_RECEIVE_RESULT receive_result, uint32_t bytes_received)
 {
     echo_state* state = static_cast<echo_state*>(context);
+    std::lock_guard<std::mutex> lock(state->mutex);
     state->receive_result = receive_result;
     state->bytes_received = bytes_received;
-    (void)SetEvent(state->receive_done);
+    state->receive_done = true;
+    state->changed.notify_all();
 }
 
 const char* send_result_name(ASYNC_SOCKET_SEND_RESULT result)
@@ -190,11 +223,11 @@ bool parse_options(int argc, char** argv, options& parsed)
 // Everything the client opens, released in reverse order by release() whatever state it got to.
 struct client
 {
-    bool wsa_started = false;
-    SOCKET socket = INVALID_SOCKET;
+    net::session session;
+    net::native_socket socket = net::no_socket;
     EXECUTION_ENGINE_HANDLE engine = NULL;
     ASYNC_SOCKET_HANDLE async_socket = NULL;
-    echo_state state = {NULL, NULL, ASYNC_SOCKET_SEND_RESULT_INVALID, ASYNC_SOCKET_RECEIVE_RESULT_INVALID, 0};
+    echo_state state;
     // The message and its echo, and the buffer arrays that cut them: they outlive any pending IO.
     std::vector<unsigned char> tx;
     std::vector<unsigned char> rx;
@@ -210,45 +243,19 @@ struct client
         async_socket = NULL;
         execution_engine_dec_ref(engine);
         engine = NULL;
-        if (socket != INVALID_SOCKET)
+        if (socket != net::no_socket)
         {
-            closesocket(socket);
-            socket = INVALID_SOCKET;
-        }
-        if (state.send_done != NULL)
-        {
-            CloseHandle(state.send_done);
-            state.send_done = NULL;
-        }
-        if (state.receive_done != NULL)
-        {
-            CloseHandle(state.receive_done);
-            state.receive_done = NULL;
-        }
-        if (wsa_started)
-        {
-            WSACleanup();
-            wsa_started = false;
+            net::close_socket(socket);
+            socket = net::no_socket;
         }
     }
 };
 
 bool connect_and_open(client& c, const options& opts)
 {
-    WSADATA data;
-    const int started = WSAStartup(MAKEWORD(2, 2), &data);
-    if (started != 0)
+    if (c.session.error != 0)
     {
-        std::fprintf(stderr, "echo_client: WSAStartup failed: %d\n", started);
-        return false;
-    }
-    c.wsa_started = true;
-
-    c.state.send_done = CreateEventW(NULL, FALSE, FALSE, NULL);
-    c.state.receive_done = CreateEventW(NULL, FALSE, FALSE, NULL);
-    if (c.state.send_done == NULL || c.state.receive_done == NULL)
-    {
-        std::fprintf(stderr, "echo_client: CreateEvent failed: %lu\n", GetLastError());
+        std::fprintf(stderr, "echo_client: WSAStartup failed: %d\n", c.session.error);
         return false;
     }
 
@@ -261,20 +268,20 @@ bool connect_and_open(client& c, const options& opts)
         return false;
     }
 
-    // Threadpool IO needs an overlapped socket.
-    c.socket = WSASocketW(AF_INET, SOCK_STREAM, IPPROTO_TCP, NULL, 0, WSA_FLAG_OVERLAPPED);
-    if (c.socket == INVALID_SOCKET)
+    // On Windows overlapped: threadpool IO needs it.
+    c.socket = net::make_tcp_socket();
+    if (c.socket == net::no_socket)
     {
-        std::fprintf(stderr, "echo_client: WSASocket failed: %d\n", WSAGetLastError());
+        std::fprintf(stderr, "echo_client: socket failed: %d\n", net::last_error());
         return false;
     }
     if (connect(c.socket, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0)
     {
         std::fprintf(stderr, "echo_client: cannot connect to %s:%u: error %d\n", opts.host, opts.port,
-                     WSAGetLastError());
+                     net::last_error());
         return false;
     }
-    const BOOL no_delay = TRUE;
+    const int no_delay = 1;
     (void)setsockopt(c.socket, IPPROTO_TCP, TCP_NODELAY, reinterpret_cast<const char*>(&no_delay), sizeof(no_delay));
 
     c.engine = execution_engine_create(NULL);
@@ -283,7 +290,7 @@ bool connect_and_open(client& c, const options& opts)
         std::fprintf(stderr, "echo_client: execution_engine_create failed\n");
         return false;
     }
-    c.async_socket = async_socket_create(c.engine, reinterpret_cast<SOCKET_HANDLE>(c.socket));
+    c.async_socket = async_socket_create(c.engine, net::as_handle(c.socket));
     if (c.async_socket == NULL)
     {
         std::fprintf(stderr, "echo_client: async_socket_create failed\n");
@@ -332,9 +339,8 @@ bool echo_one(client& c, const options& opts, uint32_t index)
     uint32_t received = 0;
     while (!sent || received < opts.size)
     {
-        HANDLE events[2] = {c.state.send_done, c.state.receive_done};
-        const DWORD waited = WaitForMultipleObjects(2, events, FALSE, opts.timeout_seconds * 1000u);
-        if (waited == WAIT_OBJECT_0)
+        const woken waited = wait_for_io(c.state, opts.timeout_seconds);
+        if (waited == woken::send)
         {
             if (c.state.send_result != ASYNC_SOCKET_SEND_OK)
             {
@@ -344,7 +350,7 @@ bool echo_one(client& c, const options& opts, uint32_t index)
             }
             sent = true;
         }
-        else if (waited == WAIT_OBJECT_0 + 1)
+        else if (waited == woken::receive)
         {
             if (c.state.receive_result != ASYNC_SOCKET_RECEIVE_OK)
             {
@@ -391,16 +397,16 @@ bool echo_one(client& c, const options& opts, uint32_t index)
 // without sending anything that was not echoed.
 bool finish(client& c, const options& opts)
 {
-    if (shutdown(c.socket, SD_SEND) != 0)
+    if (net::shutdown_send(c.socket) != 0)
     {
-        std::fprintf(stderr, "echo_client: shutdown failed: %d\n", WSAGetLastError());
+        std::fprintf(stderr, "echo_client: shutdown failed: %d\n", net::last_error());
         return false;
     }
     if (!post_receive(c, opts, 0, opts.messages))
     {
         return false;
     }
-    if (WaitForSingleObject(c.state.receive_done, opts.timeout_seconds * 1000u) != WAIT_OBJECT_0)
+    if (wait_for_io(c.state, opts.timeout_seconds, false) != woken::receive)
     {
         std::fprintf(stderr, "echo_client: the server did not close the connection within %u s\n",
                      opts.timeout_seconds);

@@ -51,6 +51,10 @@ inline SOCKET_HANDLE as_handle(native_socket socket) noexcept
 {
     return reinterpret_cast<SOCKET_HANDLE>(socket);
 }
+inline int shutdown_send(native_socket socket) noexcept
+{
+    return ::shutdown(socket, SD_SEND);
+}
 
 // WSAStartup/WSACleanup.
 struct session
@@ -105,6 +109,10 @@ inline int last_error() noexcept
 inline SOCKET_HANDLE as_handle(native_socket socket) noexcept
 {
     return async_socket_handle_from_fd(socket);
+}
+inline int shutdown_send(native_socket socket) noexcept
+{
+    return ::shutdown(socket, SHUT_WR);
 }
 
 // Nothing to start on POSIX.
