@@ -139,10 +139,15 @@ struct pool_registry
     pool_registration* live = nullptr;
     std::uint64_t last_id = 0;
 
+    // Never destroyed: a thread may exit (and hand its caches back) while the process runs its static
+    // destructors, e.g. a Win32 pool thread whose idle timeout ends during exit; it must not find a destroyed
+    // mutex (the likely cause of a segmentation fault seen under Wine after every test had passed). Built in
+    // static storage, so there is no allocation to leak.
     static pool_registry& instance() noexcept
     {
-        static pool_registry registry;
-        return registry;
+        alignas(pool_registry) static unsigned char storage[sizeof(pool_registry)];
+        static pool_registry* const registry = ::new (static_cast<void*>(storage)) pool_registry;
+        return *registry;
     }
 
     void add(pool_registration* pool) noexcept
