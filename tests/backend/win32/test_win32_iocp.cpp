@@ -365,9 +365,7 @@ TEST_CASE_TEMPLATE("a chain of 10,000 receives started from callbacks stays shal
     win32_test::receive_chain<typename Config::socket, total, piece> chain; // outlives the sockets below
 
     loopback_sockets<Config> sockets;
-    chain.socket = sockets.server.get();
-    chain.into = received.data();
-    deepest_callback = 0;
+    chain.attach(*sockets.server, received.data());
 
     // The data is sent first; the chain starts once some has arrived, so that many receives find their data.
     io_tally sends;

@@ -285,9 +285,7 @@ TEST_CASE_TEMPLATE("a receive chain started from callbacks over data already arr
     // Outlives the sockets below, whose close completes whatever is still posted.
     win32_test::receive_chain<Socket, total> chain;
     loopback_sockets<Socket> sockets;
-    chain.socket = sockets.server.get();
-    chain.into = received.data();
-    deepest_callback = 0;
+    chain.attach(*sockets.server, received.data());
 
     // All the data is sent (and, over loopback, arrives) before the first receive is posted.
     io_tally sends;

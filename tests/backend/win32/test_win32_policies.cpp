@@ -12,6 +12,8 @@
 
 #include <atomic>
 #include <cstdint>
+#include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -347,7 +349,62 @@ struct engine_and_pair
     ~engine_and_pair()
     {
         pair.close();
+        execution_engine_dec_ref(engine); // ignores NULL
+    }
+
+    // Drops the test's reference to the engine now.
+    void release_engine()
+    {
         execution_engine_dec_ref(engine);
+        engine = nullptr;
+    }
+};
+
+// A bound_threadpool on `socket` (required to be bound) that records into `record`, and the one buffer, WSABUF
+// and OVERLAPPED (no event) of the IO a test posts on it.
+struct bound_io
+{
+    io_record record;
+    bound_threadpool bound;
+    SOCKET socket;
+    char buffer[32] = {};
+    WSABUF wsabuf{};
+    OVERLAPPED overlapped{};
+    std::uint32_t flags = 0;
+
+    // The buffer is cut to `length` bytes.
+    bound_io(EXECUTION_ENGINE_HANDLE engine, SOCKET bound_socket, std::uint32_t length = sizeof(buffer))
+        : bound(engine, bound_socket, record), socket(bound_socket)
+    {
+        REQUIRE(bound.bound);
+        win32_calls::set_buffer(wsabuf, buffer, length);
+        win32_calls::set_overlapped_event(overlapped, nullptr);
+    }
+
+    // Starts a threadpool IO and issues a receive into the buffer, which must be pending or done.
+    void receive()
+    {
+        bound.threadpool.start_io();
+        flags = 0;
+        REQUIRE(bound.threadpool.receive(win32_test::as_handle(socket), &wsabuf, 1, nullptr, &flags, &overlapped) ==
+                async_socket::win32_no_error);
+    }
+
+    // Issues a receive, has `peer` send `text` and checks that the receive completed (as completion `calls`)
+    // with NO_ERROR and the text's length.
+    void receive_from(SOCKET peer, std::string_view text, int calls)
+    {
+        receive();
+        CHECK(send(peer, text.data(), static_cast<int>(text.size()), 0) == static_cast<int>(text.size()));
+        wait_for_calls(calls);
+        CHECK(record.io_result == async_socket::win32_no_error);
+        CHECK(record.bytes == text.size());
+    }
+
+    // Waits until `calls` completions have been recorded.
+    void wait_for_calls(int calls)
+    {
+        REQUIRE(record.waiter.wait_for([&] { return record.calls == calls; }, deadline_seconds));
     }
 };
 
@@ -356,97 +413,55 @@ struct engine_and_pair
 TEST_CASE("the Win32 threadpool calls deliver a receive's completion with NO_ERROR and the byte count")
 {
     engine_and_pair world;
-    io_record record;
-    bound_threadpool bound(world.engine, world.pair.server, record);
-    REQUIRE(bound.bound);
-    auto& threadpool = bound.threadpool;
+    bound_io io(world.engine, world.pair.server);
 
-    char buffer[32] = {};
-    WSABUF wsabuf;
-    win32_calls::set_buffer(wsabuf, buffer, sizeof(buffer));
-    HANDLE event = threadpool.create_event();
+    HANDLE event = io.bound.threadpool.create_event();
     REQUIRE(event != nullptr);
-    OVERLAPPED overlapped;
-    win32_calls::set_overlapped_event(overlapped, event);
-    CHECK(overlapped.hEvent == event);
-    CHECK(overlapped.Internal == 0);
+    win32_calls::set_overlapped_event(io.overlapped, event);
+    CHECK(io.overlapped.hEvent == event);
+    CHECK(io.overlapped.Internal == 0);
 
-    threadpool.start_io();
-    std::uint32_t flags = 0;
-    REQUIRE(threadpool.receive(win32_test::as_handle(world.pair.server), &wsabuf, 1, nullptr, &flags, &overlapped) ==
-            async_socket::win32_no_error);
-    CHECK(send(world.pair.client, "hello", 5, 0) == 5);
-
-    REQUIRE(record.waiter.wait_for([&] { return record.calls == 1; }, deadline_seconds));
-    CHECK(record.io_result == async_socket::win32_no_error);
-    CHECK(record.bytes == 5);
-    CHECK(record.overlapped == &overlapped);
-    CHECK(std::string(buffer, 5) == "hello");
-    threadpool.close_event(event);
+    io.receive_from(world.pair.client, "hello", 1);
+    CHECK(io.record.overlapped == &io.overlapped);
+    CHECK(std::string(io.buffer, 5) == "hello");
+    io.bound.threadpool.close_event(event);
 }
 
 TEST_CASE("the Win32 threadpool calls: cancel_socket_io completes a pending receive with ERROR_OPERATION_ABORTED")
 {
     engine_and_pair world;
-    io_record record;
-    bound_threadpool bound(world.engine, world.pair.server, record);
-    REQUIRE(bound.bound);
-    auto& threadpool = bound.threadpool;
+    bound_io io(world.engine, world.pair.server);
+    io.receive();
 
-    char buffer[32] = {};
-    WSABUF wsabuf;
-    win32_calls::set_buffer(wsabuf, buffer, sizeof(buffer));
-    OVERLAPPED overlapped;
-    win32_calls::set_overlapped_event(overlapped, nullptr);
-    threadpool.start_io();
-    std::uint32_t flags = 0;
-    REQUIRE(threadpool.receive(win32_test::as_handle(world.pair.server), &wsabuf, 1, nullptr, &flags, &overlapped) ==
-            async_socket::win32_no_error);
+    io.bound.threadpool.cancel_socket_io(win32_test::as_handle(world.pair.server));
 
-    threadpool.cancel_socket_io(win32_test::as_handle(world.pair.server));
-
-    REQUIRE(record.waiter.wait_for([&] { return record.calls == 1; }, deadline_seconds));
-    CHECK(record.io_result == async_socket::win32_operation_aborted);
-    CHECK(record.bytes == 0);
+    io.wait_for_calls(1);
+    CHECK(io.record.io_result == async_socket::win32_operation_aborted);
+    CHECK(io.record.bytes == 0);
 
     // The socket still works after the cancel.
-    threadpool.start_io();
-    REQUIRE(threadpool.receive(win32_test::as_handle(world.pair.server), &wsabuf, 1, nullptr, &flags, &overlapped) ==
-            async_socket::win32_no_error);
-    CHECK(send(world.pair.client, "x", 1, 0) == 1);
-    REQUIRE(record.waiter.wait_for([&] { return record.calls == 2; }, deadline_seconds));
-    CHECK(record.io_result == async_socket::win32_no_error);
-    CHECK(record.bytes == 1);
+    io.receive_from(world.pair.client, "x", 2);
 }
 
 TEST_CASE("the Win32 threadpool calls: send returns the WSA error when WSASend fails at once")
 {
     engine_and_pair world;
-    io_record record;
-    bound_threadpool bound(world.engine, world.pair.client, record);
-    REQUIRE(bound.bound);
-    auto& threadpool = bound.threadpool;
+    bound_io io(world.engine, world.pair.client, 1);
     REQUIRE(shutdown(world.pair.client, SD_SEND) == 0);
 
-    char byte = 'x';
-    WSABUF wsabuf;
-    win32_calls::set_buffer(wsabuf, &byte, 1);
-    OVERLAPPED overlapped;
-    win32_calls::set_overlapped_event(overlapped, nullptr);
-    threadpool.start_io();
+    io.buffer[0] = 'x';
+    io.bound.threadpool.start_io();
     const async_socket::win32_error error =
-        threadpool.send(win32_test::as_handle(world.pair.client), &wsabuf, 1, nullptr, 0, &overlapped);
+        io.bound.threadpool.send(win32_test::as_handle(world.pair.client), &io.wsabuf, 1, nullptr, 0, &io.overlapped);
     CHECK(error == WSAESHUTDOWN);
-    threadpool.cancel_io(); // the IO was not issued
-    CHECK(record.calls == 0);
+    io.bound.threadpool.cancel_io(); // the IO was not issued
+    CHECK(io.record.calls == 0);
 }
 
 TEST_CASE("the Win32 threadpool calls: create_io fails on a socket bound to another threadpool IO")
 {
     engine_and_pair world;
-    io_record first_record;
-    bound_threadpool first(world.engine, world.pair.client, first_record);
-    REQUIRE(first.bound);
+    bound_io first(world.engine, world.pair.client);
 
     io_record second_record;
     bound_threadpool second(world.engine, world.pair.client, second_record);
@@ -456,29 +471,11 @@ TEST_CASE("the Win32 threadpool calls: create_io fails on a socket bound to anot
 
 TEST_CASE("the Win32 threadpool calls keep their engine alive after the creator's reference is gone")
 {
-    win32_test::wsa_session wsa;
-    REQUIRE(wsa.ok());
-    win32_test::socket_pair pair = win32_test::make_loopback_pair();
-    REQUIRE(pair.valid());
-    EXECUTION_ENGINE_HANDLE engine = execution_engine_create(nullptr);
-    REQUIRE(engine != nullptr);
+    engine_and_pair world;
     {
-        io_record record;
-        bound_threadpool bound(engine, pair.server, record);
-        REQUIRE(bound.bound);
-        execution_engine_dec_ref(engine); // only the policy's reference is left
+        bound_io io(world.engine, world.pair.server, 8);
+        world.release_engine(); // only the policy's reference is left
 
-        char buffer[8] = {};
-        WSABUF wsabuf;
-        win32_calls::set_buffer(wsabuf, buffer, sizeof(buffer));
-        OVERLAPPED overlapped;
-        win32_calls::set_overlapped_event(overlapped, nullptr);
-        bound.threadpool.start_io();
-        std::uint32_t flags = 0;
-        REQUIRE(bound.threadpool.receive(win32_test::as_handle(pair.server), &wsabuf, 1, nullptr, &flags,
-                                         &overlapped) == async_socket::win32_no_error);
-        CHECK(send(pair.client, "ok", 2, 0) == 2);
-        REQUIRE(record.waiter.wait_for([&] { return record.calls == 1; }, deadline_seconds));
-        CHECK(record.bytes == 2);
+        io.receive_from(world.pair.client, "ok", 1);
     } // the policy drops the last reference here
 }

@@ -242,6 +242,14 @@ struct receive_chain
     bool done = false;   // guarded by waiter.mutex()
     bool failed = false; // guarded by waiter.mutex()
 
+    // Sets the chain to receive on `on` into `buffer` (Total bytes), from a clean deepest_callback.
+    void attach(Socket& on, std::uint8_t* buffer)
+    {
+        socket = &on;
+        into = buffer;
+        deepest_callback = 0;
+    }
+
     bool post_next()
     {
         ASYNC_SOCKET_BUFFER in{into + filled, static_cast<std::uint32_t>(std::min(Piece, Total - filled))};
