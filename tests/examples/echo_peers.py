@@ -537,6 +537,11 @@ def main():
     parser.add_argument("program", help="echo_server or echo_client executable")
     parser.add_argument("--launcher", default="", help="runs the program, e.g. scripts/wine-run.sh")
     args = parser.parse_args()
+    # A missing program would otherwise show only as a wait for its first line that ends at the watchdog.
+    for path in ([args.launcher] if args.launcher else []) + [args.program]:
+        if not os.path.isfile(path):
+            print(f"echo_peers: FAILED: no such program: {path}", flush=True)
+            return 2
     command = ([args.launcher] if args.launcher else []) + [args.program]
     if args.role == "server":
         passed, failures = test_server(command)

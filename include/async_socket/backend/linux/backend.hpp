@@ -25,6 +25,9 @@
 //   ring's own worker (close from a callback) it runs the ring's loop until they are done.
 // - errors: errno values, classified: ECONNRESET, EPIPE, ECONNABORTED are a reset; ECANCELED cancelled; others
 //   other. The errno value stays in io_result::os_code.
+//
+// Longer than 500 lines on purpose: the whole protocol of one IO (try, queue, continue a partial send, cancel,
+// drain) under one lock discipline, for both mechanisms; split, the lock's rules would be read in two files.
 #pragma once
 
 #include <async_socket/backend/linux/engine.hpp>

@@ -16,9 +16,8 @@
 // starts IO of a socket of its own ring, the common case, prepares it directly, and the worker submits all it
 // prepared and waits in one system call.
 //
-// Sockets made on an engine keep a reference to it; the last reference stops and Sockets made on an engine keep a
-// reference to it; the last reference stops and joins the workers, so it must not be dropped on one of them (it cannot
-// be: a socket whose callback runs there holds a reference).
+// Sockets made on an engine keep a reference to it; the last reference stops and joins the workers, so it must not be
+// dropped on one of them (it cannot be: a socket whose callback runs there holds a reference).
 //
 // Registrations. A socket is registered once, at its first open, for input and output together, edge-triggered
 // (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET). One registration for both directions, never modified per IO: a
@@ -31,6 +30,9 @@
 // while the engine lives), each with its lock, its two IO queues and its count of outstanding IO. A stale event
 // finds its generation changed under the slot's lock and is ignored; a count that reaches 0 wakes a waiter
 // through engine-owned memory, never through the socket's.
+//
+// Longer than 500 lines on purpose: the worker loop, the slot table and the epoll and io_uring paths share one
+// shutdown order (stop, wake every worker, join, then free the slots), which is read in one place.
 #pragma once
 
 #include <async_socket/backend/linux/slot.hpp>
