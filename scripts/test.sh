@@ -90,7 +90,7 @@ release_and_consumer() {
     local result=0
     cmake --install build/release --prefix "$prefix" >/dev/null &&
         cmake -S tests/consumer -B build/consumer -DCMAKE_PREFIX_PATH="$prefix" >/dev/null &&
-        cmake --build build/consumer -j "$jobs" && ./build/consumer/consumer || result=1
+        cmake --build build/consumer -j "$jobs" && ./build/consumer/consumer && ./build/consumer/consumer_c || result=1
     rm -rf "$prefix"
     return "$result"
 }

@@ -10,6 +10,27 @@
 
 #include <stdint.h>
 
+/* How the functions of the C API (c_api.h, execution_engine.h) reach a program:
+ * - from C++ (the default): inline definitions in the headers; nothing to link;
+ * - from C: declarations only; the compiled async_socket::c_api library (src/c_api.cpp) defines them;
+ * - in that library's one C++ file, which defines ASYNC_SOCKET_C_API_DEFINE first: the declarations with C
+ *   linkage, then the same definitions as for C++ but with C linkage (so the compiler checks that the two agree). */
+#if !defined(__cplusplus) || defined(ASYNC_SOCKET_C_API_DEFINE)
+#define ASYNC_SOCKET_C_DECLARATIONS 1
+#else
+#define ASYNC_SOCKET_C_DECLARATIONS 0
+#endif
+#ifdef __cplusplus
+#define ASYNC_SOCKET_C_NOEXCEPT noexcept
+#ifdef ASYNC_SOCKET_C_API_DEFINE
+#define ASYNC_SOCKET_C_FUNCTION extern "C"
+#else
+#define ASYNC_SOCKET_C_FUNCTION inline
+#endif
+#else
+#define ASYNC_SOCKET_C_NOEXCEPT
+#endif
+
 #ifdef __cplusplus
 extern "C"
 {

@@ -7,28 +7,11 @@
 #pragma once
 
 #include <async_socket/backend/linux/engine.hpp>
+#include <async_socket/execution_engine.h>
 
 #include <atomic>
 #include <new>
 #include <stdint.h>
-
-extern "C"
-{
-    typedef struct EXECUTION_ENGINE* EXECUTION_ENGINE_HANDLE;
-
-    /* The engine's worker threads: min_thread_count of them (0: one per core). max_thread_count ==
-     * EXECUTION_ENGINE_NO_MAX_THREAD_COUNT (0) or >= min_thread_count; a fixed pool does not grow. */
-    typedef struct EXECUTION_ENGINE_PARAMETERS_TAG
-    {
-        uint32_t min_thread_count;
-        uint32_t max_thread_count;
-    } EXECUTION_ENGINE_PARAMETERS;
-}
-
-#define EXECUTION_ENGINE_NO_MAX_THREAD_COUNT 0
-/* What execution_engine_create(NULL) uses: one worker per core. */
-#define EXECUTION_ENGINE_DEFAULT_MIN_THREAD_COUNT 0
-#define EXECUTION_ENGINE_DEFAULT_MAX_THREAD_COUNT EXECUTION_ENGINE_NO_MAX_THREAD_COUNT
 
 struct EXECUTION_ENGINE
 {
@@ -40,7 +23,8 @@ struct EXECUTION_ENGINE
 // Makes an engine with one reference: io_uring, or epoll where the kernel refuses io_uring (linux_engine). Fails
 // (NULL) when max_thread_count is not 0 and is below min_thread_count, when min_thread_count is above
 // linux_engine::max_thread_count, or when memory, the ring or the threads cannot be had.
-inline EXECUTION_ENGINE_HANDLE execution_engine_create(const EXECUTION_ENGINE_PARAMETERS* parameters) noexcept
+ASYNC_SOCKET_C_FUNCTION EXECUTION_ENGINE_HANDLE
+execution_engine_create(const EXECUTION_ENGINE_PARAMETERS* parameters) noexcept
 {
     EXECUTION_ENGINE_PARAMETERS chosen{EXECUTION_ENGINE_DEFAULT_MIN_THREAD_COUNT,
                                        EXECUTION_ENGINE_DEFAULT_MAX_THREAD_COUNT};
@@ -69,7 +53,7 @@ inline EXECUTION_ENGINE_HANDLE execution_engine_create(const EXECUTION_ENGINE_PA
 }
 
 // Adds a reference. Does nothing when execution_engine is NULL.
-inline void execution_engine_inc_ref(EXECUTION_ENGINE_HANDLE execution_engine) noexcept
+ASYNC_SOCKET_C_FUNCTION void execution_engine_inc_ref(EXECUTION_ENGINE_HANDLE execution_engine) noexcept
 {
     if (execution_engine != NULL)
     {
@@ -79,7 +63,7 @@ inline void execution_engine_inc_ref(EXECUTION_ENGINE_HANDLE execution_engine) n
 
 // Drops a reference; the last one drops the engine's (its workers end once the last socket made on it is gone).
 // Does nothing when execution_engine is NULL.
-inline void execution_engine_dec_ref(EXECUTION_ENGINE_HANDLE execution_engine) noexcept
+ASYNC_SOCKET_C_FUNCTION void execution_engine_dec_ref(EXECUTION_ENGINE_HANDLE execution_engine) noexcept
 {
     if (execution_engine != NULL && execution_engine->reference_count.fetch_sub(1, std::memory_order_acq_rel) == 1)
     {

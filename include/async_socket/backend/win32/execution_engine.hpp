@@ -3,7 +3,8 @@
 // An execution engine owns one Win32 threadpool (PTP_POOL) with a minimum and an optional maximum number of
 // threads. Sockets made over an engine run their IO completions on its pool and keep a reference to it, so
 // the pool lives until the last socket and the last user reference are gone. The handle and parameters are
-// the C types of the contract; the functions are inline C++ (nothing to link but kernel32).
+// the C types of the contract (execution_engine.h); the functions are inline C++ (nothing to link but kernel32), or
+// C functions in the async_socket::c_api library.
 //
 // Thread safety: execution_engine_inc_ref, execution_engine_dec_ref and
 // execution_engine_win32_get_threadpool may be called concurrently on the same engine.
@@ -12,37 +13,14 @@
 #include <winsock2.h>
 #include <windows.h>
 
+#include <async_socket/execution_engine.h>
+
 #include <stdint.h>
 #include <stdlib.h>
 
 #if defined(_WIN32_WINNT) && _WIN32_WINNT < 0x0602
 #error "async_socket needs _WIN32_WINNT >= 0x0602 (Windows 8): threadpool IO and WaitOnAddress"
 #endif
-
-#ifdef __cplusplus
-extern "C"
-{
-#endif
-
-    typedef struct EXECUTION_ENGINE* EXECUTION_ENGINE_HANDLE;
-
-    /* The size of the engine's threadpool. max_thread_count == EXECUTION_ENGINE_NO_MAX_THREAD_COUNT (0)
-     * leaves the OS's maximum in place; otherwise it must be >= min_thread_count. */
-    typedef struct EXECUTION_ENGINE_PARAMETERS_TAG
-    {
-        uint32_t min_thread_count;
-        uint32_t max_thread_count;
-    } EXECUTION_ENGINE_PARAMETERS;
-
-#ifdef __cplusplus
-}
-#endif
-
-/* max_thread_count value meaning "no maximum": SetThreadpoolThreadMaximum is not called. */
-#define EXECUTION_ENGINE_NO_MAX_THREAD_COUNT 0
-/* What execution_engine_create(NULL) uses. */
-#define EXECUTION_ENGINE_DEFAULT_MIN_THREAD_COUNT 4
-#define EXECUTION_ENGINE_DEFAULT_MAX_THREAD_COUNT EXECUTION_ENGINE_NO_MAX_THREAD_COUNT
 
 struct EXECUTION_ENGINE
 {
@@ -56,7 +34,8 @@ struct EXECUTION_ENGINE
 // Fails (NULL) when max_thread_count is not 0 and is below min_thread_count, when a count does not fit
 // in a DWORD the pool accepts, when memory or the pool cannot be had, or when the OS refuses the minimum
 // (SetThreadpoolThreadMinimum).
-inline EXECUTION_ENGINE_HANDLE execution_engine_create(const EXECUTION_ENGINE_PARAMETERS* parameters) noexcept
+ASYNC_SOCKET_C_FUNCTION EXECUTION_ENGINE_HANDLE
+execution_engine_create(const EXECUTION_ENGINE_PARAMETERS* parameters) noexcept
 {
     EXECUTION_ENGINE_PARAMETERS chosen;
     if (parameters == NULL)
@@ -108,7 +87,7 @@ inline EXECUTION_ENGINE_HANDLE execution_engine_create(const EXECUTION_ENGINE_PA
 }
 
 // Adds a reference. Does nothing when execution_engine is NULL.
-inline void execution_engine_inc_ref(EXECUTION_ENGINE_HANDLE execution_engine) noexcept
+ASYNC_SOCKET_C_FUNCTION void execution_engine_inc_ref(EXECUTION_ENGINE_HANDLE execution_engine) noexcept
 {
     if (execution_engine != NULL)
     {
@@ -118,7 +97,7 @@ inline void execution_engine_inc_ref(EXECUTION_ENGINE_HANDLE execution_engine) n
 
 // Drops a reference; the last one closes the threadpool (CloseThreadpool: callbacks already queued still
 // run) and frees the engine. Does nothing when execution_engine is NULL.
-inline void execution_engine_dec_ref(EXECUTION_ENGINE_HANDLE execution_engine) noexcept
+ASYNC_SOCKET_C_FUNCTION void execution_engine_dec_ref(EXECUTION_ENGINE_HANDLE execution_engine) noexcept
 {
     if (execution_engine != NULL && InterlockedDecrement(&execution_engine->reference_count) == 0)
     {
