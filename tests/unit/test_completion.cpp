@@ -1,9 +1,13 @@
 // on_io_complete: how a completion finds its IO, maps the OS result to the callback's result, and releases the
 // IO's event and context (before the user's callback runs). Completions are delivered as the OS would, through the
-// fake threadpool.
+// fake threadpool. A rule that sends and receives share is one TEST_CASE_TEMPLATE over send_direction and
+// receive_direction (tests/support/directions.hpp); a rule of one direction alone (a send's short count, a receive's
+// byte counts and end of stream) is a plain TEST_CASE.
 #include <async_socket/basic_async_socket.hpp>
 
+#include "../support/directions.hpp"
 #include "../support/fixtures.hpp"
+#include "../support/probe_calls.hpp"
 
 #include <doctest/doctest.h>
 
@@ -11,8 +15,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 using namespace test_support;
@@ -48,77 +52,6 @@ async_socket::io_result win32_result(win32_error code, std::size_t bytes) noexce
 }
 constexpr win32_error wsaeconnreset = 10054;
 
-std::vector<call_record> calls_of(const fake_os& os, fake_call call)
-{
-    std::vector<call_record> found;
-    for (const call_record& record : os.calls())
-    {
-        if (record.call == call)
-        {
-            found.push_back(record);
-        }
-    }
-    return found;
-}
-
-std::span<const std::byte> bytes_of(const char* text, std::size_t size)
-{
-    return {reinterpret_cast<const std::byte*>(text), size};
-}
-
-// Sends `length` bytes of `data` (one buffer) and returns the OVERLAPPED of the IO.
-void* start_send(fixture& f, char* data, std::uint32_t length, send_recorder& sent)
-{
-    ASYNC_SOCKET_BUFFER buffer{data, length};
-    REQUIRE(f.socket->send_async(&buffer, 1, &send_recorder::callback, &sent) == status::ok);
-    const std::vector<call_record> sends = calls_of(f.os, fake_call::wsa_send);
-    REQUIRE(!sends.empty());
-    return sends.back().overlapped;
-}
-
-void* start_receive(fixture& f, char* data, std::uint32_t length, receive_recorder& received)
-{
-    ASYNC_SOCKET_BUFFER buffer{data, length};
-    REQUIRE(f.socket->receive_async(&buffer, 1, &receive_recorder::callback, &received) == status::ok);
-    const std::vector<call_record> receives = calls_of(f.os, fake_call::wsa_recv);
-    REQUIRE(!receives.empty());
-    return receives.back().overlapped;
-}
-
-// Fake Win32 calls that also keep the completion routine the socket registers with CreateThreadpoolIo, so that a
-// test can run it as the OS would for a completion without an OVERLAPPED (fake_os has no public way to do that).
-class capturing_calls : public async_socket::testing::fake_threadpool_calls
-{
-public:
-    capturing_calls() noexcept = default;
-    capturing_calls(capturing_calls&&) noexcept = default;
-
-    template <async_socket::win32_completion_routine Completion>
-    bool create_io(SOCKET_HANDLE socket, void* callback_context) noexcept
-    {
-        completion_ = Completion;
-        callback_context_ = callback_context;
-        return fake_threadpool_calls::create_io<Completion>(socket, callback_context);
-    }
-
-    bool deliver_null_overlapped(win32_error io_result, std::size_t bytes_transferred) const
-    {
-        if (completion_ == nullptr)
-        {
-            return false;
-        }
-        completion_(callback_context_, nullptr, io_result, bytes_transferred);
-        return true;
-    }
-
-private:
-    async_socket::win32_completion_routine completion_ = nullptr;
-    void* callback_context_ = nullptr;
-};
-
-using capturing_socket_type = async_socket::basic_async_socket<async_socket::win32_threadpool_backend<capturing_calls>,
-                                                               fault_alloc, async_socket::std_sync>;
-
 // Looks at the world from inside a callback: is the IO's context already freed and its event closed?
 struct inside_callback_probe
 {
@@ -135,15 +68,58 @@ struct inside_callback_probe
         live_events_seen = f->os.live_events();
         close_handles_seen = f->os.count(fake_call::close_event);
     }
-    static void on_send(void* context, ASYNC_SOCKET_SEND_RESULT)
-    {
-        static_cast<inside_callback_probe*>(context)->look();
-    }
-    static void on_receive(void* context, ASYNC_SOCKET_RECEIVE_RESULT, std::uint32_t)
+    template <class Result>
+    static void on_complete(void* context, Result, std::uint32_t)
     {
         static_cast<inside_callback_probe*>(context)->look();
     }
 };
+
+// The callback of Direction that runs the probe given as its context.
+template <class Direction>
+constexpr typename Direction::callback probe_callback =
+    &Direction::template callback_to<&inside_callback_probe::on_complete<typename Direction::result>>;
+
+// One IO of Direction over two bytes, in a socket of its own, whose callback runs the probe.
+template <class Direction>
+struct probed_io
+{
+    inside_callback_probe probe;
+    fixture f;
+    char data[2] = {'h', 'i'};
+    ASYNC_SOCKET_BUFFER buffer{data, sizeof(data)};
+
+    probed_io()
+    {
+        REQUIRE(f.socket);
+        probe.f = &f;
+    }
+
+    // Starts the IO (its context the one block it adds) and completes it with `io_result` and `bytes`.
+    void run(win32_error io_result, std::size_t bytes)
+    {
+        const std::int64_t blocks = f.ledger.live_blocks();
+        REQUIRE(Direction::start(*f.socket, &buffer, 1, probe_callback<Direction>, &probe) == status::ok);
+        REQUIRE(f.ledger.live_blocks() == blocks + 1);
+        REQUIRE(f.os.complete_oldest(io_result, bytes));
+    }
+};
+
+// Starts an IO over `buffers` and completes it with `io_result` and `bytes`: it reports `expected` (a receive's with
+// `expected_bytes` bytes).
+template <class Direction>
+void check_completes_as(fixture& f, typename Direction::recorder& record, ASYNC_SOCKET_BUFFER* buffers,
+                        std::uint32_t count, win32_error io_result, std::size_t bytes,
+                        typename Direction::result expected, std::uint32_t expected_bytes)
+{
+    CAPTURE(io_result);
+    CAPTURE(bytes);
+    const std::size_t before = record.seen().size();
+    void* const overlapped = start_io<Direction>(f, buffers, count, record);
+    REQUIRE(f.os.complete(overlapped, io_result, bytes));
+    REQUIRE(record.seen().size() == before + 1);
+    Direction::check_last(record, expected, expected_bytes);
+}
 
 // Starts a new send from inside a send callback, as a pipelining user would.
 struct chained_sender
@@ -179,7 +155,7 @@ TEST_CASE("a completion without an OVERLAPPED does nothing")
     open_recorder opened;
     send_recorder sent;
     receive_recorder received;
-    auto socket = capturing_socket_type::create(&os, fake_socket(7), {}, fault_alloc{&ledger});
+    auto socket = probe_socket_type::create(&os, fake_socket(7), {}, fault_alloc{&ledger});
     REQUIRE(socket);
     REQUIRE(socket->open_async(&open_recorder::callback, &opened) == status::ok);
     char out[3] = {'a', 'b', 'c'};
@@ -222,15 +198,14 @@ TEST_CASE("each completion reaches the callback, context and byte total of the I
 {
     send_recorder first_sent;
     send_recorder second_sent;
-    receive_recorder received;
-    fixture f;
-    REQUIRE(f.socket);
+    direction_fixture<receive_direction> f;
+    receive_recorder& received = f.record;
     char three[3] = {'a', 'b', 'c'};
     char five[5] = {'d', 'e', 'f', 'g', 'h'};
     char in[8] = {};
-    void* const first = start_send(f, three, sizeof(three), first_sent);
-    void* const second = start_send(f, five, sizeof(five), second_sent);
-    void* const third = start_receive(f, in, sizeof(in), received);
+    void* const first = start_one<send_direction>(f, three, sizeof(three), first_sent);
+    void* const second = start_one<send_direction>(f, five, sizeof(five), second_sent);
+    void* const third = start_one<receive_direction>(f, in, sizeof(in), received);
     CHECK(first != second);
     CHECK(second != third);
 
@@ -254,153 +229,58 @@ TEST_CASE("each completion reaches the callback, context and byte total of the I
     CHECK(f.os.violations().empty());
 }
 
-// ---- send results -----------------------------------------------------------------------------------------
+// ---- which callback, and the result it gets -----------------------------------------------------------------
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_065: [ If the context of the IO indicates that a send has completed: ]
-TEST_CASE("a send completion calls the send callback and never the receive callback")
+// Tests_SRS_ASYNC_SOCKET_WIN32_01_071: [ If the context of the IO indicates that a receive has completed: ]
+TEST_CASE_TEMPLATE("an IO's completion calls the callback of its own direction and never the other's", D,
+                   send_direction, receive_direction)
 {
-    send_recorder sent;
-    receive_recorder received;
+    using other = other_direction<D>;
+    constexpr std::string_view payload = "data";
+    typename D::recorder record;
+    typename other::recorder other_record;
     fixture f;
     REQUIRE(f.socket);
-    char out[4] = {'s', 'e', 'n', 'd'};
-    char in[4] = {};
-    void* const receive = start_receive(f, in, sizeof(in), received);
-    void* const send = start_send(f, out, sizeof(out), sent);
+    char mine[4];
+    char theirs[4];
+    D::fill(mine, payload);
+    other::fill(theirs, payload);
+    void* const other_io = start_one<other>(f, theirs, sizeof(theirs), other_record);
+    void* const io = start_one<D>(f, mine, sizeof(mine), record);
 
-    REQUIRE(f.os.complete(send, win32_no_error, sizeof(out)));
+    REQUIRE(D::complete(f.os, io, payload));
 
-    CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_OK});
-    CHECK(received.seen().empty());
+    D::check_seen(record, {D::ok}, 4);
+    CHECK(other_record.seen().empty());
     CHECK(f.os.pending_count() == 1);
-    REQUIRE(f.os.complete(receive, win32_no_error, 0));
-    CHECK(sent.seen().size() == 1);
+    REQUIRE(other::complete(f.os, other_io, payload));
+    other::check_seen(other_record, {other::ok}, 4);
+    CHECK(record.seen().size() == 1);
+    CHECK(f.os.violations().empty());
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_066: [ If io_result is NO_ERROR, the on_send_complete callback passed to
 // async_socket_send_async shall be called with on_send_complete_context as argument and ASYNC_SOCKET_SEND_OK. ]
-TEST_CASE("a send that completes with NO_ERROR and all its bytes reports SEND_OK")
+// Tests_SRS_ASYNC_SOCKET_WIN32_01_069: [ If io_result is NO_ERROR, the on_receive_complete callback passed to
+// async_socket_receive_async shall be called with on_receive_complete_context as context, ASYNC_SOCKET_RECEIVE_OK as
+// result and number_of_bytes_transferred as bytes_received. ]
+TEST_CASE_TEMPLATE("an IO that completes with NO_ERROR and all its bytes reports OK (a receive's with that count)", D,
+                   send_direction, receive_direction)
 {
-    send_recorder sent;
-    fixture f;
-    REQUIRE(f.socket);
+    direction_fixture<D> f;
     char a[2] = {'a', 'b'};
     char b[9] = {};
     char c[1] = {'c'};
     ASYNC_SOCKET_BUFFER buffers[3] = {{a, sizeof(a)}, {b, sizeof(b)}, {c, sizeof(c)}};
+    ASYNC_SOCKET_BUFFER single{a, 1};
+    constexpr std::uint32_t total = sizeof(a) + sizeof(b) + sizeof(c);
 
-    REQUIRE(f.socket->send_async(buffers, 3, &send_recorder::callback, &sent) == status::ok);
-    REQUIRE(f.os.complete_oldest(win32_no_error, sizeof(a) + sizeof(b) + sizeof(c)));
-    void* const single = start_send(f, a, 1, sent);
-    REQUIRE(f.os.complete(single, win32_no_error, 1));
+    check_completes_as<D>(f, f.record, buffers, 3, win32_no_error, total, D::ok, total);
+    check_completes_as<D>(f, f.record, &single, 1, win32_no_error, 1, D::ok, 1);
 
-    CHECK(sent.seen() == std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_OK, ASYNC_SOCKET_SEND_OK});
+    CHECK(f.record.seen().size() == 2);
     CHECK(f.os.violations().empty());
-}
-
-// Tests_SRS_ASYNC_SOCKET_WIN32_01_067: [ If io_result is not NO_ERROR, the on_send_complete callback passed to
-// async_socket_send_async shall be called with on_send_complete_context as argument and ASYNC_SOCKET_SEND_ERROR. ]
-TEST_CASE("a send that fails while the socket is OPEN reports SEND_ERROR, whatever the byte count")
-{
-    send_recorder sent;
-    fixture f;
-    REQUIRE(f.socket);
-    char data[6] = {'f', 'a', 'i', 'l', 'e', 'd'};
-
-    std::size_t expected = 0;
-    for (const win32_error error : {error_netname_deleted, wsaeconnreset, win32_operation_aborted})
-    {
-        for (const std::size_t bytes : {std::size_t{0}, std::size_t{3}, sizeof(data)})
-        {
-            CAPTURE(error);
-            CAPTURE(bytes);
-            void* const overlapped = start_send(f, data, sizeof(data), sent);
-            REQUIRE(f.os.complete(overlapped, error, bytes));
-            ++expected;
-            REQUIRE(sent.seen().size() == expected);
-            CHECK(sent.seen().back() == ASYNC_SOCKET_SEND_ERROR);
-        }
-    }
-    CHECK(f.socket->state() == async_socket::socket_state::open);
-    CHECK(f.os.live_events() == 0);
-    CHECK(f.os.violations().empty());
-}
-
-// Tests_SRS_ASYNC_SOCKET_WIN32_01_067: [ If io_result is not NO_ERROR, the on_send_complete callback passed to
-// async_socket_send_async shall be called with on_send_complete_context as argument and ASYNC_SOCKET_SEND_ERROR. ]
-TEST_CASE("a send that fails while the socket is CLOSING reports SEND_BECAUSE_CLOSE (documented deviation)")
-{
-    send_recorder sent;
-    fixture f;
-    REQUIRE(f.socket);
-    char data[4] = {'b', 'y', 'e', '!'};
-    (void)start_send(f, data, sizeof(data), sent);
-    (void)start_send(f, data, 2, sent);
-    const std::int64_t blocks = f.ledger.live_blocks() - 2;
-    f.os.set_cancel_behavior(cancel_behavior::abort_inline);
-
-    REQUIRE(f.socket->close() == status::ok);
-
-    CHECK(sent.seen() ==
-          std::vector<ASYNC_SOCKET_SEND_RESULT>{ASYNC_SOCKET_SEND_BECAUSE_CLOSE, ASYNC_SOCKET_SEND_BECAUSE_CLOSE});
-    CHECK(f.ledger.live_blocks() == blocks);
-    CHECK(f.os.live_events() == 0);
-    CHECK(f.os.violations().empty());
-}
-
-// Tests_SRS_ASYNC_SOCKET_WIN32_01_102: [ If io_result is NO_ERROR, but the number of bytes send is different than the
-// sum of all buffer sizes passed to async_socket_send_async, the on_send_complete callback passed to
-// async_socket_send_async shall be called with on_send_complete_context as context and ASYNC_SOCKET_SEND_ERROR. ]
-TEST_CASE("a send that completes with NO_ERROR but fewer or more bytes than it had reports SEND_ERROR")
-{
-    send_recorder sent;
-    fixture f;
-    REQUIRE(f.socket);
-    char a[3] = {'a', 'b', 'c'};
-    char b[4] = {'d', 'e', 'f', 'g'};
-    ASYNC_SOCKET_BUFFER buffers[2] = {{a, sizeof(a)}, {b, sizeof(b)}};
-    constexpr std::size_t total = sizeof(a) + sizeof(b);
-
-    std::size_t expected = 0;
-    for (const std::size_t bytes :
-         {std::size_t{0}, std::size_t{1}, sizeof(a), total - 1, total + 1, total * 2, (std::size_t{1} << 32) + total})
-    {
-        CAPTURE(bytes);
-        REQUIRE(f.socket->send_async(buffers, 2, &send_recorder::callback, &sent) == status::ok);
-        REQUIRE(f.os.complete_oldest(win32_no_error, bytes));
-        ++expected;
-        REQUIRE(sent.seen().size() == expected);
-        CHECK(sent.seen().back() == ASYNC_SOCKET_SEND_ERROR);
-    }
-    // And the exact count is still OK.
-    REQUIRE(f.socket->send_async(buffers, 2, &send_recorder::callback, &sent) == status::ok);
-    REQUIRE(f.os.complete_oldest(win32_no_error, total));
-    CHECK(sent.seen().back() == ASYNC_SOCKET_SEND_OK);
-    CHECK(f.os.violations().empty());
-}
-
-// ---- receive results ----------------------------------------------------------------------------------
-
-// Tests_SRS_ASYNC_SOCKET_WIN32_01_071: [ If the context of the IO indicates that a receive has completed: ]
-TEST_CASE("a receive completion calls the receive callback and never the send callback")
-{
-    send_recorder sent;
-    receive_recorder received;
-    fixture f;
-    REQUIRE(f.socket);
-    char out[4] = {'s', 'e', 'n', 'd'};
-    char in[4] = {};
-    void* const send = start_send(f, out, sizeof(out), sent);
-    void* const receive = start_receive(f, in, sizeof(in), received);
-
-    REQUIRE(f.os.complete_receive(receive, bytes_of("ok", 2)));
-
-    REQUIRE(received.seen().size() == 1);
-    CHECK(received.seen()[0].result == ASYNC_SOCKET_RECEIVE_OK);
-    CHECK(received.seen()[0].bytes == 2u);
-    CHECK(sent.seen().empty());
-    REQUIRE(f.os.complete(send, win32_no_error, sizeof(out)));
-    CHECK(received.seen().size() == 1);
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_069: [ If io_result is NO_ERROR, the on_receive_complete callback passed to
@@ -408,23 +288,17 @@ TEST_CASE("a receive completion calls the receive callback and never the send ca
 // result and number_of_bytes_transferred as bytes_received. ]
 TEST_CASE("a receive that completes with NO_ERROR reports RECEIVE_OK and the bytes it got, 0 meaning end of stream")
 {
-    receive_recorder received;
-    fixture f;
-    REQUIRE(f.socket);
+    direction_fixture<receive_direction> f;
+    receive_recorder& received = f.record;
     char in[16] = {};
+    ASYNC_SOCKET_BUFFER buffer{in, sizeof(in)};
 
-    std::size_t expected = 0;
     for (const std::size_t bytes : {std::size_t{1}, std::size_t{7}, sizeof(in), std::size_t{0}})
     {
-        CAPTURE(bytes);
-        void* const overlapped = start_receive(f, in, sizeof(in), received);
-        REQUIRE(f.os.complete(overlapped, win32_no_error, bytes));
-        ++expected;
-        const std::vector<receive_recorder::completion> seen = received.seen();
-        REQUIRE(seen.size() == expected);
-        CHECK(seen.back().result == ASYNC_SOCKET_RECEIVE_OK);
-        CHECK(seen.back().bytes == bytes);
+        check_completes_as<receive_direction>(f, received, &buffer, 1, win32_no_error, bytes, ASYNC_SOCKET_RECEIVE_OK,
+                                              static_cast<std::uint32_t>(bytes));
     }
+    CHECK(received.seen().size() == 4);
     CHECK(f.os.violations().empty());
 }
 
@@ -433,9 +307,8 @@ TEST_CASE("a receive that completes with NO_ERROR reports RECEIVE_OK and the byt
 // result and number_of_bytes_transferred as bytes_received. ]
 TEST_CASE("received data lands in the caller's buffers, in order, across several buffers")
 {
-    receive_recorder received;
-    fixture f;
-    REQUIRE(f.socket);
+    direction_fixture<receive_direction> f;
+    receive_recorder& received = f.record;
     char a[3] = {};
     char b[5] = {};
     char c[2] = {};
@@ -443,11 +316,8 @@ TEST_CASE("received data lands in the caller's buffers, in order, across several
 
     SUBCASE("part of the room")
     {
-        REQUIRE(f.socket->receive_async(buffers, 3, &receive_recorder::callback, &received) == status::ok);
-        REQUIRE(f.os.complete_receive(f.os.pending().back().overlapped, bytes_of("abcdefg", 7)));
-        REQUIRE(received.seen().size() == 1);
-        CHECK(received.seen()[0].result == ASYNC_SOCKET_RECEIVE_OK);
-        CHECK(received.seen()[0].bytes == 7u);
+        REQUIRE(f.os.complete_receive(start_io<receive_direction>(f, buffers, 3, received), bytes_of("abcdefg", 7)));
+        receive_direction::check_seen(received, {ASYNC_SOCKET_RECEIVE_OK}, 7);
         CHECK(std::memcmp(a, "abc", 3) == 0);
         CHECK(std::memcmp(b, "defg", 4) == 0);
         CHECK(b[4] == '\0');
@@ -456,11 +326,9 @@ TEST_CASE("received data lands in the caller's buffers, in order, across several
     }
     SUBCASE("all of the room")
     {
-        REQUIRE(f.socket->receive_async(buffers, 3, &receive_recorder::callback, &received) == status::ok);
-        REQUIRE(f.os.complete_receive(f.os.pending().back().overlapped, bytes_of("0123456789", 10)));
-        REQUIRE(received.seen().size() == 1);
-        CHECK(received.seen()[0].result == ASYNC_SOCKET_RECEIVE_OK);
-        CHECK(received.seen()[0].bytes == 10u);
+        REQUIRE(
+            f.os.complete_receive(start_io<receive_direction>(f, buffers, 3, received), bytes_of("0123456789", 10)));
+        receive_direction::check_seen(received, {ASYNC_SOCKET_RECEIVE_OK}, 10);
         CHECK(std::memcmp(a, "012", 3) == 0);
         CHECK(std::memcmp(b, "34567", 5) == 0);
         CHECK(std::memcmp(c, "89", 2) == 0);
@@ -468,96 +336,98 @@ TEST_CASE("received data lands in the caller's buffers, in order, across several
     CHECK(f.os.violations().empty());
 }
 
+// Tests_SRS_ASYNC_SOCKET_WIN32_01_067: [ If io_result is not NO_ERROR, the on_send_complete callback passed to
+// async_socket_send_async shall be called with on_send_complete_context as argument and ASYNC_SOCKET_SEND_ERROR. ]
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_070: [ If io_result is not NO_ERROR, the on_receive_complete callback passed to
 // async_socket_receive_async shall be called with on_receive_complete_context as context, ASYNC_SOCKET_RECEIVE_ERROR as
 // result and 0 for bytes_received. ]
-TEST_CASE("a receive that fails while the socket is OPEN reports RECEIVE_ERROR with 0 bytes, whatever the OS said")
+TEST_CASE_TEMPLATE("an IO that fails reports ERROR while the socket is OPEN, whatever the byte count, and "
+                   "BECAUSE_CLOSE while it is CLOSING (documented deviation); a receive's with 0 bytes",
+                   D, send_direction, receive_direction)
 {
-    receive_recorder received;
-    fixture f;
-    REQUIRE(f.socket);
-    char in[8] = {};
+    direction_fixture<D> f;
+    char data[8] = {'f', 'a', 'i', 'l', 'i', 'n', 'g', '!'};
+    const std::int64_t blocks = f.ledger.live_blocks();
 
-    std::size_t expected = 0;
-    for (const win32_error error : {error_netname_deleted, wsaeconnreset, win32_operation_aborted})
+    SUBCASE("OPEN")
     {
-        for (const std::size_t bytes : {std::size_t{0}, std::size_t{5}, sizeof(in), sizeof(in) + 1})
+        ASYNC_SOCKET_BUFFER buffer{data, sizeof(data)};
+        for (const win32_error error : {error_netname_deleted, wsaeconnreset, win32_operation_aborted})
         {
-            CAPTURE(error);
-            CAPTURE(bytes);
-            void* const overlapped = start_receive(f, in, sizeof(in), received);
-            REQUIRE(f.os.complete(overlapped, error, bytes));
-            ++expected;
-            const std::vector<receive_recorder::completion> seen = received.seen();
-            REQUIRE(seen.size() == expected);
-            CHECK(seen.back().result == ASYNC_SOCKET_RECEIVE_ERROR);
-            CHECK(seen.back().bytes == 0u);
+            for (const std::size_t bytes :
+                 {std::size_t{0}, std::size_t{3}, std::size_t{5}, sizeof(data), sizeof(data) + 1})
+            {
+                check_completes_as<D>(f, f.record, &buffer, 1, error, bytes, D::error, 0);
+            }
         }
+        CHECK(f.record.seen().size() == 3 * 5);
+        CHECK(f.socket->state() == async_socket::socket_state::open);
     }
-    CHECK(f.socket->state() == async_socket::socket_state::open);
-    CHECK(f.os.violations().empty());
-}
+    SUBCASE("CLOSING")
+    {
+        (void)start_one<D>(f, data, sizeof(data), f.record);
+        (void)start_one<D>(f, data, 2, f.record);
+        f.os.set_cancel_behavior(cancel_behavior::abort_inline);
 
-// Tests_SRS_ASYNC_SOCKET_WIN32_01_070: [ If io_result is not NO_ERROR, the on_receive_complete callback passed to
-// async_socket_receive_async shall be called with on_receive_complete_context as context, ASYNC_SOCKET_RECEIVE_ERROR as
-// result and 0 for bytes_received. ]
-TEST_CASE("a receive that fails while the socket is CLOSING reports RECEIVE_BECAUSE_CLOSE with 0 bytes (deviation)")
-{
-    receive_recorder received;
-    fixture f;
-    REQUIRE(f.socket);
-    char in[8] = {};
-    (void)start_receive(f, in, sizeof(in), received);
-    const std::int64_t blocks = f.ledger.live_blocks() - 1;
-    f.os.set_cancel_behavior(cancel_behavior::abort_inline);
+        REQUIRE(f.socket->close() == status::ok);
 
-    REQUIRE(f.socket->close() == status::ok);
-
-    const std::vector<receive_recorder::completion> seen = received.seen();
-    REQUIRE(seen.size() == 1);
-    CHECK(seen[0].result == ASYNC_SOCKET_RECEIVE_BECAUSE_CLOSE);
-    CHECK(seen[0].bytes == 0u);
+        D::check_seen(f.record, {D::because_close, D::because_close}, 0);
+    }
     CHECK(f.ledger.live_blocks() == blocks);
     CHECK(f.os.live_events() == 0);
     CHECK(f.os.violations().empty());
 }
 
+// Tests_SRS_ASYNC_SOCKET_WIN32_01_102: [ If io_result is NO_ERROR, but the number of bytes send is different than the
+// sum of all buffer sizes passed to async_socket_send_async, the on_send_complete callback passed to
+// async_socket_send_async shall be called with on_send_complete_context as context and ASYNC_SOCKET_SEND_ERROR. ]
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_095: [If io_result is NO_ERROR, but the number of bytes received is greater than the
 // sum of all buffer sizes passed to async_socket_receive_async, the on_receive_complete callback passed to
 // async_socket_receive_async shall be called with on_receive_complete_context as context, ASYNC_SOCKET_RECEIVE_ERROR as
 // result and number_of_bytes_transferred for bytes_received. ]
-TEST_CASE("a receive that reports more bytes than its buffers hold reports RECEIVE_ERROR with that byte count")
+TEST_CASE_TEMPLATE("an IO that completes with NO_ERROR but more bytes than its buffers hold reports ERROR (a "
+                   "receive's with that byte count)",
+                   D, send_direction, receive_direction)
 {
-    receive_recorder received;
-    fixture f;
-    REQUIRE(f.socket);
-    char a[3] = {};
-    char b[4] = {};
+    direction_fixture<D> f;
+    char a[3] = {'a', 'b', 'c'};
+    char b[4] = {'d', 'e', 'f', 'g'};
     ASYNC_SOCKET_BUFFER buffers[2] = {{a, sizeof(a)}, {b, sizeof(b)}};
     constexpr std::size_t total = sizeof(a) + sizeof(b);
 
-    std::size_t expected = 0;
-    for (const std::size_t bytes : {total + 1, total * 3, std::size_t{UINT32_MAX}})
+    for (const std::size_t bytes : {total + 1, total * 2, total * 3, std::size_t{UINT32_MAX}})
     {
-        CAPTURE(bytes);
-        REQUIRE(f.socket->receive_async(buffers, 2, &receive_recorder::callback, &received) == status::ok);
-        REQUIRE(f.os.complete_oldest(win32_no_error, bytes));
-        ++expected;
-        const std::vector<receive_recorder::completion> seen = received.seen();
-        REQUIRE(seen.size() == expected);
-        CHECK(seen.back().result == ASYNC_SOCKET_RECEIVE_ERROR);
-        CHECK(seen.back().bytes == bytes);
+        check_completes_as<D>(f, f.record, buffers, 2, win32_no_error, bytes, D::error,
+                              static_cast<std::uint32_t>(bytes));
     }
     // More than a uint32_t can say: saturated, never truncated into a small OK count.
-    REQUIRE(f.socket->receive_async(buffers, 2, &receive_recorder::callback, &received) == status::ok);
-    REQUIRE(f.os.complete_oldest(win32_no_error, (std::size_t{1} << 32) + 3));
-    CHECK(received.seen().back().result == ASYNC_SOCKET_RECEIVE_ERROR);
-    CHECK(received.seen().back().bytes == UINT32_MAX);
-    // Exactly the total is not "greater": OK.
-    REQUIRE(f.socket->receive_async(buffers, 2, &receive_recorder::callback, &received) == status::ok);
-    REQUIRE(f.os.complete_oldest(win32_no_error, total));
-    CHECK(received.seen().back().result == ASYNC_SOCKET_RECEIVE_OK);
-    CHECK(received.seen().back().bytes == total);
+    for (const std::size_t bytes : {(std::size_t{1} << 32) + 3, (std::size_t{1} << 32) + total})
+    {
+        check_completes_as<D>(f, f.record, buffers, 2, win32_no_error, bytes, D::error, UINT32_MAX);
+    }
+    // Exactly the total is not more: OK.
+    check_completes_as<D>(f, f.record, buffers, 2, win32_no_error, total, D::ok, total);
+    CHECK(f.os.violations().empty());
+}
+
+// Tests_SRS_ASYNC_SOCKET_WIN32_01_102: [ If io_result is NO_ERROR, but the number of bytes send is different than the
+// sum of all buffer sizes passed to async_socket_send_async, the on_send_complete callback passed to
+// async_socket_send_async shall be called with on_send_complete_context as context and ASYNC_SOCKET_SEND_ERROR. ]
+TEST_CASE("a send that completes with NO_ERROR but fewer bytes than it had reports SEND_ERROR")
+{
+    direction_fixture<send_direction> f;
+    send_recorder& sent = f.record;
+    char a[3] = {'a', 'b', 'c'};
+    char b[4] = {'d', 'e', 'f', 'g'};
+    ASYNC_SOCKET_BUFFER buffers[2] = {{a, sizeof(a)}, {b, sizeof(b)}};
+    constexpr std::size_t total = sizeof(a) + sizeof(b);
+
+    for (const std::size_t bytes : {std::size_t{0}, std::size_t{1}, sizeof(a), total - 1})
+    {
+        check_completes_as<send_direction>(f, sent, buffers, 2, win32_no_error, bytes, ASYNC_SOCKET_SEND_ERROR, 0);
+    }
+    // And the exact count is still OK.
+    check_completes_as<send_direction>(f, sent, buffers, 2, win32_no_error, total, ASYNC_SOCKET_SEND_OK, 0);
     CHECK(f.os.violations().empty());
 }
 
@@ -568,15 +438,14 @@ TEST_CASE("a receive that reports more bytes than its buffers hold reports RECEI
 TEST_CASE("each completion closes the event of its own IO, exactly once")
 {
     send_recorder sent;
-    receive_recorder received;
-    fixture f;
-    REQUIRE(f.socket);
+    direction_fixture<receive_direction> f;
+    receive_recorder& received = f.record;
     char out[4] = {'d', 'a', 't', 'a'};
     char in[4] = {};
     f.os.clear_calls();
-    void* const s1 = start_send(f, out, sizeof(out), sent);
-    void* const r1 = start_receive(f, in, sizeof(in), received);
-    void* const s2 = start_send(f, out, 2, sent);
+    void* const s1 = start_one<send_direction>(f, out, sizeof(out), sent);
+    void* const r1 = start_one<receive_direction>(f, in, sizeof(in), received);
+    void* const s2 = start_one<send_direction>(f, out, 2, sent);
     const std::vector<call_record> created = calls_of(f.os, fake_call::create_event);
     REQUIRE(created.size() == 3);
     CHECK(f.os.live_events() == 3);
@@ -600,73 +469,46 @@ TEST_CASE("each completion closes the event of its own IO, exactly once")
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_068: [ on_io_complete shall close the event handle created in
 // async_socket_send_async/async_socket_receive_async. ]
-TEST_CASE("the event of an IO is closed before its callback runs")
+TEST_CASE_TEMPLATE("the event of an IO is closed before its callback runs", D, send_direction, receive_direction)
 {
-    inside_callback_probe probe;
-    fixture f;
-    REQUIRE(f.socket);
-    probe.f = &f;
-    char out[2] = {'h', 'i'};
-    char in[2] = {};
-    ASYNC_SOCKET_BUFFER out_buffer{out, sizeof(out)};
-    ASYNC_SOCKET_BUFFER in_buffer{in, sizeof(in)};
-    f.os.clear_calls();
+    probed_io<D> io;
+    io.f.os.clear_calls();
 
-    REQUIRE(f.socket->send_async(&out_buffer, 1, &inside_callback_probe::on_send, &probe) == status::ok);
-    REQUIRE(f.os.complete_oldest(win32_no_error, sizeof(out)));
-    REQUIRE(probe.calls == 1);
-    CHECK(probe.live_events_seen == 0);
-    CHECK(probe.close_handles_seen == 1);
-
-    REQUIRE(f.socket->receive_async(&in_buffer, 1, &inside_callback_probe::on_receive, &probe) == status::ok);
-    REQUIRE(f.os.complete_oldest(win32_no_error, 1));
-    REQUIRE(probe.calls == 2);
-    CHECK(probe.live_events_seen == 0);
-    CHECK(probe.close_handles_seen == 2);
+    for (int i = 1; i <= 2; ++i)
+    {
+        CAPTURE(i);
+        io.run(win32_no_error, sizeof(io.data));
+        REQUIRE(io.probe.calls == i);
+        CHECK(io.probe.live_events_seen == 0);
+        CHECK(io.probe.close_handles_seen == static_cast<std::size_t>(i));
+    }
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_072: [ on_io_complete shall free the IO context. ]
-TEST_CASE("the context of an IO is freed before its callback runs")
+TEST_CASE_TEMPLATE("the context of an IO is freed before its callback runs", D, send_direction, receive_direction)
 {
-    inside_callback_probe probe;
-    fixture f;
-    REQUIRE(f.socket);
-    probe.f = &f;
-    char out[2] = {'h', 'i'};
-    char in[2] = {};
-    ASYNC_SOCKET_BUFFER out_buffer{out, sizeof(out)};
-    ASYNC_SOCKET_BUFFER in_buffer{in, sizeof(in)};
-    const std::int64_t blocks = f.ledger.live_blocks();
+    probed_io<D> io;
+    const std::int64_t blocks = io.f.ledger.live_blocks();
+    win32_error io_result = win32_no_error;
+    std::size_t bytes = sizeof(io.data);
 
-    SUBCASE("send")
+    SUBCASE("that completes") {}
+    SUBCASE("that fails with a reset")
     {
-        REQUIRE(f.socket->send_async(&out_buffer, 1, &inside_callback_probe::on_send, &probe) == status::ok);
-        REQUIRE(f.ledger.live_blocks() == blocks + 1);
-        REQUIRE(f.os.complete_oldest(win32_no_error, sizeof(out)));
+        io_result = error_netname_deleted;
+        bytes = 0;
     }
-    SUBCASE("send that fails")
+    SUBCASE("that is aborted")
     {
-        REQUIRE(f.socket->send_async(&out_buffer, 1, &inside_callback_probe::on_send, &probe) == status::ok);
-        REQUIRE(f.ledger.live_blocks() == blocks + 1);
-        REQUIRE(f.os.complete_oldest(error_netname_deleted, 0));
+        io_result = win32_operation_aborted;
+        bytes = 0;
     }
-    SUBCASE("receive")
-    {
-        REQUIRE(f.socket->receive_async(&in_buffer, 1, &inside_callback_probe::on_receive, &probe) == status::ok);
-        REQUIRE(f.ledger.live_blocks() == blocks + 1);
-        REQUIRE(f.os.complete_oldest(win32_no_error, 2));
-    }
-    SUBCASE("receive that fails")
-    {
-        REQUIRE(f.socket->receive_async(&in_buffer, 1, &inside_callback_probe::on_receive, &probe) == status::ok);
-        REQUIRE(f.ledger.live_blocks() == blocks + 1);
-        REQUIRE(f.os.complete_oldest(win32_operation_aborted, 0));
-    }
+    io.run(io_result, bytes);
 
-    REQUIRE(probe.calls == 1);
-    CHECK(probe.live_blocks_seen == blocks);
-    CHECK(f.ledger.live_blocks() == blocks);
-    CHECK(f.ledger.misuse() == 0);
+    REQUIRE(io.probe.calls == 1);
+    CHECK(io.probe.live_blocks_seen == blocks);
+    CHECK(io.f.ledger.live_blocks() == blocks);
+    CHECK(io.f.ledger.misuse() == 0);
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_072: [ on_io_complete shall free the IO context. ]
@@ -708,9 +550,8 @@ TEST_CASE("every IO's context is freed exactly once, and a callback may start th
 TEST_CASE("completions delivered on threadpool worker threads release every IO once and call back once")
 {
     send_recorder sent;
-    receive_recorder received;
-    fixture f;
-    REQUIRE(f.socket);
+    direction_fixture<receive_direction> f;
+    receive_recorder& received = f.record;
     f.os.set_worker_count(2);
     const std::int64_t blocks = f.ledger.live_blocks();
     char out[4] = {'w', 'o', 'r', 'k'};
@@ -720,8 +561,8 @@ TEST_CASE("completions delivered on threadpool worker threads release every IO o
     std::vector<void*> receives;
     for (std::size_t i = 0; i < 8; ++i)
     {
-        sends.push_back(start_send(f, out, sizeof(out), sent));
-        receives.push_back(start_receive(f, &in[i * 4], 4, received));
+        sends.push_back(start_one<send_direction>(f, out, sizeof(out), sent));
+        receives.push_back(start_one<receive_direction>(f, &in[i * 4], 4, received));
     }
     for (std::size_t i = 0; i < 8; ++i)
     {

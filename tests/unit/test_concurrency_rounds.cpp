@@ -7,6 +7,7 @@
 //
 // ASYNC_SOCKET_ROUNDS sets the number of rounds (5000 by default).
 #include <async_socket/basic_async_socket.hpp>
+#include <async_socket/testing/waiter.hpp>
 
 #include "../support/fixtures.hpp"
 
@@ -35,6 +36,7 @@ namespace
 {
 
 constexpr auto deadline = std::chrono::seconds(30);
+constexpr double deadline_seconds = std::chrono::duration<double>(deadline).count();
 
 unsigned rounds_from_environment()
 {
@@ -466,8 +468,7 @@ namespace
 // Holds the fake's only worker inside a receive callback until released.
 struct worker_blocker
 {
-    std::mutex mutex;
-    std::condition_variable changed;
+    async_socket::testing::waiter wake; // its mutex guards the flags below
     bool entered = false;
     bool released = false;
     bool timed_out = false;
@@ -475,10 +476,9 @@ struct worker_blocker
     static void on_receive(void* context, ASYNC_SOCKET_RECEIVE_RESULT, std::uint32_t)
     {
         auto* self = static_cast<worker_blocker*>(context);
-        std::unique_lock lock(self->mutex);
-        self->entered = true;
-        self->changed.notify_all();
-        self->timed_out = !self->changed.wait_for(lock, deadline, [self] { return self->released; });
+        self->wake.update([self] { self->entered = true; });
+        const bool let_go = self->wake.wait_for([self] { return self->released; }, deadline_seconds);
+        self->wake.update([self, let_go] { self->timed_out = !let_go; });
     }
 };
 
@@ -503,11 +503,8 @@ TEST_CASE("CancelIoEx leaves alone an IO whose completion is already queued to a
     REQUIRE(socket->receive_async(&in, 1, &worker_blocker::on_receive, &blocker) == status::ok);
     REQUIRE(os.pending_count() == 1);
     os.complete_on_worker(os.pending()[0].overlapped, win32_no_error, 1);
-    {
-        std::unique_lock lock(blocker.mutex);
-        REQUIRE_MESSAGE(blocker.changed.wait_for(lock, deadline, [&] { return blocker.entered; }),
-                        "the worker never ran the receive callback");
-    }
+    REQUIRE_MESSAGE(blocker.wake.wait_for([&] { return blocker.entered; }, deadline_seconds),
+                    "the worker never ran the receive callback");
 
     // The OS completes the send at once: its completion is queued behind the receive callback.
     os.on_issue([&](const pending_io& io) { os.complete_on_worker(io.overlapped, win32_no_error, io.total_length); });
@@ -526,11 +523,7 @@ TEST_CASE("CancelIoEx leaves alone an IO whose completion is already queued to a
         waiting = std::find(names.begin(), names.end(), "WaitForThreadpoolIoCallbacks") != names.end();
         std::this_thread::yield();
     }
-    {
-        std::lock_guard lock(blocker.mutex);
-        blocker.released = true;
-    }
-    blocker.changed.notify_all();
+    blocker.wake.update([&] { blocker.released = true; });
     closer.join();
     REQUIRE_MESSAGE(waiting, "close never reached WaitForThreadpoolIoCallbacks");
     REQUIRE(os.wait_until_idle(deadline));

@@ -120,14 +120,19 @@ struct plain_io_state
     std::uintptr_t internal;
 };
 
+// The engine and buffer types of both stubs below.
+struct stub_types
+{
+    using engine_type = int*;
+    using buffer_type = plain_buffer;
+};
+
 // A complete Backend whose pieces can be taken away one at a time.
 template <bool WithCancelAll = true, bool NoexceptSubmit = true, class IoState = plain_io_state,
           bool WithBindTemplate = true, bool NothrowMove = true, class SubmitResult = async_socket::submit_result>
-struct stub_backend
+struct stub_backend : stub_types
 {
-    using engine_type = int*;
     using io_state = IoState;
-    using buffer_type = plain_buffer;
 
     stub_backend() noexcept = default;
     stub_backend(stub_backend&&) noexcept(NothrowMove);
@@ -148,11 +153,9 @@ struct stub_backend
 template <bool WithCancelSocketIo = true, bool NoexceptStartIo = true, class Overlapped = plain_overlapped,
           class Event = std::uintptr_t, bool WithCreateIoTemplate = true, bool NothrowMove = true,
           bool SkipMode = false, bool WithSkipCall = true>
-struct stub_win32_calls
+struct stub_win32_calls : stub_types
 {
-    using engine_type = int*;
     using overlapped_type = Overlapped;
-    using buffer_type = plain_buffer;
     using event_type = Event;
     static constexpr bool uses_io_events = true;
     static constexpr bool skip_completion_on_success = SkipMode;

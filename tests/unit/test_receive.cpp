@@ -104,6 +104,31 @@ struct hello_abc
     }
 };
 
+// One IO over three bytes in a fresh OPEN socket, made to fail by `arrange` (run after clear_calls): it returns
+// `expected` (non-zero), passes `check`, leaves no block, event or callback behind, and the socket still works.
+template <class D, class Arrange, class Check>
+void check_start_fails(Arrange arrange, status expected, Check check)
+{
+    direction_fixture<D> f;
+    char data[3] = {'a', 'b', 'c'};
+    ASYNC_SOCKET_BUFFER buffer{data, sizeof(data)};
+    const std::int64_t blocks = f.ledger.live_blocks();
+    f.os.clear_calls();
+    arrange(f);
+
+    const status result = D::start(*f.socket, &buffer, 1, f.record);
+
+    CHECK(result == expected);
+    CHECK(static_cast<int>(result) != 0);
+    check(f);
+    CHECK(f.os.live_events() == 0);
+    CHECK(f.ledger.live_blocks() == blocks);
+    CHECK(f.ledger.misuse() == 0);
+    CHECK(f.record.seen().empty());
+    CHECK(f.os.violations().empty());
+    check_still_works<D>(f);
+}
+
 } // namespace
 
 // ---- the context ----------------------------------------------------------------------------------------
@@ -115,13 +140,11 @@ struct hello_abc
 TEST_CASE_TEMPLATE("an IO stores the payload, the callback and its context in one context per IO", D, send_direction,
                    receive_direction)
 {
-    typename D::recorder record;
-    fixture f;
-    REQUIRE(f.socket);
+    direction_fixture<D> f;
     hello_abc<D> caller;
     const std::int64_t blocks = f.ledger.live_blocks();
 
-    REQUIRE(D::start(*f.socket, caller.buffers, 2, record) == status::ok);
+    REQUIRE(D::start(*f.socket, caller.buffers, 2, f.record) == status::ok);
 
     CHECK(f.ledger.live_blocks() == blocks + 1);
     const std::vector<call_record> started = calls_of(f.os, D::os_call);
@@ -129,13 +152,13 @@ TEST_CASE_TEMPLATE("an IO stores the payload, the callback and its context in on
     const header_type* context = context_of(started[0].overlapped);
     CHECK(context->kind == D::kind);
     CHECK((D::stored_callback(*context) == &D::recorder::callback));
-    CHECK(context->callback_context == static_cast<void*>(&record));
+    CHECK(context->callback_context == static_cast<void*>(&f.record));
     CHECK(context->total_length == caller.payload.size());
     CHECK(context->buffer_count == 2u);
 
     // The stored callback and context are the ones called.
     REQUIRE(D::complete(f.os, started[0].overlapped, caller.payload));
-    D::check_seen(record, {D::ok}, 8);
+    D::check_seen(f.record, {D::ok}, 8);
     CHECK(std::memcmp(caller.first, "hello", 5) == 0);
     CHECK(std::memcmp(caller.second, "abc", 3) == 0);
     CHECK(f.ledger.live_blocks() == blocks);
@@ -148,9 +171,7 @@ TEST_CASE_TEMPLATE("an IO stores the payload, the callback and its context in on
 TEST_CASE_TEMPLATE("an IO allocates one block of header plus buffer_count WSABUFs for its context", D, send_direction,
                    receive_direction)
 {
-    typename D::recorder record;
-    fixture f;
-    REQUIRE(f.socket);
+    direction_fixture<D> f;
     std::vector<char> data(64, 'z');
 
     for (std::uint32_t count : {1u, 2u, 7u, 64u})
@@ -165,7 +186,7 @@ TEST_CASE_TEMPLATE("an IO allocates one block of header plus buffer_count WSABUF
         const std::int64_t bytes = f.ledger.live_bytes();
         const std::uint64_t allocations = f.ledger.allocations();
 
-        REQUIRE(D::start(*f.socket, buffers.data(), count, record) == status::ok);
+        REQUIRE(D::start(*f.socket, buffers.data(), count, f.record) == status::ok);
 
         CHECK(f.ledger.allocations() == allocations + 1);
         CHECK(f.ledger.live_blocks() == blocks + 1);
@@ -175,7 +196,7 @@ TEST_CASE_TEMPLATE("an IO allocates one block of header plus buffer_count WSABUF
         CHECK(f.ledger.live_blocks() == blocks);
     }
     CHECK(f.ledger.misuse() == 0);
-    CHECK(record.seen().size() == 4);
+    CHECK(f.record.seen().size() == 4);
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_103: [ If the amount of memory needed to allocate the context and the WSABUF items is
@@ -254,9 +275,7 @@ TEST_CASE_TEMPLATE("an IO passes the size check with the largest buffer_count wh
 TEST_CASE_TEMPLATE("an IO passes the OS WSABUFs that point at the caller's memory and lengths, in order", D,
                    send_direction, receive_direction)
 {
-    typename D::recorder record;
-    fixture f;
-    REQUIRE(f.socket);
+    direction_fixture<D> f;
     char a[1];
     char b[7];
     char c[3];
@@ -274,7 +293,7 @@ TEST_CASE_TEMPLATE("an IO passes the OS WSABUFs that point at the caller's memor
         D::fill(static_cast<char*>(expected[i].buffer), std::string_view(payload).substr(offset, expected[i].length));
     }
 
-    REQUIRE(D::start(*f.socket, buffers.get(), 4, record) == status::ok);
+    REQUIRE(D::start(*f.socket, buffers.get(), 4, f.record) == status::ok);
     buffers.reset();
 
     const std::vector<call_record> started = calls_of(f.os, D::os_call);
@@ -295,7 +314,7 @@ TEST_CASE_TEMPLATE("an IO passes the OS WSABUFs that point at the caller's memor
     // The completion needs nothing from the caller's (freed) array: ASan would catch a read of it. The caller's
     // memory holds the payload in order, across the buffers (a receive's data landed there; a send's is untouched).
     REQUIRE(D::complete(f.os, started[0].overlapped, payload));
-    D::check_seen(record, {D::ok}, static_cast<std::uint32_t>(payload.size()));
+    D::check_seen(f.record, {D::ok}, static_cast<std::uint32_t>(payload.size()));
     for (std::size_t i = 0; i < 4; ++i)
     {
         CAPTURE(i);
@@ -349,15 +368,13 @@ TEST_CASE_TEMPLATE("an IO keeps its WSABUF copy when the caller reuses the ASYNC
 TEST_CASE_TEMPLATE("an IO creates one event per IO and puts it in the OVERLAPPED given to the OS", D, send_direction,
                    receive_direction)
 {
-    typename D::recorder record;
-    fixture f;
-    REQUIRE(f.socket);
+    direction_fixture<D> f;
     char data[2] = {'a', 'b'};
     ASYNC_SOCKET_BUFFER buffer{data, sizeof(data)};
     f.os.clear_calls();
 
-    REQUIRE(D::start(*f.socket, &buffer, 1, record) == status::ok);
-    REQUIRE(D::start(*f.socket, &buffer, 1, record) == status::ok);
+    REQUIRE(D::start(*f.socket, &buffer, 1, f.record) == status::ok);
+    REQUIRE(D::start(*f.socket, &buffer, 1, f.record) == status::ok);
 
     const std::vector<call_record> events = calls_of(f.os, fake_call::create_event);
     const std::vector<call_record> started = calls_of(f.os, D::os_call);
@@ -385,16 +402,14 @@ TEST_CASE_TEMPLATE("an IO creates one event per IO and puts it in the OVERLAPPED
 TEST_CASE_TEMPLATE("an IO calls StartThreadpoolIo on the socket's threadpool IO before WSASend or WSARecv", D,
                    send_direction, receive_direction)
 {
-    typename D::recorder record;
-    fixture f;
-    REQUIRE(f.socket);
+    direction_fixture<D> f;
     const std::vector<call_record> created = calls_of(f.os, fake_call::create_io);
     REQUIRE(created.size() == 1);
     char data[2] = {'a', 'b'};
     ASYNC_SOCKET_BUFFER buffer{data, sizeof(data)};
     f.os.clear_calls();
 
-    REQUIRE(D::start(*f.socket, &buffer, 1, record) == status::ok);
+    REQUIRE(D::start(*f.socket, &buffer, 1, f.record) == status::ok);
 
     CHECK(f.os.call_names() == std::vector<std::string>{"CreateEvent", "StartThreadpoolIo", D::os_call_name});
     const std::vector<call_record> calls = f.os.calls();
@@ -416,14 +431,12 @@ TEST_CASE_TEMPLATE(
     send_direction, receive_direction)
 {
     // lpCompletionRoutine is not part of the ThreadpoolPolicy's send and receive (the policy passes NULL itself).
-    typename D::recorder record;
-    fixture f;
-    REQUIRE(f.socket);
+    direction_fixture<D> f;
     char data[5] = {'a', 'b', 'c', 'd', 'e'};
     ASYNC_SOCKET_BUFFER buffer{data, sizeof(data)};
     f.os.clear_calls();
 
-    REQUIRE(D::start(*f.socket, &buffer, 1, record) == status::ok);
+    REQUIRE(D::start(*f.socket, &buffer, 1, f.record) == status::ok);
 
     const std::vector<call_record> events = calls_of(f.os, fake_call::create_event);
     const std::vector<call_record> started = calls_of(f.os, D::os_call);
@@ -459,9 +472,7 @@ TEST_CASE_TEMPLATE(
     "an IO cancels the threadpool IO, closes the event and frees the context when WSASend or WSARecv fails", D,
     send_direction, receive_direction)
 {
-    typename D::recorder record;
-    fixture f;
-    REQUIRE(f.socket);
+    direction_fixture<D> f;
     char data[3] = {'a', 'b', 'c'};
     ASYNC_SOCKET_BUFFER buffer{data, sizeof(data)};
 
@@ -473,7 +484,7 @@ TEST_CASE_TEMPLATE(
         f.os.clear_calls();
         f.os.fail(D::os_call, 0, error);
 
-        const status result = D::start(*f.socket, &buffer, 1, record);
+        const status result = D::start(*f.socket, &buffer, 1, f.record);
 
         CHECK(result == status::os_error);
         CHECK(static_cast<int>(result) != 0);
@@ -488,34 +499,32 @@ TEST_CASE_TEMPLATE(
         CHECK(f.ledger.allocations() == allocations + 1);
         CHECK(f.ledger.live_blocks() == blocks);
         CHECK(f.ledger.misuse() == 0);
-        CHECK(record.seen().empty());
+        CHECK(f.record.seen().empty());
         CHECK(f.os.violations().empty());
 
         check_still_works<D>(f);
     }
     // No late callback for the failed IOs, even after close.
     REQUIRE(f.socket->close() == status::ok);
-    CHECK(record.seen().empty());
+    CHECK(f.record.seen().empty());
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_045: [ On success, async_socket_send_async shall return 0. ]
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_083: [ On success, async_socket_receive_async shall return 0. ]
 TEST_CASE_TEMPLATE("an IO returns 0 on success", D, send_direction, receive_direction)
 {
-    typename D::recorder record;
-    fixture f;
-    REQUIRE(f.socket);
+    direction_fixture<D> f;
     char data[3] = {'a', 'b', 'c'};
     ASYNC_SOCKET_BUFFER buffer{data, sizeof(data)};
 
-    const status result = D::start(*f.socket, &buffer, 1, record);
+    const status result = D::start(*f.socket, &buffer, 1, f.record);
 
     CHECK(result == status::ok);
     CHECK(static_cast<int>(result) == 0);
     CHECK(f.os.pending_count() == 1);
-    CHECK(record.seen().empty()); // the callback comes with the completion, not before
+    CHECK(f.record.seen().empty()); // the callback comes with the completion, not before
     REQUIRE(f.os.complete_oldest(win32_no_error, sizeof(data)));
-    CHECK(record.seen().size() == 1);
+    CHECK(f.record.seen().size() == 1);
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_045: [ On success, async_socket_send_async shall return 0. ]
@@ -524,20 +533,18 @@ TEST_CASE_TEMPLATE("an IO returns 0 when it completes before WSASend or WSARecv 
                    receive_direction)
 {
     constexpr std::string_view payload = "hi!";
-    typename D::recorder record;
-    fixture f;
-    REQUIRE(f.socket);
+    direction_fixture<D> f;
     char data[3];
     D::fill(data, payload);
     ASYNC_SOCKET_BUFFER buffer{data, sizeof(data)};
     const std::int64_t blocks = f.ledger.live_blocks();
     f.os.on_issue([&f, payload](const pending_io& io) { (void)D::complete(f.os, io.overlapped, payload); });
 
-    const status result = D::start(*f.socket, &buffer, 1, record);
+    const status result = D::start(*f.socket, &buffer, 1, f.record);
     f.os.on_issue(nullptr);
 
     CHECK(result == status::ok);
-    D::check_seen(record, {D::ok}, 3);
+    D::check_seen(f.record, {D::ok}, 3);
     CHECK(std::memcmp(data, payload.data(), payload.size()) == 0);
     CHECK(f.ledger.live_blocks() == blocks);
     CHECK(f.os.live_events() == 0);
@@ -551,27 +558,12 @@ TEST_CASE_TEMPLATE("an IO returns 0 when it completes before WSASend or WSARecv 
 TEST_CASE_TEMPLATE("an IO fails with os_error when CreateEvent fails, without starting an IO or leaking", D,
                    send_direction, receive_direction)
 {
-    typename D::recorder record;
-    fixture f;
-    REQUIRE(f.socket);
-    char data[3] = {'a', 'b', 'c'};
-    ASYNC_SOCKET_BUFFER buffer{data, sizeof(data)};
-    const std::int64_t blocks = f.ledger.live_blocks();
-    f.os.clear_calls();
-    f.os.fail(fake_call::create_event);
-
-    const status result = D::start(*f.socket, &buffer, 1, record);
-
-    CHECK(result == status::os_error);
-    CHECK(static_cast<int>(result) != 0);
-    CHECK(f.os.call_names() == std::vector<std::string>{"CreateEvent"});
-    CHECK(f.os.count(fake_call::start_io) == 0);
-    CHECK(f.os.live_events() == 0);
-    CHECK(f.ledger.live_blocks() == blocks);
-    CHECK(f.ledger.misuse() == 0);
-    CHECK(record.seen().empty());
-    CHECK(f.os.violations().empty());
-    check_still_works<D>(f);
+    check_start_fails<D>([](fixture& f) { f.os.fail(fake_call::create_event); }, status::os_error,
+                         [](fixture& f)
+                         {
+                             CHECK(f.os.call_names() == std::vector<std::string>{"CreateEvent"});
+                             CHECK(f.os.count(fake_call::start_io) == 0);
+                         });
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_029: [ If any error occurs, async_socket_send_async shall fail and return a non-zero
@@ -581,22 +573,10 @@ TEST_CASE_TEMPLATE("an IO fails with os_error when CreateEvent fails, without st
 TEST_CASE_TEMPLATE("an IO fails with out_of_memory when the context cannot be allocated, without any OS call", D,
                    send_direction, receive_direction)
 {
-    typename D::recorder record;
-    fixture f;
-    REQUIRE(f.socket);
-    char data[3] = {'a', 'b', 'c'};
-    ASYNC_SOCKET_BUFFER buffer{data, sizeof(data)};
-    const std::int64_t blocks = f.ledger.live_blocks();
-    f.os.clear_calls();
-    f.ledger.fail_nth(1);
-
-    const status result = D::start(*f.socket, &buffer, 1, record);
-
-    CHECK(result == status::out_of_memory);
-    CHECK(static_cast<int>(result) != 0);
-    CHECK(f.ledger.failed_allocations() == 1);
-    CHECK(f.os.calls().empty());
-    CHECK(f.ledger.live_blocks() == blocks);
-    CHECK(record.seen().empty());
-    check_still_works<D>(f);
+    check_start_fails<D>([](fixture& f) { f.ledger.fail_nth(1); }, status::out_of_memory,
+                         [](fixture& f)
+                         {
+                             CHECK(f.ledger.failed_allocations() == 1);
+                             CHECK(f.os.calls().empty());
+                         });
 }

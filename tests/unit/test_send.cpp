@@ -6,6 +6,7 @@
 
 #include "../support/directions.hpp"
 #include "../support/fixtures.hpp"
+#include "../support/probe_calls.hpp"
 
 #include <doctest/doctest.h>
 
@@ -68,35 +69,11 @@ struct context_probe
     }
 };
 
-// Fake Win32 calls that run a test's function inside CreateThreadpoolIo, that is while the socket is OPENING.
-class opening_probe_calls : public async_socket::testing::fake_threadpool_calls
-{
-public:
-    opening_probe_calls() noexcept = default;
-    opening_probe_calls(opening_probe_calls&&) noexcept = default;
-
-    template <async_socket::win32_completion_routine Completion>
-    bool create_io(SOCKET_HANDLE socket, void* callback_context) noexcept
-    {
-        if (while_opening != nullptr)
-        {
-            while_opening(while_opening_context);
-        }
-        return fake_threadpool_calls::create_io<Completion>(socket, callback_context);
-    }
-
-    void (*while_opening)(void*) = nullptr;
-    void* while_opening_context = nullptr;
-};
-using opening_probe_socket_type =
-    async_socket::basic_async_socket<async_socket::win32_threadpool_backend<opening_probe_calls>, fault_alloc,
-                                     async_socket::std_sync>;
-
 // Tries an IO while the socket opens.
 template <class Direction>
 struct start_while_opening
 {
-    opening_probe_socket_type* socket = nullptr;
+    probe_socket_type* socket = nullptr;
     fake_os* os = nullptr;
     int calls = 0;
     async_socket::socket_state state_seen = async_socket::socket_state::closed;
@@ -184,6 +161,21 @@ void check_refused(fixture& f, ASYNC_SOCKET_BUFFER* buffers, std::uint32_t count
     before.check(record);
 }
 
+// One call over a buffer of three bytes with `count` and `callback`, in a fresh OPEN socket: refused with `expected`,
+// nothing done, and the socket still works afterwards.
+template <class Direction>
+void check_one_buffer_refused(std::uint32_t count, typename Direction::callback callback, status expected)
+{
+    fixture f;
+    REQUIRE(f.socket);
+    char data[3] = {'a', 'b', 'c'};
+    ASYNC_SOCKET_BUFFER buffer{data, sizeof(data)};
+
+    check_refused<Direction>(f, &buffer, count, callback, expected);
+
+    check_still_works<Direction>(f);
+}
+
 } // namespace
 
 // ---- argument checks ----------------------------------------------------------------------------------
@@ -210,14 +202,7 @@ TEST_CASE_TEMPLATE("an IO fails with invalid_argument when buffers is NULL, and 
 TEST_CASE_TEMPLATE("an IO fails with invalid_argument when buffer_count is 0, and does nothing", D, send_direction,
                    receive_direction)
 {
-    fixture f;
-    REQUIRE(f.socket);
-    char data[3] = {'a', 'b', 'c'};
-    ASYNC_SOCKET_BUFFER buffer{data, sizeof(data)};
-
-    check_refused<D>(f, &buffer, 0, &D::recorder::callback, status::invalid_argument);
-
-    check_still_works<D>(f);
+    check_one_buffer_refused<D>(0, &D::recorder::callback, status::invalid_argument);
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_089: [ If any of the buffers in payload has buffer set to NULL,
@@ -276,13 +261,11 @@ TEST_CASE_TEMPLATE("an IO fails with size_overflow when the sum of buffer length
 // UINT32_MAX, async_socket_receive_async shall fail and return a non-zero value. ]
 TEST_CASE_TEMPLATE("an IO accepts buffer lengths that sum to exactly UINT32_MAX", D, send_direction, receive_direction)
 {
-    typename D::recorder record;
-    fixture f;
-    REQUIRE(f.socket);
+    direction_fixture<D> f;
     char small[2] = {'a', 'b'}; // never touched: the fake reads no send buffer and the IO is completed without data
     ASYNC_SOCKET_BUFFER buffers[2] = {{small, 0xFFFFFFFEu}, {small + 1, 1}};
 
-    REQUIRE(D::start(*f.socket, buffers, 2, record) == status::ok);
+    REQUIRE(D::start(*f.socket, buffers, 2, f.record) == status::ok);
     const std::vector<call_record> started = calls_of(f.os, D::os_call);
     REQUIRE(started.size() == 1);
     REQUIRE(started[0].buffers.size() == 2);
@@ -291,7 +274,7 @@ TEST_CASE_TEMPLATE("an IO accepts buffer lengths that sum to exactly UINT32_MAX"
 
     // UINT32_MAX bytes is all of them: OK (a receive's with all of them).
     REQUIRE(f.os.complete(started[0].overlapped, win32_no_error, std::size_t{UINT32_MAX}));
-    D::check_seen(record, {D::ok}, UINT32_MAX);
+    D::check_seen(f.record, {D::ok}, UINT32_MAX);
     CHECK(f.os.violations().empty());
 }
 
@@ -302,14 +285,7 @@ TEST_CASE_TEMPLATE("an IO accepts buffer lengths that sum to exactly UINT32_MAX"
 TEST_CASE_TEMPLATE("an IO fails with invalid_argument when its callback is NULL, and does nothing", D, send_direction,
                    receive_direction)
 {
-    fixture f;
-    REQUIRE(f.socket);
-    char data[3] = {'a', 'b', 'c'};
-    ASYNC_SOCKET_BUFFER buffer{data, sizeof(data)};
-
-    check_refused<D>(f, &buffer, 1, nullptr, status::invalid_argument);
-
-    check_still_works<D>(f);
+    check_one_buffer_refused<D>(1, nullptr, status::invalid_argument);
 }
 
 // Tests_SRS_ASYNC_SOCKET_WIN32_01_027: [ on_send_complete_context shall be allowed to be NULL. ]
@@ -403,7 +379,7 @@ TEST_CASE_TEMPLATE("an IO fails with invalid_state while the socket is OPENING",
     fake_os os;
     alloc_ledger ledger;
     open_recorder opened;
-    auto socket = opening_probe_socket_type::create(&os, fake_socket(44), {}, fault_alloc{&ledger});
+    auto socket = probe_socket_type::create(&os, fake_socket(44), {}, fault_alloc{&ledger});
     REQUIRE(socket);
     probe.socket = socket.get();
     probe.os = &os;

@@ -54,12 +54,17 @@ std::vector<std::uint8_t> make_block(std::uint64_t seed)
     return block;
 }
 
+// How many IO of one kind the socket accepted, and how many of those completed.
+struct io_count
+{
+    std::atomic<std::uint64_t> accepted{0};
+    std::atomic<std::uint64_t> completed{0};
+};
+
 struct totals
 {
-    std::atomic<std::uint64_t> sends_accepted{0};
-    std::atomic<std::uint64_t> sends_completed{0};
-    std::atomic<std::uint64_t> receives_accepted{0};
-    std::atomic<std::uint64_t> receives_completed{0};
+    io_count sends;
+    io_count receives;
     std::atomic<std::uint64_t> failures{0};
     std::atomic<std::uint64_t> wrong_bytes{0};
     std::atomic<std::uint64_t> bytes_received{0};
@@ -119,7 +124,7 @@ struct direction
         next_offset.store(offset + size, std::memory_order_relaxed);
         if (from->send_async(slot.buffers, used, &on_send, &slot) == status::ok)
         {
-            sum->sends_accepted.fetch_add(1);
+            sum->sends.accepted.fetch_add(1);
         }
         else
         {
@@ -130,7 +135,7 @@ struct direction
     static void on_send(void* context, ASYNC_SOCKET_SEND_RESULT result) noexcept
     {
         auto& slot = *static_cast<send_slot*>(context);
-        slot.owner->sum->sends_completed.fetch_add(1);
+        slot.owner->sum->sends.completed.fetch_add(1);
         if (result != ASYNC_SOCKET_SEND_OK)
         {
             slot.owner->sum->wake.update([&] { slot.owner->sum->failures.fetch_add(1); });
@@ -155,7 +160,7 @@ struct direction
             sum->wake.update([&] { sum->failures.fetch_add(1); });
             return false;
         }
-        sum->receives_accepted.fetch_add(1);
+        sum->receives.accepted.fetch_add(1);
         return true;
     }
 
@@ -163,7 +168,7 @@ struct direction
     {
         auto& self = *static_cast<direction*>(context);
         totals& sum = *self.sum;
-        sum.receives_completed.fetch_add(1);
+        sum.receives.completed.fetch_add(1);
         if (result != ASYNC_SOCKET_RECEIVE_OK || bytes == 0)
         {
             sum.failures.fetch_add(1);
@@ -262,10 +267,10 @@ void run_soak(async_socket::linux_io_choice io, const char* name)
                 "%llu failures\n",
                 name, pairs, static_cast<unsigned long long>(mib), seconds,
                 static_cast<double>(sum.bytes_received.load()) / 1048576.0 / seconds,
-                static_cast<unsigned long long>(sum.sends_accepted.load()),
-                static_cast<unsigned long long>(sum.sends_completed.load()),
-                static_cast<unsigned long long>(sum.receives_accepted.load()),
-                static_cast<unsigned long long>(sum.receives_completed.load()),
+                static_cast<unsigned long long>(sum.sends.accepted.load()),
+                static_cast<unsigned long long>(sum.sends.completed.load()),
+                static_cast<unsigned long long>(sum.receives.accepted.load()),
+                static_cast<unsigned long long>(sum.receives.completed.load()),
                 static_cast<unsigned long long>(sum.bytes_received.load()),
                 static_cast<unsigned long long>(sum.wrong_bytes.load()),
                 static_cast<unsigned long long>(sum.failures.load()));
@@ -273,11 +278,11 @@ void run_soak(async_socket::linux_io_choice io, const char* name)
     CHECK(sum.failures.load() == 0);
     CHECK(sum.wrong_bytes.load() == 0);
     CHECK(sum.bytes_received.load() == 2ULL * pairs * (mib << 20));
-    CHECK(sum.sends_completed.load() == sum.sends_accepted.load());
-    CHECK(sum.receives_completed.load() == sum.receives_accepted.load());
+    CHECK(sum.sends.completed.load() == sum.sends.accepted.load());
+    CHECK(sum.receives.completed.load() == sum.receives.accepted.load());
     if (mib >= 1024)
     {
-        CHECK(sum.sends_accepted.load() >= 100000); // the floor: 100k messages
+        CHECK(sum.sends.accepted.load() >= 100000); // the floor: 100k messages
     }
 }
 
