@@ -28,6 +28,7 @@ packages=(
     doctest-dev libbenchmark-dev                # test and benchmark frameworks
     liburing-dev                                # the Linux io_uring backend
     libasio-dev                                 # Asio, a peer in the native benchmarks
+    libuv1-dev                                  # libuv, a peer in the native benchmarks
     g++-mingw-w64-x86-64-posix                  # Windows cross compiler (posix threads)
     wine wine64                                 # runs the Windows tests and example
 )
