@@ -1,7 +1,7 @@
 // The conformance suite: what every real backend must do over real loopback TCP, written once as doctest
 // TEST_CASE_TEMPLATE_DEFINEs over a Platform type. A platform's test file includes this header and instantiates
-// the suite with TEST_CASE_TEMPLATE_INVOKE(conformance_suite_ids..., its platforms); see
-// tests/backend/linux/test_linux_conformance.cpp.
+// the suite with ASYNC_SOCKET_CONFORMANCE_SUITE(its platforms); see tests/backend/linux/test_linux_conformance.cpp
+// (epoll and io_uring) and tests/backend/win32/test_win32_conformance.cpp (threadpool IO and completion port).
 //
 // A Platform provides:
 //   using socket_type        a basic_async_socket over the backend
@@ -14,6 +14,10 @@
 //   static long peer_send(const raw_pair&, const void*, std::size_t)     blocking; bytes sent or -1
 //   static long peer_receive(const raw_pair&, void*, std::size_t)        blocking; bytes, 0 at end, -1
 //   static void peer_shutdown_send(const raw_pair&), peer_reset(raw_pair&)  (reset: SO_LINGER 0, close)
+// and may provide:
+//   static const char* skip_reason(const char* test_id)  null to run the case; else the case is skipped with a
+//                            doctest MESSAGE naming the reason (the host refuses the platform, e.g. no IPv6,
+//                            or a probed limitation of the host, e.g. of Wine, that the case would trip on)
 // Every wait has a deadline; a helper thread never runs a doctest assertion (it records, the test checks).
 #pragma once
 
@@ -140,6 +144,30 @@ struct io_log
     }
 };
 
+// Why platform P skips test `test_id`, or null to run it (P::skip_reason where P has one).
+template <class P>
+const char* skip_reason(const char* test_id)
+{
+    if constexpr (requires { P::skip_reason(test_id); })
+    {
+        return P::skip_reason(test_id);
+    }
+    else
+    {
+        return nullptr;
+    }
+}
+
+// The first statement of every test: a case the platform skips ends here, with a MESSAGE, never a silent pass.
+#define CONFORMANCE_RUN_UNLESS_SKIPPED(P, test_id)                                                                     \
+    if (const char* conformance_skip_reason = ::conformance::skip_reason<P>(#test_id))                                 \
+    {                                                                                                                  \
+        MESSAGE("skipped on this platform: " << doctest::String(conformance_skip_reason));                             \
+        return;                                                                                                        \
+    }                                                                                                                  \
+    else                                                                                                               \
+        static_cast<void>(0)
+
 // An engine, a loopback pair and an open async socket over its client end.
 template <class P>
 struct connected
@@ -210,6 +238,7 @@ struct peer_reader
 
 TEST_CASE_TEMPLATE_DEFINE("a send and a receive complete once each, with every byte", P, conformance_round_trip)
 {
+    CONFORMANCE_RUN_UNLESS_SKIPPED(P, conformance_round_trip);
     connected<P> c;
     std::vector<std::uint8_t> out = pattern_bytes(1, 1000);
     ASYNC_SOCKET_BUFFER send_buffer{out.data(), static_cast<std::uint32_t>(out.size())};
@@ -243,6 +272,7 @@ TEST_CASE_TEMPLATE_DEFINE("a send and a receive complete once each, with every b
 TEST_CASE_TEMPLATE_DEFINE("scatter/gather over more buffers than IOV_MAX, checked byte by byte", P,
                           conformance_many_buffers)
 {
+    CONFORMANCE_RUN_UNLESS_SKIPPED(P, conformance_many_buffers);
     connected<P> c;
     constexpr std::uint32_t count = 3000; // IOV_MAX is 1024 on Linux
     constexpr std::size_t piece = 7;
@@ -297,6 +327,7 @@ TEST_CASE_TEMPLATE_DEFINE("scatter/gather over more buffers than IOV_MAX, checke
 TEST_CASE_TEMPLATE_DEFINE("a large send to a slow reader reports OK once every byte went out", P,
                           conformance_large_send)
 {
+    CONFORMANCE_RUN_UNLESS_SKIPPED(P, conformance_large_send);
     connected<P> c;
     const std::vector<std::uint8_t> out = pattern_bytes(5, 16u << 20);
     ASYNC_SOCKET_BUFFER buffers[2] = {{const_cast<std::uint8_t*>(out.data()), 8u << 20},
@@ -315,6 +346,7 @@ TEST_CASE_TEMPLATE_DEFINE("a large send to a slow reader reports OK once every b
 TEST_CASE_TEMPLATE_DEFINE("a pending receive is not starved by a pending send on the same socket", P,
                           conformance_both_directions)
 {
+    CONFORMANCE_RUN_UNLESS_SKIPPED(P, conformance_both_directions);
     connected<P> c;
     const std::vector<std::uint8_t> out = pattern_bytes(6, 32u << 20);
     ASYNC_SOCKET_BUFFER send_buffer{const_cast<std::uint8_t*>(out.data()), static_cast<std::uint32_t>(out.size())};
@@ -338,6 +370,7 @@ TEST_CASE_TEMPLATE_DEFINE("a pending receive is not starved by a pending send on
 TEST_CASE_TEMPLATE_DEFINE("close with a receive pending reports BECAUSE_CLOSE once; the socket opens again", P,
                           conformance_close_reopen)
 {
+    CONFORMANCE_RUN_UNLESS_SKIPPED(P, conformance_close_reopen);
     connected<P> c;
     std::uint8_t in[8] = {};
     ASYNC_SOCKET_BUFFER receive_buffer{in, sizeof in};
@@ -360,6 +393,7 @@ TEST_CASE_TEMPLATE_DEFINE("close with a receive pending reports BECAUSE_CLOSE on
 TEST_CASE_TEMPLATE_DEFINE("bytes that arrive with the peer's FIN come before the end of the stream", P,
                           conformance_data_with_fin)
 {
+    CONFORMANCE_RUN_UNLESS_SKIPPED(P, conformance_data_with_fin);
     connected<P> c;
     const std::uint8_t bytes[4] = {1, 2, 3, 4};
     REQUIRE(P::peer_send(c.pair, bytes, 4) == 4);
@@ -382,6 +416,7 @@ TEST_CASE_TEMPLATE_DEFINE("bytes that arrive with the peer's FIN come before the
 TEST_CASE_TEMPLATE_DEFINE("a peer that resets fails the IO with an error and never ends the process", P,
                           conformance_peer_reset)
 {
+    CONFORMANCE_RUN_UNLESS_SKIPPED(P, conformance_peer_reset);
     connected<P> c;
     std::uint8_t in[8] = {};
     ASYNC_SOCKET_BUFFER receive_buffer{in, sizeof in};
@@ -405,6 +440,7 @@ TEST_CASE_TEMPLATE_DEFINE("a peer that resets fails the IO with an error and nev
 TEST_CASE_TEMPLATE_DEFINE("a receive loop re-armed from its own callbacks moves 4 MiB in order", P,
                           conformance_rearm_from_callback)
 {
+    CONFORMANCE_RUN_UNLESS_SKIPPED(P, conformance_rearm_from_callback);
     struct loop
     {
         typename P::socket_type* socket = nullptr;
@@ -467,6 +503,7 @@ TEST_CASE_TEMPLATE_DEFINE("a receive loop re-armed from its own callbacks moves 
 TEST_CASE_TEMPLATE_DEFINE("close racing completions: exactly one callback per IO in 2000 rounds", P,
                           conformance_close_race)
 {
+    CONFORMANCE_RUN_UNLESS_SKIPPED(P, conformance_close_race);
     connected<P> c;
     std::uint8_t in[4] = {};
     ASYNC_SOCKET_BUFFER receive_buffer{in, sizeof in};
@@ -500,6 +537,7 @@ TEST_CASE_TEMPLATE_DEFINE("close racing completions: exactly one callback per IO
 
 TEST_CASE_TEMPLATE_DEFINE("an IO started on a thread that has ended since still completes", P, conformance_thread_ends)
 {
+    CONFORMANCE_RUN_UNLESS_SKIPPED(P, conformance_thread_ends);
     connected<P> c;
     std::uint8_t in[8] = {};
     ASYNC_SOCKET_BUFFER receive_buffer{in, sizeof in};
