@@ -28,14 +28,20 @@
 
 #include <async_socket/detail/io_context.hpp>
 #include <async_socket/concepts.hpp>
+#include <async_socket/results.hpp>
 #include <async_socket/status.hpp>
 #include <async_socket/types.h>
 
+#include <concepts>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <new>
+#include <span>
+#include <system_error>
+#include <type_traits>
 #include <utility>
 
 namespace async_socket
@@ -100,6 +106,34 @@ private:
     std::fputs(what, stderr);
     std::fputs("\n", stderr);
     std::abort();
+}
+} // namespace detail
+
+namespace detail
+{
+// A C++ handler of an IO: called once with the IO's result, never throwing; moved or copied into the IO's context.
+template <class Handler, class Result>
+concept io_handler = std::is_nothrow_invocable_v < std::decay_t<Handler>
+&, Result > &&std::constructible_from<std::decay_t<Handler>, Handler>&&
+                std::is_nothrow_destructible_v<std::decay_t<Handler>>;
+
+// The category of a backend's OS codes: its own when it names one (errno values on Linux), the system's otherwise
+// (Win32 error codes, which the fakes use too).
+template <class Backend>
+const std::error_category& os_error_category() noexcept
+{
+    if constexpr (requires {
+                      {
+                          Backend::error_category()
+                          } -> std::convertible_to<const std::error_category&>;
+                  })
+    {
+        return Backend::error_category();
+    }
+    else
+    {
+        return std::system_category();
+    }
 }
 } // namespace detail
 
@@ -278,6 +312,40 @@ public:
                                                 on_receive_complete_context);
     }
 
+    // The same IO with a C++ handler: any nothrow invocable taking a send_result (a lambda with captures, a
+    // function object, a function). It is moved (or copied, from an lvalue) into the IO's context, which is
+    // sized for it, runs exactly once on the completion thread and is destroyed after it ran; when the call
+    // fails it is destroyed without running. A handler that throws while it is copied or moved in fails the
+    // call with handler_threw (std::bad_alloc: out_of_memory). `buffers`: a span, or anything contiguous that
+    // converts to one (an array, a std::vector of ASYNC_SOCKET_BUFFER); as for the C form, only the bytes
+    // must stay valid until the handler runs.
+    template <class Handler>
+    requires detail::io_handler<Handler, send_result>
+    [[nodiscard]] status send_async(std::span<const ASYNC_SOCKET_BUFFER> buffers, Handler&& handler) noexcept
+    {
+        return submit_with_handler<detail::io_kind::send>(buffers, std::forward<Handler>(handler));
+    }
+
+    // Receives with a C++ handler that takes a receive_result (see the send above).
+    template <class Handler>
+    requires detail::io_handler<Handler, receive_result>
+    [[nodiscard]] status receive_async(std::span<const ASYNC_SOCKET_BUFFER> buffers, Handler&& handler) noexcept
+    {
+        return submit_with_handler<detail::io_kind::receive>(buffers, std::forward<Handler>(handler));
+    }
+
+    // Opens with a C++ handler, called with ASYNC_SOCKET_OPEN_OK on this thread before ok is returned (the
+    // handler is called where it is: open completes during the call).
+    template <class Handler>
+    requires std::is_nothrow_invocable_v<Handler&, ASYNC_SOCKET_OPEN_RESULT>
+    [[nodiscard]] status open_async(Handler&& on_open) noexcept
+    {
+        using handler_type = std::remove_reference_t<Handler>;
+        return open_async([](void* context, ASYNC_SOCKET_OPEN_RESULT result) noexcept
+                          { (*static_cast<handler_type*>(context))(result); },
+                          const_cast<void*>(static_cast<const volatile void*>(std::addressof(on_open))));
+    }
+
     [[nodiscard]] socket_state state() const noexcept
     {
         return static_cast<socket_state>(SyncPolicy::load(state_));
@@ -376,6 +444,103 @@ private:
     status submit(const ASYNC_SOCKET_BUFFER* buffers, std::uint32_t buffer_count, Callback on_complete,
                   void* on_complete_context) noexcept
     {
+        return submit_io<Kind>(buffers, buffer_count,
+                               c_callback_binder<Kind, Callback>{on_complete, on_complete_context});
+    }
+
+    template <detail::io_kind Kind, class Handler>
+    status submit_with_handler(std::span<const ASYNC_SOCKET_BUFFER> buffers, Handler&& handler) noexcept
+    {
+        if (buffers.size() > UINT32_MAX)
+        {
+            return status::size_overflow;
+        }
+        return submit_io<Kind>(buffers.data(), static_cast<std::uint32_t>(buffers.size()),
+                               handler_binder<Kind, Handler>{std::addressof(handler)});
+    }
+
+    // Who is told of an IO's completion, as submit_io stores it in the context: the spec's callback and its
+    // context, or a C++ handler (held in the context after the buffer array).
+    template <detail::io_kind Kind, class Callback>
+    struct c_callback_binder
+    {
+        Callback on_complete;
+        void* on_complete_context;
+        static constexpr std::size_t storage_size = 0;
+        static constexpr std::size_t storage_alignment = 1;
+
+        [[nodiscard]] bool valid() const noexcept
+        {
+            return on_complete != nullptr;
+        }
+        [[nodiscard]] status bind(context_header* context) const noexcept
+        {
+            if constexpr (Kind == detail::io_kind::send)
+            {
+                context->on_send_complete = on_complete;
+            }
+            else
+            {
+                context->on_receive_complete = on_complete;
+            }
+            context->callback_context = on_complete_context;
+            return status::ok;
+        }
+        static void unbind(context_header*) noexcept {}
+    };
+
+    template <detail::io_kind Kind, class Handler>
+    struct handler_binder
+    {
+        using handler_type = std::decay_t<Handler>;
+        static_assert(alignof(handler_type) <= alignof(std::max_align_t),
+                      "a handler aligned beyond std::max_align_t does not fit in an IO context");
+        std::remove_reference_t<Handler>* source;
+        static constexpr std::size_t storage_size = sizeof(handler_type);
+        static constexpr std::size_t storage_alignment = alignof(handler_type);
+
+        [[nodiscard]] bool valid() const noexcept
+        {
+            if constexpr (std::is_pointer_v<handler_type> || std::is_member_pointer_v<handler_type>)
+            {
+                return *source != nullptr;
+            }
+            else
+            {
+                return true;
+            }
+        }
+        [[nodiscard]] status bind(context_header* context) const noexcept
+        {
+            void* storage = handler_storage(context, storage_alignment);
+#if defined(__cpp_exceptions)
+            try
+            {
+                ::new (storage) handler_type(std::forward<Handler>(*source));
+            }
+            catch (const std::bad_alloc&)
+            {
+                return status::out_of_memory;
+            }
+            catch (...)
+            {
+                return status::handler_threw;
+            }
+#else
+            ::new (storage) handler_type(std::forward<Handler>(*source));
+#endif
+            context->complete_handler = &complete_with_handler<Kind, handler_type>;
+            return status::ok;
+        }
+        static void unbind(context_header* context) noexcept
+        {
+            std::launder(static_cast<handler_type*>(handler_storage(context, storage_alignment)))->~handler_type();
+        }
+    };
+
+    template <detail::io_kind Kind, class Binder>
+    status submit_io(const ASYNC_SOCKET_BUFFER* buffers, std::uint32_t buffer_count, const Binder& binder) noexcept
+    {
         constexpr bool is_send = Kind == detail::io_kind::send;
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_025: [ If buffers is NULL, async_socket_send_async shall fail and return a
         // non-zero value. ]
@@ -406,7 +571,7 @@ private:
         // return a non-zero value. ]
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_075: [ If on_receive_complete is NULL, async_socket_receive_async shall
         // fail and return a non-zero value. ]
-        if (on_complete == nullptr)
+        if (!binder.valid())
         {
             return status::invalid_argument;
         }
@@ -437,7 +602,9 @@ private:
         // WSABUF items is exceeding UINT32_MAX, async_socket_receive_async shall fail and return a non-zero value. ]
         // (The buffers are pointed at the payload by Backend::set_buffer, SRS 01_056/079.)
         context_header* context = nullptr;
-        if (status made = make_context(buffers, buffer_count, total_length, Kind, context); made != status::ok)
+        if (status made = make_context(buffers, buffer_count, total_length, Kind, Binder::storage_size,
+                                       Binder::storage_alignment, context);
+            made != status::ok)
         {
             // Codes_SRS_ASYNC_SOCKET_WIN32_01_029: [ If any error occurs, async_socket_send_async shall fail and
             // return a non-zero value. ]
@@ -445,15 +612,11 @@ private:
             // return a non-zero value. ]
             return made;
         }
-        if constexpr (is_send)
+        if (status bound = binder.bind(context); bound != status::ok)
         {
-            context->on_send_complete = on_complete;
+            dealloc_context(context);
+            return bound;
         }
-        else
-        {
-            context->on_receive_complete = on_complete;
-        }
-        context->callback_context = on_complete_context;
 
         // The backend starts the IO (on Win32: the event, StartThreadpoolIo, WSASend/WSARecv, SRS 01_057/060/061
         // and 01_080/081/082; CancelThreadpoolIo when it fails, SRS 01_062/054).
@@ -479,6 +642,7 @@ private:
             return status::ok;
         }
         // Refused: no completion will come (SRS 01_029/084: any error fails the call).
+        Binder::unbind(context);
         dealloc_context(context);
         return status::os_error;
     }
@@ -607,10 +771,16 @@ private:
 
     // Allocates a context with `buffer_count` OS buffers pointing at `buffers`. Its io_state is the
     // backend's to initialise when it submits.
+    // `handler_size` more bytes (aligned to `handler_alignment`) after the buffer array hold a C++ handler.
     status make_context(const ASYNC_SOCKET_BUFFER* buffers, std::uint32_t buffer_count, std::uint32_t total_length,
-                        detail::io_kind kind, context_header*& context) noexcept
+                        detail::io_kind kind, std::size_t handler_size, std::size_t handler_alignment,
+                        context_header*& context) noexcept
     {
-        const std::uint64_t size = layout::size(buffer_count);
+        std::uint64_t size = layout::size(buffer_count);
+        if (handler_size != 0)
+        {
+            size = detail::round_up(size, handler_alignment) + handler_size;
+        }
         if (size > UINT32_MAX)
         {
             return status::size_overflow;
@@ -626,6 +796,8 @@ private:
         made->callback_context = nullptr;
         made->on_send_complete = nullptr;
         made->on_receive_complete = nullptr;
+        made->complete_handler = nullptr;
+        made->context_size = static_cast<std::uint32_t>(size);
         made->total_length = total_length;
         made->buffer_count = buffer_count;
         made->kind = kind;
@@ -642,9 +814,65 @@ private:
 
     void dealloc_context(context_header* context) noexcept
     {
-        const auto size = static_cast<std::size_t>(layout::size(context->buffer_count));
+        const std::size_t size = context->context_size;
         context->~context_header();
         alloc_.deallocate(context, size);
+    }
+
+    // Where a C++ handler lives in its context: after the buffer array.
+    static void* handler_storage(context_header* context, std::size_t alignment) noexcept
+    {
+        return reinterpret_cast<std::byte*>(context) + detail::round_up(layout::size(context->buffer_count), alignment);
+    }
+
+    // The completion of an IO with a C++ handler: the handler leaves the context, the context is freed (so that
+    // the handler can start the next IO in the same memory), then the handler runs and is destroyed. A handler
+    // whose move may throw runs where it is instead, and the context goes after it.
+    template <detail::io_kind Kind, class Handler>
+    static void complete_with_handler(void* owner, context_header* context, io_result result, bool closing) noexcept
+    {
+        auto* self = static_cast<basic_async_socket*>(owner);
+        Handler* stored = std::launder(static_cast<Handler*>(handler_storage(context, alignof(Handler))));
+        const std::uint32_t total_length = context->total_length;
+        if constexpr (std::is_nothrow_move_constructible_v<Handler>)
+        {
+            Handler handler(std::move(*stored));
+            stored->~Handler();
+            self->dealloc_context(context);
+            run_handler<Kind>(handler, result, total_length, closing);
+        }
+        else
+        {
+            run_handler<Kind>(*stored, result, total_length, closing);
+            stored->~Handler();
+            self->dealloc_context(context);
+        }
+    }
+
+    template <detail::io_kind Kind, class Handler>
+    static void run_handler(Handler& handler, io_result result, std::uint32_t total_length, bool closing) noexcept
+    {
+        std::error_code error;
+        if (result.outcome != io_outcome::success && result.os_code != 0)
+        {
+            error = std::error_code(static_cast<int>(result.os_code), detail::os_error_category<Backend>());
+        }
+        if constexpr (Kind == detail::io_kind::send)
+        {
+            const ASYNC_SOCKET_SEND_RESULT mapped = map_send_result(result, total_length, closing);
+            handler(send_result{mapped == ASYNC_SOCKET_SEND_OK      ? io_completion::ok
+                                : mapped == ASYNC_SOCKET_SEND_ERROR ? io_completion::error
+                                                                    : io_completion::because_close,
+                                error});
+        }
+        else
+        {
+            const receive_outcome mapped = map_receive_result(result, total_length, closing);
+            handler(receive_result{mapped.result == ASYNC_SOCKET_RECEIVE_OK      ? io_completion::ok
+                                   : mapped.result == ASYNC_SOCKET_RECEIVE_ERROR ? io_completion::error
+                                                                                 : io_completion::because_close,
+                                   mapped.bytes, error});
+        }
     }
 
     // The IO finished at once and no completion will be delivered for it (the backend has undone what it
@@ -704,6 +932,13 @@ private:
         void* const user_context = context->callback_context;
         const ON_ASYNC_SOCKET_SEND_COMPLETE on_send_complete = context->on_send_complete;
         const ON_ASYNC_SOCKET_RECEIVE_COMPLETE on_receive_complete = context->on_receive_complete;
+        if (context->complete_handler != nullptr)
+        {
+            // A C++ handler: its completion frees the context before the handler runs, as below (SRS 01_072).
+            detail::dispatch_scope scope(self);
+            context->complete_handler(self, context, result, closing);
+            return;
+        }
 
         // The context is released before the user's callback runs, so that the callback can start the next IO
         // and reuse the memory. (The backend has closed the IO's event already, SRS 01_068.)

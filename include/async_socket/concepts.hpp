@@ -99,6 +99,8 @@ void probe_completion(void*, void*, io_result) noexcept;
 // the core still checks the byte count (SRS 01_102) as a guard.
 //
 // Optional trait: static constexpr bool completes_at_once = true; the backend may answer completed_at_once.
+// Optional: static const std::error_category& error_category() noexcept; the category of os_code in the
+// std::error_code a C++ handler gets (std::system_category() when absent: Win32 codes).
 // ---------------------------------------------------------------------------------------------------
 template <class T>
 concept backend_types = requires

@@ -16,6 +16,7 @@ enum class status : int
     out_of_memory,        // the AllocPolicy returned nullptr
     os_error,             // the ThreadpoolPolicy reported a failure of the OS
     called_from_callback, // close from inside one of this socket's own completion callbacks
+    handler_threw,        // a C++ handler threw while it was moved or copied into the IO's context
 };
 
 constexpr const char* to_string(status s) noexcept
@@ -36,6 +37,8 @@ constexpr const char* to_string(status s) noexcept
         return "os_error";
     case status::called_from_callback:
         return "called_from_callback";
+    case status::handler_threw:
+        return "handler_threw";
     }
     return "unknown";
 }

@@ -30,6 +30,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -552,6 +553,88 @@ TEST_CASE_TEMPLATE_DEFINE("an IO started on a thread that has ended since still 
     CHECK(in[1] == 0xCD);
 }
 
+// What a C++ handler saw: its one result.
+template <class Result>
+struct handler_seen
+{
+    waiter wake;
+    int calls = 0;
+    Result last{};
+
+    auto handler() noexcept
+    {
+        return [this](Result r) noexcept
+        {
+            wake.update(
+                [&]
+                {
+                    ++calls;
+                    last = r;
+                });
+        };
+    }
+    bool one_call()
+    {
+        return wake.wait_for([&] { return calls >= 1; }, deadline_seconds) && calls == 1;
+    }
+};
+
+TEST_CASE_TEMPLATE_DEFINE("C++ handlers carry the bytes, the outcome and the OS's own error", P, conformance_handlers)
+{
+    CONFORMANCE_RUN_UNLESS_SKIPPED(P, conformance_handlers);
+    using backend = typename P::socket_type::backend_type;
+    connected<P> c;
+
+    std::vector<std::uint8_t> out = pattern_bytes(11, 3000);
+    ASYNC_SOCKET_BUFFER out_buffers[2] = {{out.data(), 1000}, {out.data() + 1000, 2000}};
+    handler_seen<async_socket::send_result> sent;
+    {
+        peer_reader<P> reader(c.pair, out.size());
+        REQUIRE(c.socket->send_async(out_buffers, sent.handler()) == status::ok);
+        REQUIRE(sent.one_call());
+        reader.join();
+        CHECK(reader.got.load() == out.size());
+        CHECK(reader.bytes == out);
+    }
+    CHECK(sent.last.ok());
+    CHECK_FALSE(sent.last.error);
+
+    std::uint8_t in[64] = {};
+    ASYNC_SOCKET_BUFFER in_buffer{in, sizeof in};
+    handler_seen<async_socket::receive_result> received;
+    REQUIRE(c.socket->receive_async(std::span<const ASYNC_SOCKET_BUFFER>(&in_buffer, 1), received.handler()) ==
+            status::ok);
+    const std::uint8_t hello[5] = {'h', 'e', 'l', 'l', 'o'};
+    REQUIRE(P::peer_send(c.pair, hello, sizeof hello) == 5);
+    REQUIRE(received.one_call());
+    CHECK(received.last.ok());
+    CHECK(received.last.bytes == 5);
+    CHECK(std::memcmp(in, hello, 5) == 0);
+
+    // Close with a receive pending: because_close, with the OS's code of the cancelled IO.
+    handler_seen<async_socket::receive_result> cut;
+    REQUIRE(c.socket->receive_async(std::span<const ASYNC_SOCKET_BUFFER>(&in_buffer, 1), cut.handler()) == status::ok);
+    CHECK(c.socket->close() == status::ok);
+    CHECK(cut.calls == 1); // close returns after the handler ran
+    CHECK(cut.last.completion == async_socket::io_completion::because_close);
+    CHECK(static_cast<bool>(cut.last.error));
+    CHECK(cut.last.error.category() == async_socket::detail::os_error_category<backend>());
+
+    // Reopened, a peer's reset fails the pending receive with an error the OS named.
+    REQUIRE(c.socket->open_async([](ASYNC_SOCKET_OPEN_RESULT) noexcept {}) == status::ok);
+    handler_seen<async_socket::receive_result> reset;
+    REQUIRE(c.socket->receive_async(std::span<const ASYNC_SOCKET_BUFFER>(&in_buffer, 1), reset.handler()) ==
+            status::ok);
+    P::peer_reset(c.pair);
+    REQUIRE(reset.one_call());
+    CHECK(reset.last.completion == async_socket::io_completion::error);
+    CHECK(static_cast<bool>(reset.last.error));
+    CHECK(reset.last.error.category() == async_socket::detail::os_error_category<backend>());
+    MESSAGE("a peer's reset reached the handler as " << reset.last.error.value() << " ("
+                                                     << doctest::String(reset.last.error.message().c_str()) << ")");
+    CHECK(c.socket->close() == status::ok);
+}
+
 } // namespace conformance
 
 // Every conformance test, for TEST_CASE_TEMPLATE_INVOKE(..., platforms) in a platform's test file.
@@ -568,4 +651,5 @@ TEST_CASE_TEMPLATE_DEFINE("an IO started on a thread that has ended since still 
     TEST_CASE_TEMPLATE_INVOKE(conformance_rearm_from_callback, __VA_ARGS__);                                           \
     TEST_CASE_TEMPLATE_INVOKE(conformance_close_race, __VA_ARGS__);                                                    \
     TEST_CASE_TEMPLATE_INVOKE(conformance_thread_ends, __VA_ARGS__);                                                   \
+    TEST_CASE_TEMPLATE_INVOKE(conformance_handlers, __VA_ARGS__);                                                      \
     }

@@ -1,6 +1,7 @@
 // async_socket: the memory layout of one send or receive, and its size check.
 #pragma once
 
+#include <async_socket/concepts.hpp>
 #include <async_socket/types.h>
 
 #include <cstddef>
@@ -26,7 +27,12 @@ struct io_context_header
     void* callback_context;
     ON_ASYNC_SOCKET_SEND_COMPLETE on_send_complete;       // set for a send
     ON_ASYNC_SOCKET_RECEIVE_COMPLETE on_receive_complete; // set for a receive
-    std::uint32_t total_length;                           // sum of the buffer lengths
+    // A C++ handler's IO (send_async/receive_async with a callable) sets this instead of the callbacks above: it
+    // takes the handler out of the context (which holds it after the buffer array), frees the context and runs
+    // the handler with the mapped result.
+    void (*complete_handler)(void* socket, io_context_header* context, io_result result, bool closing) noexcept;
+    std::uint32_t context_size; // bytes allocated for the context
+    std::uint32_t total_length; // sum of the buffer lengths
     std::uint32_t buffer_count;
     io_kind kind;
     // Skip-completion mode only: an IO that finished at once, waiting on its thread's queue to complete.

@@ -40,6 +40,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <system_error>
 #include <utility>
 
 #include <sys/epoll.h>
@@ -77,6 +78,12 @@ public:
     using buffer_type = ::iovec;
 
     static constexpr bool completes_at_once = true;
+
+    // io_result::os_code holds errno values: a C++ handler's std::error_code is in this category.
+    static const std::error_category& error_category() noexcept
+    {
+        return std::generic_category();
+    }
 
     linux_backend() noexcept = default;
     // Only moved before bind (create moves the backend in).

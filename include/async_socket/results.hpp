@@ -1,0 +1,78 @@
+// async_socket: what a C++ handler of an IO is given: the spec's outcome, the byte count of a receive and the OS's
+// own error.
+//
+//   socket->receive_async(buffers, [&](async_socket::receive_result r) noexcept {
+//       if (r.end_of_stream()) { ... } else if (!r) { log(r.error.message()); } else { use(r.bytes); }
+//   });
+//
+// `error` holds the code of the OS call that failed (std::system_category() on Windows, std::generic_category()
+// errno values on Linux), and is empty when none did: on success, and for a send whose byte count came out wrong
+// (an error of the spec's, not of the OS).
+#pragma once
+
+#include <async_socket/types.h>
+
+#include <cstdint>
+#include <system_error>
+
+namespace async_socket
+{
+
+// The spec's three outcomes of an IO.
+enum class io_completion : std::uint8_t
+{
+    ok,            // every byte of a send went out; a receive got `bytes` (0: the peer ended the stream)
+    error,         // the IO failed; `error` says why when an OS call did
+    because_close, // the socket was closed while the IO was pending
+};
+
+struct send_result
+{
+    io_completion completion;
+    std::error_code error;
+
+    [[nodiscard]] constexpr bool ok() const noexcept
+    {
+        return completion == io_completion::ok;
+    }
+    explicit constexpr operator bool() const noexcept
+    {
+        return ok();
+    }
+    // The same outcome as the C callback gets it.
+    [[nodiscard]] constexpr ASYNC_SOCKET_SEND_RESULT c_result() const noexcept
+    {
+        return completion == io_completion::ok      ? ASYNC_SOCKET_SEND_OK
+               : completion == io_completion::error ? ASYNC_SOCKET_SEND_ERROR
+                                                    : ASYNC_SOCKET_SEND_BECAUSE_CLOSE;
+    }
+};
+
+struct receive_result
+{
+    io_completion completion;
+    std::uint32_t bytes; // received; on an error, what the OS reported (0 unless the count was impossible)
+    std::error_code error;
+
+    [[nodiscard]] constexpr bool ok() const noexcept
+    {
+        return completion == io_completion::ok;
+    }
+    explicit constexpr operator bool() const noexcept
+    {
+        return ok();
+    }
+    // The peer shut its side down: a receive that succeeded with 0 bytes.
+    [[nodiscard]] constexpr bool end_of_stream() const noexcept
+    {
+        return completion == io_completion::ok && bytes == 0;
+    }
+    [[nodiscard]] constexpr ASYNC_SOCKET_RECEIVE_RESULT c_result() const noexcept
+    {
+        return completion == io_completion::ok      ? ASYNC_SOCKET_RECEIVE_OK
+               : completion == io_completion::error ? ASYNC_SOCKET_RECEIVE_ERROR
+                                                    : ASYNC_SOCKET_RECEIVE_BECAUSE_CLOSE;
+    }
+};
+
+} // namespace async_socket
