@@ -26,6 +26,7 @@
 
 #include <async_socket/detail/config.hpp>
 
+#include <async_socket/detail/io_awaiter.hpp>
 #include <async_socket/detail/io_context.hpp>
 #include <async_socket/concepts.hpp>
 #include <async_socket/results.hpp>
@@ -332,6 +333,24 @@ public:
     [[nodiscard]] status receive_async(std::span<const ASYNC_SOCKET_BUFFER> buffers, Handler&& handler) noexcept
     {
         return submit_with_handler<detail::io_kind::receive>(buffers, std::forward<Handler>(handler));
+    }
+
+    // For coroutines: co_await socket->async_send(buffers) gives the send_result. The coroutine resumes on the
+    // completion thread, or goes on without suspending when the IO finished during the call (no recursion, so a
+    // loop of such IO does not grow the stack); a refused call gives completion error with the status as its
+    // error_code. Works with any coroutine type; nothing is allocated besides the IO's context. The buffers'
+    // memory must stay valid until the co_await returns.
+    [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, true>
+    async_send(std::span<const ASYNC_SOCKET_BUFFER> buffers) noexcept
+    {
+        return {*this, buffers};
+    }
+
+    // co_await socket->async_receive(buffers) gives the receive_result (see async_send).
+    [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, false>
+    async_receive(std::span<const ASYNC_SOCKET_BUFFER> buffers) noexcept
+    {
+        return {*this, buffers};
     }
 
     // Opens with a C++ handler, called with ASYNC_SOCKET_OPEN_OK on this thread before ok is returned (the

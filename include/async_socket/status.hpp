@@ -4,6 +4,10 @@
 // API returns the value as an int) and says which failure it was.
 #pragma once
 
+#include <string>
+#include <system_error>
+#include <type_traits>
+
 namespace async_socket
 {
 
@@ -43,4 +47,35 @@ constexpr const char* to_string(status s) noexcept
     return "unknown";
 }
 
+// A refused call as a std::error_code (what co_await of a refused IO gives): status values in their own
+// category, named by to_string.
+class status_error_category final : public std::error_category
+{
+public:
+    [[nodiscard]] const char* name() const noexcept override
+    {
+        return "async_socket";
+    }
+    [[nodiscard]] std::string message(int value) const override
+    {
+        return to_string(static_cast<status>(value));
+    }
+};
+
+inline const std::error_category& status_category() noexcept
+{
+    static const status_error_category category;
+    return category;
+}
+
+inline std::error_code make_error_code(status s) noexcept
+{
+    return {static_cast<int>(s), status_category()};
+}
+
 } // namespace async_socket
+
+template <>
+struct std::is_error_code_enum<async_socket::status> : std::true_type
+{
+};

@@ -24,6 +24,8 @@
 #include <async_socket/async_socket.hpp>
 #include <async_socket/testing/waiter.hpp>
 
+#include "task.hpp" // examples/task.hpp: the examples' minimal coroutine task type
+
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -635,6 +637,49 @@ TEST_CASE_TEMPLATE_DEFINE("C++ handlers carry the bytes, the outcome and the OS'
     CHECK(c.socket->close() == status::ok);
 }
 
+template <class Socket>
+example::task send_then_receive(Socket& socket, std::span<const ASYNC_SOCKET_BUFFER> out,
+                                std::span<const ASYNC_SOCKET_BUFFER> in, async_socket::send_result& sent,
+                                async_socket::receive_result& received, std::thread::id& resumed_on)
+{
+    sent = co_await socket.async_send(out);
+    received = co_await socket.async_receive(in);
+    resumed_on = std::this_thread::get_id();
+}
+
+TEST_CASE_TEMPLATE_DEFINE("a coroutine sends, then receives what the peer sent, resumed on the engine's thread", P,
+                          conformance_coroutine)
+{
+    CONFORMANCE_RUN_UNLESS_SKIPPED(P, conformance_coroutine);
+    connected<P> c;
+    std::vector<std::uint8_t> out = pattern_bytes(13, 100000);
+    ASYNC_SOCKET_BUFFER out_buffer{out.data(), static_cast<std::uint32_t>(out.size())};
+    std::uint8_t in[16] = {};
+    ASYNC_SOCKET_BUFFER in_buffer{in, sizeof in};
+    async_socket::send_result sent{};
+    async_socket::receive_result received{};
+    std::thread::id resumed_on;
+    {
+        peer_reader<P> reader(c.pair, out.size());
+        example::task running =
+            send_then_receive(*c.socket, std::span<const ASYNC_SOCKET_BUFFER>(&out_buffer, 1),
+                              std::span<const ASYNC_SOCKET_BUFFER>(&in_buffer, 1), sent, received, resumed_on);
+        running.start();
+        reader.join();
+        CHECK(reader.got.load() == out.size());
+        CHECK(reader.bytes == out);
+        const std::uint8_t reply[3] = {1, 2, 3};
+        REQUIRE(P::peer_send(c.pair, reply, sizeof reply) == 3);
+        REQUIRE(running.wait_for(deadline_seconds));
+    }
+    CHECK(sent.ok());
+    CHECK(received.ok());
+    CHECK(received.bytes == 3);
+    CHECK(in[2] == 3);
+    CHECK(resumed_on != std::this_thread::get_id()); // the receive waited for the peer: resumed by the engine
+    CHECK(c.socket->close() == status::ok);
+}
+
 } // namespace conformance
 
 // Every conformance test, for TEST_CASE_TEMPLATE_INVOKE(..., platforms) in a platform's test file.
@@ -652,4 +697,5 @@ TEST_CASE_TEMPLATE_DEFINE("C++ handlers carry the bytes, the outcome and the OS'
     TEST_CASE_TEMPLATE_INVOKE(conformance_close_race, __VA_ARGS__);                                                    \
     TEST_CASE_TEMPLATE_INVOKE(conformance_thread_ends, __VA_ARGS__);                                                   \
     TEST_CASE_TEMPLATE_INVOKE(conformance_handlers, __VA_ARGS__);                                                      \
+    TEST_CASE_TEMPLATE_INVOKE(conformance_coroutine, __VA_ARGS__);                                                     \
     }
