@@ -80,6 +80,23 @@ native_tsan() {
         run_ctest --preset tsan -j "$jobs"
 }
 
+# The installed .pc files: their version is the header's, and a C++ and a C program build with their flags alone.
+pkg_config_consumers() {
+    local prefix=$1 pc_dir header_version
+    pc_dir=$(dirname "$(find "$prefix" -name async_socket.pc | head -n 1)")
+    header_version=$(sed -n 's/^#define ASYNC_SOCKET_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\)$/\2/p' \
+        include/async_socket/version.hpp | paste -sd.)
+    [ "$(PKG_CONFIG_PATH="$pc_dir" pkg-config --modversion async_socket)" = "$header_version" ] || {
+        echo "pkg-config: async_socket.pc does not say version $header_version" >&2
+        return 1
+    }
+    # shellcheck disable=SC2046 # the flags are words
+    g++ -std=c++20 tests/consumer/main.cpp $(PKG_CONFIG_PATH="$pc_dir" pkg-config --cflags --libs async_socket) \
+        -o build/consumer/consumer_pkg_config && ./build/consumer/consumer_pkg_config &&
+        gcc -std=c11 tests/c/test_c_api.c $(PKG_CONFIG_PATH="$pc_dir" pkg-config --cflags --libs async_socket_c_api) \
+            -o build/consumer/consumer_c_pkg_config && ./build/consumer/consumer_c_pkg_config
+}
+
 release_and_consumer() {
     build_preset release || return 1
     local prefix
@@ -90,7 +107,8 @@ release_and_consumer() {
     local result=0
     cmake --install build/release --prefix "$prefix" >/dev/null &&
         cmake -S tests/consumer -B build/consumer -DCMAKE_PREFIX_PATH="$prefix" >/dev/null &&
-        cmake --build build/consumer -j "$jobs" && ./build/consumer/consumer && ./build/consumer/consumer_c || result=1
+        cmake --build build/consumer -j "$jobs" && ./build/consumer/consumer && ./build/consumer/consumer_c &&
+        pkg_config_consumers "$prefix" || result=1
     rm -rf "$prefix"
     return "$result"
 }

@@ -14,6 +14,7 @@
 #include <windows.h>
 #endif
 
+#include <async_socket/version.hpp>
 #include <async_socket/basic_async_socket.hpp>
 #include <async_socket/alloc/heap_alloc.hpp>
 #include <async_socket/concepts.hpp>

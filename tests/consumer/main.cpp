@@ -3,11 +3,25 @@
 #include <async_socket/alloc/heap_alloc.hpp>
 #include <async_socket/sync/std_sync.hpp>
 #include <async_socket/testing/fake_threadpool.hpp>
+#include <async_socket/version.hpp>
 
 #include <cstdio>
+#include <string>
 
 int main()
 {
+#ifdef ASYNC_SOCKET_PACKAGE_VERSION
+    // The version find_package saw is the header's.
+    const std::string header_version = std::to_string(ASYNC_SOCKET_VERSION_MAJOR) + "." +
+                                       std::to_string(ASYNC_SOCKET_VERSION_MINOR) + "." +
+                                       std::to_string(ASYNC_SOCKET_VERSION_PATCH);
+    if (header_version != ASYNC_SOCKET_PACKAGE_VERSION)
+    {
+        std::printf("consumer: package version %s, header version %s\n", ASYNC_SOCKET_PACKAGE_VERSION,
+                    header_version.c_str());
+        return 1;
+    }
+#endif
     using socket_type = async_socket::basic_async_socket<async_socket::testing::fake_threadpool,
                                                          async_socket::heap_alloc, async_socket::std_sync>;
     async_socket::testing::fake_os os;
