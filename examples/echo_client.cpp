@@ -172,6 +172,9 @@ bool parse_u32(const char* text, uint32_t min, uint32_t max, uint32_t& value)
     return true;
 }
 
+constexpr const char* usage =
+    "usage: echo_client PORT [--host 127.0.0.1] [--messages 2000] [--size 4096] [--buffers 2] [--timeout 60]\n";
+
 bool parse_options(int argc, char** argv, options& parsed)
 {
     bool have_port = false;
@@ -465,10 +468,8 @@ int run(client& c, const options& opts)
 int main(int argc, char** argv)
 {
     options opts;
-    if (!parse_options(argc, argv, opts))
+    if (!net::parse_command_line(argc, argv, opts, parse_options, usage))
     {
-        std::fprintf(stderr, "usage: echo_client PORT [--host 127.0.0.1] [--messages 2000] [--size 4096] "
-                             "[--buffers 2] [--timeout 60]\n");
         return 2;
     }
     client c;

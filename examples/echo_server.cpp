@@ -244,6 +244,9 @@ bool parse_unsigned(const char* text, std::uint64_t max, std::uint64_t& value)
     return true;
 }
 
+constexpr const char* usage = "usage: echo_server [PORT] [--connections N]\n"
+                              "  PORT 0 (default) picks a free port; --connections N exits after N connections\n";
+
 bool parse_options(int argc, char** argv, options& parsed)
 {
     bool have_port = false;
@@ -330,10 +333,8 @@ private:
 int main(int argc, char** argv)
 {
     options opts;
-    if (!parse_options(argc, argv, opts))
+    if (!net::parse_command_line(argc, argv, opts, parse_options, usage))
     {
-        std::fprintf(stderr, "usage: echo_server [PORT] [--connections N]\n"
-                             "  PORT 0 (default) picks a free port; --connections N exits after N connections\n");
         return 2;
     }
 

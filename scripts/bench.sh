@@ -135,13 +135,10 @@ if [ "$skip_wine" -eq 0 ]; then
     echo "=== Windows benchmarks under Wine: build"
     prefix=$(scripts/build-mingw-benchmark.sh | tail -1)
     [ -n "$prefix" ] || die "scripts/build-mingw-benchmark.sh printed no install prefix"
-    cmake -S . -B build/mingw-bench \
-        -DCMAKE_TOOLCHAIN_FILE="$PWD/cmake/toolchain-mingw-w64.cmake" \
-        -DCMAKE_BUILD_TYPE=Release \
-        -DASYNC_SOCKET_BUILD_TESTS=OFF \
-        -DASYNC_SOCKET_BUILD_EXAMPLES=OFF \
-        -DASYNC_SOCKET_INSTALL=OFF \
-        -DASYNC_SOCKET_BUILD_BENCHMARKS=ON \
+    # shellcheck source=lib/mingw.sh
+    source scripts/lib/mingw.sh
+    mingw_configure . build/mingw-bench -DASYNC_SOCKET_BUILD_TESTS=OFF -DASYNC_SOCKET_BUILD_EXAMPLES=OFF \
+        -DASYNC_SOCKET_INSTALL=OFF -DASYNC_SOCKET_BUILD_BENCHMARKS=ON \
         -DASYNC_SOCKET_MINGW_BENCHMARK_PREFIX="$prefix" >/dev/null
     cmake --build build/mingw-bench -j "$jobs" --target bench_loopback ||
         die "building bench_loopback failed (does bench/CMakeLists.txt add bench/win32 on WIN32?)"

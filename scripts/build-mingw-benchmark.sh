@@ -22,7 +22,6 @@ cache_dir="${ASYNC_SOCKET_CACHE:-${HOME:-/root}/.cache/async_socket}"
 prefix="${ASYNC_SOCKET_MINGW_BENCHMARK_PREFIX:-$cache_dir/mingw-benchmark}"
 source_root="$cache_dir/benchmark-src"
 build_dir="$cache_dir/benchmark-mingw-build"
-toolchain="$project_dir/cmake/toolchain-mingw-w64.cmake"
 
 die() {
     echo "build-mingw-benchmark: error: $*" >&2
@@ -34,6 +33,8 @@ note() {
 
 # shellcheck source=lib/apt.sh
 source "$project_dir/scripts/lib/apt.sh"
+# shellcheck source=lib/mingw.sh
+source "$project_dir/scripts/lib/mingw.sh"
 
 # Packages this script (and the Asio baseline) need.
 apt_require libasio-dev dpkg-dev cmake make g++-mingw-w64-x86-64-posix ||
@@ -159,9 +160,7 @@ upstream_version=${source_dir##*/benchmark-}
 
 rm -rf "$build_dir"
 note "configuring (mingw-w64, Release, static)"
-cmake -S "$source_dir" -B "$build_dir" \
-    -DCMAKE_TOOLCHAIN_FILE="$toolchain" \
-    -DCMAKE_BUILD_TYPE=Release \
+mingw_configure "$source_dir" "$build_dir" \
     -DCMAKE_INSTALL_PREFIX="$prefix" \
     -DGIT_VERSION="$upstream_version" \
     -DBUILD_SHARED_LIBS=OFF \

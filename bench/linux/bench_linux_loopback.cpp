@@ -48,6 +48,7 @@
 // tear-down of a row, takes more than 30 s.
 #include <async_socket/async_socket.hpp>
 #include <async_socket/testing/linux_loopback.hpp>
+#include "../common/bench_main.hpp"
 
 #include <asio.hpp>
 #include <benchmark/benchmark.h>
@@ -788,6 +789,27 @@ struct raw_epoll
     }
 };
 
+// Starts serve(t) on each of the server_threads server threads of a raw echo server.
+void start_servers(std::vector<std::thread>& threads, auto serve)
+{
+    for (int t = 0; t < server_threads; ++t)
+    {
+        threads.emplace_back([serve, t] { serve(t); });
+    }
+}
+
+// Stops a raw echo server: wakes its threads through stop_fd, joins them and closes stop_fd.
+void stop_servers(std::vector<std::thread>& threads, int stop_fd) noexcept
+{
+    const std::uint64_t one = 1;
+    (void)!write(stop_fd, &one, sizeof one);
+    for (std::thread& thread : threads)
+    {
+        thread.join();
+    }
+    (void)close(stop_fd);
+}
+
 // The echo server of echo64x64, raw epoll: 2 threads, each with its own epoll over 32 connections.
 struct raw_epoll_echo
 {
@@ -797,24 +819,14 @@ struct raw_epoll_echo
 
     raw_epoll_echo()
     {
-        if (!clients.valid() || stop_fd < 0)
+        if (clients.valid() && stop_fd >= 0)
         {
-            return;
-        }
-        for (int t = 0; t < server_threads; ++t)
-        {
-            threads.emplace_back([this, t] { serve(t); });
+            start_servers(threads, [this](int t) { serve(t); });
         }
     }
     ~raw_epoll_echo()
     {
-        const std::uint64_t one = 1;
-        (void)!write(stop_fd, &one, sizeof one);
-        for (std::thread& thread : threads)
-        {
-            thread.join();
-        }
-        (void)close(stop_fd);
+        stop_servers(threads, stop_fd);
     }
     [[nodiscard]] bool valid() const noexcept
     {
@@ -1057,10 +1069,7 @@ struct raw_uring_echo
         {
             return;
         }
-        for (int t = 0; t < server_threads; ++t)
-        {
-            threads.emplace_back([this, t] { serve(t); });
-        }
+        start_servers(threads, [this](int t) { serve(t); });
         while (ready.load() + failed.load() < server_threads)
         {
             std::this_thread::yield();
@@ -1068,13 +1077,7 @@ struct raw_uring_echo
     }
     ~raw_uring_echo()
     {
-        const std::uint64_t one = 1;
-        (void)!write(stop_fd, &one, sizeof one);
-        for (std::thread& thread : threads)
-        {
-            thread.join();
-        }
-        (void)close(stop_fd);
+        stop_servers(threads, stop_fd);
     }
     [[nodiscard]] bool valid() const noexcept
     {
@@ -1639,40 +1642,49 @@ struct uv_echo
 #endif
 
 // ------------------------------------------------------------------------------------------------
+// False, with the row skipped as `why`, when its bench could not be made.
+bool ready(benchmark::State& state, bool made, const char* why)
+{
+    if (!made)
+    {
+        state.SkipWithError(why);
+    }
+    return made;
+}
+
+constexpr const char* library_refused = "engine or sockets could not be made (io_uring refused?)";
+constexpr const char* uring_refused = "io_uring refused";
+constexpr const char* threads_refused = "the server threads could not be started";
+constexpr const char* libuv_refused = "libuv could not open the sockets";
+
 void pingpong64_library(benchmark::State& state, linux_io_choice io)
 {
     watch guard;
     library_pingpong bench(io);
-    if (!bench.sockets.valid())
+    if (ready(state, bench.sockets.valid(), library_refused))
     {
-        state.SkipWithError("engine or sockets could not be made (io_uring refused?)");
-        return;
+        run_pingpong(state, [&] { return bench.batch(); });
     }
-    run_pingpong(state, [&] { return bench.batch(); });
 }
 
 void stream64k_library(benchmark::State& state, linux_io_choice io)
 {
     watch guard;
     library_stream bench(io);
-    if (!bench.sockets.valid())
+    if (ready(state, bench.sockets.valid(), library_refused))
     {
-        state.SkipWithError("engine or sockets could not be made (io_uring refused?)");
-        return;
+        run_stream(state, [&] { return bench.batch(); });
     }
-    run_stream(state, [&] { return bench.batch(); });
 }
 
 void echo64x64_library(benchmark::State& state, linux_io_choice io)
 {
     watch guard;
     library_echo bench(io);
-    if (!bench.valid())
+    if (ready(state, bench.valid(), library_refused))
     {
-        state.SkipWithError("engine or sockets could not be made (io_uring refused?)");
-        return;
+        run_echo(state, [&] { return bench.clients.batch(); });
     }
-    run_echo(state, [&] { return bench.clients.batch(); });
 }
 
 void pingpong64_raw_epoll(benchmark::State& state)
@@ -1695,50 +1707,42 @@ void echo64x64_raw_epoll(benchmark::State& state)
 {
     watch guard;
     raw_epoll_echo bench;
-    if (!bench.valid())
+    if (ready(state, bench.valid(), threads_refused))
     {
-        state.SkipWithError("the server threads could not be started");
-        return;
+        run_echo(state, [&] { return bench.clients.batch(); });
     }
-    run_echo(state, [&] { return bench.clients.batch(); });
 }
 
 void pingpong64_raw_uring(benchmark::State& state)
 {
     watch guard;
     raw_uring bench;
-    if (!bench.made)
+    if (ready(state, bench.made, uring_refused))
     {
-        state.SkipWithError("io_uring refused");
-        return;
+        run_pingpong(state, [&] { return bench.pingpong_batch(); });
     }
-    run_pingpong(state, [&] { return bench.pingpong_batch(); });
 }
 
 void stream64k_raw_uring(benchmark::State& state)
 {
     watch guard;
     raw_uring bench;
-    if (!bench.made)
+    if (ready(state, bench.made, uring_refused))
     {
-        state.SkipWithError("io_uring refused");
-        return;
+        std::vector<std::uint8_t> out(chunk, 0x5A);
+        std::vector<std::uint8_t> in(chunk);
+        run_stream(state, [&] { return bench.stream_batch(out, in); });
     }
-    std::vector<std::uint8_t> out(chunk, 0x5A);
-    std::vector<std::uint8_t> in(chunk);
-    run_stream(state, [&] { return bench.stream_batch(out, in); });
 }
 
 void echo64x64_raw_uring(benchmark::State& state)
 {
     watch guard;
     raw_uring_echo bench;
-    if (!bench.valid())
+    if (ready(state, bench.valid(), "io_uring refused or the server threads could not be started"))
     {
-        state.SkipWithError("io_uring refused or the server threads could not be started");
-        return;
+        run_echo(state, [&] { return bench.clients.batch(); });
     }
-    run_echo(state, [&] { return bench.clients.batch(); });
 }
 
 void pingpong64_asio(benchmark::State& state)
@@ -1759,12 +1763,10 @@ void echo64x64_asio(benchmark::State& state)
 {
     watch guard;
     asio_echo bench;
-    if (!bench.valid())
+    if (ready(state, bench.valid(), threads_refused))
     {
-        state.SkipWithError("the server threads could not be started");
-        return;
+        run_echo(state, [&] { return bench.clients.batch(); });
     }
-    run_echo(state, [&] { return bench.clients.batch(); });
 }
 
 #if defined(ASYNC_SOCKET_BENCH_HAVE_LIBUV)
@@ -1772,36 +1774,30 @@ void pingpong64_libuv(benchmark::State& state)
 {
     watch guard;
     uv_pingpong bench;
-    if (!bench.sockets.made)
+    if (ready(state, bench.sockets.made, libuv_refused))
     {
-        state.SkipWithError("libuv could not open the sockets");
-        return;
+        run_pingpong(state, [&] { return bench.batch(); });
     }
-    run_pingpong(state, [&] { return bench.batch(); });
 }
 
 void stream64k_libuv(benchmark::State& state)
 {
     watch guard;
     uv_stream bench;
-    if (!bench.sockets.made)
+    if (ready(state, bench.sockets.made, libuv_refused))
     {
-        state.SkipWithError("libuv could not open the sockets");
-        return;
+        run_stream(state, [&] { return bench.batch(); });
     }
-    run_stream(state, [&] { return bench.batch(); });
 }
 
 void echo64x64_libuv(benchmark::State& state)
 {
     watch guard;
     uv_echo bench;
-    if (!bench.valid())
+    if (ready(state, bench.valid(), "libuv could not open the sockets or start the loops"))
     {
-        state.SkipWithError("libuv could not open the sockets or start the loops");
-        return;
+        run_echo(state, [&] { return bench.clients.batch(); });
     }
-    run_echo(state, [&] { return bench.clients.batch(); });
 }
 #endif
 
@@ -1839,12 +1835,5 @@ int main(int argc, char** argv)
         (void)backtrace(frames, 4); // loads the unwinder now, not inside a counted loop
     }
     std::thread(&watchdog).detach();
-    benchmark::Initialize(&argc, argv);
-    if (benchmark::ReportUnrecognizedArguments(argc, argv))
-    {
-        return 1;
-    }
-    benchmark::RunSpecifiedBenchmarks();
-    benchmark::Shutdown();
-    return 0;
+    return bench_common::run_benchmarks(argc, argv);
 }

@@ -15,6 +15,7 @@
 #include <async_socket/alloc/std_allocator_alloc.hpp>
 #include <async_socket/sync/std_sync.hpp>
 #include "inline_threadpool.hpp"
+#include "../common/bench_main.hpp"
 
 #include <benchmark/benchmark.h>
 
@@ -163,23 +164,22 @@ template <io_direction Direction>
     {
         return status::invalid_argument;
     }
+    // One pass validates each buffer, sums the lengths and fills the WSABUF array.
+    inline_wsabuf os_buffers[max_buffers];
     std::uint64_t total = 0;
     for (std::uint32_t i = 0; i < buffer_count; ++i)
     {
-        if (buffers[i].buffer == nullptr || buffers[i].length == 0)
+        const ASYNC_SOCKET_BUFFER& buffer = buffers[i];
+        if (buffer.buffer == nullptr || buffer.length == 0)
         {
             return status::invalid_argument;
         }
-        total += buffers[i].length;
+        inline_calls::set_buffer(os_buffers[i], buffer.buffer, buffer.length);
+        total += buffer.length;
     }
     if (total > UINT32_MAX)
     {
         return status::size_overflow;
-    }
-    inline_wsabuf os_buffers[max_buffers];
-    for (std::uint32_t i = 0; i < buffer_count; ++i)
-    {
-        inline_calls::set_buffer(os_buffers[i], buffers[i].buffer, buffers[i].length);
     }
     baseline_io io{};
     io.total_length = static_cast<std::uint32_t>(total);
@@ -373,12 +373,5 @@ void register_all()
 int main(int argc, char** argv)
 {
     register_all();
-    benchmark::Initialize(&argc, argv);
-    if (benchmark::ReportUnrecognizedArguments(argc, argv))
-    {
-        return 1;
-    }
-    benchmark::RunSpecifiedBenchmarks();
-    benchmark::Shutdown();
-    return 0;
+    return bench_common::run_benchmarks(argc, argv);
 }

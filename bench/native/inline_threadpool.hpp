@@ -23,6 +23,7 @@
 #include <async_socket/concepts.hpp>
 #include <async_socket/backend/win32/threadpool_backend.hpp>
 #include <async_socket/types.h>
+#include <async_socket/testing/win32_stand_ins.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -35,31 +36,17 @@ struct inline_engine
 {
 };
 
-// Win32-shaped stand-ins: inline_overlapped mirrors OVERLAPPED, inline_wsabuf mirrors WSABUF (len, buf).
-struct inline_overlapped
-{
-    std::uintptr_t internal;
-    std::uintptr_t internal_high;
-    std::uint64_t offset;
-    std::uintptr_t event;
-};
-
-struct inline_wsabuf
-{
-    std::uint32_t len;
-    char* buf;
-};
-
-using inline_event = std::uintptr_t; // 0 is "no event"
+// Win32-shaped stand-ins, the fake policy's (testing/win32_stand_ins.hpp): inline_overlapped mirrors OVERLAPPED,
+// inline_wsabuf mirrors WSABUF (len, buf).
+using inline_overlapped = fake_overlapped;
+using inline_wsabuf = fake_wsabuf;
+using inline_event = fake_event; // 0 is "no event"
 
 template <bool UsesIoEvents = false>
-class inline_win32_calls
+class inline_win32_calls : public stand_in_calls<inline_engine*>
 {
 public:
-    using engine_type = inline_engine*;
-    using overlapped_type = inline_overlapped;
-    using buffer_type = inline_wsabuf;
-    using event_type = inline_event;
+    // engine_type (inline_engine*), overlapped_type, buffer_type and event_type: stand_in_calls.
 
     static constexpr bool uses_io_events = UsesIoEvents;
     static constexpr bool skip_completion_on_success = false;
@@ -122,17 +109,7 @@ public:
         return win32_no_error;
     }
 
-    static void set_overlapped_event(inline_overlapped& overlapped, inline_event event) noexcept
-    {
-        overlapped = inline_overlapped{};
-        overlapped.event = event;
-    }
-
-    static void set_buffer(inline_wsabuf& buffer, void* memory, std::uint32_t length) noexcept
-    {
-        buffer.buf = static_cast<char*>(memory);
-        buffer.len = length;
-    }
+    // set_overlapped_event and set_buffer: stand_in_calls (testing/win32_stand_ins.hpp).
 
     // WSASend that sends every byte at once: the completion runs, with NO_ERROR and the sum of the buffer
     // lengths, before this returns win32_no_error.

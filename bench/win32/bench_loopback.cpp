@@ -115,8 +115,11 @@ struct shutdown_at_exit
     }
 };
 
-template <class Connection>
-void pingpong(benchmark::State& state, const std::string& name)
+// The start of every row: a batch signal and the Connection that raises it (the row is skipped when either could
+// not be made), the protocol objects ClientSide and ServerSide over the connection's two ends, then
+// row(signal, connection, client, server).
+template <class Connection, template <class> class ClientSide, template <class> class ServerSide>
+void with_row_objects(benchmark::State& state, auto&& row)
 {
     batch_signal signal;
     Connection connection(signal);
@@ -126,90 +129,97 @@ void pingpong(benchmark::State& state, const std::string& name)
         return;
     }
     using transport = typename Connection::transport_type;
-    pingpong_client<transport> client(connection.client(), signal);
-    echo_server<transport> server(connection.server(), signal);
-    shutdown_at_exit<Connection> at_exit{connection};
+    ClientSide<transport> client(connection.client(), signal);
+    ServerSide<transport> server(connection.server(), signal);
+    row(signal, connection, client, server);
+}
 
-    connection.run([&] { server.start(); });
-    signal.arm(1);
-    connection.run([&] { client.start_batch(work.pingpong_batch / 4 + 1); });
-    if (const char* failure = signal.wait(); failure != nullptr)
-    {
-        state.SkipWithError(failure);
-        return;
-    }
-
-    const std::uint32_t batch = work.pingpong_batch;
-    mark_timed_region("begin", name, static_cast<std::uint64_t>(state.max_iterations) * batch);
+// The timed loop of a row, between its timed-region marks (`units` a batch): runs `batch()` once an
+// iteration and ends the row at its first failure. Returns the process CPU microseconds the loop took.
+double timed_loop(benchmark::State& state, const std::string& name, std::uint64_t units, auto&& batch)
+{
+    mark_timed_region("begin", name, static_cast<std::uint64_t>(state.max_iterations) * units);
     const double cpu_before = process_cpu_us();
     for (auto _ : state)
     {
-        signal.arm(1);
-        connection.run([&] { client.start_batch(batch); });
-        if (const char* failure = signal.wait(); failure != nullptr)
+        if (const char* failure = batch(); failure != nullptr)
         {
             state.SkipWithError(failure);
             break;
         }
     }
     const double cpu_after = process_cpu_us();
-    mark_timed_region("end", name, static_cast<std::uint64_t>(state.max_iterations) * batch);
-    const auto round_trips = static_cast<std::int64_t>(state.iterations()) * batch;
-    state.SetItemsProcessed(round_trips);
-    state.counters["cpu_us_per_round_trip"] = (cpu_after - cpu_before) / static_cast<double>(round_trips);
+    mark_timed_region("end", name, static_cast<std::uint64_t>(state.max_iterations) * units);
+    return cpu_after - cpu_before;
+}
+
+template <class Connection>
+void pingpong(benchmark::State& state, const std::string& name)
+{
+    with_row_objects<Connection, pingpong_client, echo_server>(
+        state,
+        [&](batch_signal& signal, Connection& connection, auto& client, auto& server)
+        {
+            shutdown_at_exit<Connection> at_exit{connection};
+
+            connection.run([&] { server.start(); });
+            signal.arm(1);
+            connection.run([&] { client.start_batch(work.pingpong_batch / 4 + 1); });
+            if (const char* failure = signal.wait(); failure != nullptr)
+            {
+                state.SkipWithError(failure);
+                return;
+            }
+
+            const std::uint32_t batch = work.pingpong_batch;
+            const double cpu_us = timed_loop(state, name, batch,
+                                             [&]
+                                             {
+                                                 signal.arm(1);
+                                                 connection.run([&] { client.start_batch(batch); });
+                                                 return signal.wait();
+                                             });
+            const auto round_trips = static_cast<std::int64_t>(state.iterations()) * batch;
+            state.SetItemsProcessed(round_trips);
+            state.counters["cpu_us_per_round_trip"] = cpu_us / static_cast<double>(round_trips);
+        });
 }
 
 template <class Connection>
 void stream(benchmark::State& state, const std::string& name)
 {
-    batch_signal signal;
-    Connection connection(signal);
-    if (!signal.valid() || !connection.ok())
-    {
-        state.SkipWithError(connection.ok() ? "CreateEvent failed" : connection.error());
-        return;
-    }
-    using transport = typename Connection::transport_type;
-    stream_sender<transport> sender(connection.client(), signal);
-    stream_receiver<transport> receiver(connection.server(), signal);
-    if (!sender.valid() || !receiver.valid())
-    {
-        state.SkipWithError("out of memory");
-        return;
-    }
-    shutdown_at_exit<Connection> at_exit{connection};
-
-    connection.run([&] { receiver.start(); });
-    const auto run_batch = [&](std::uint32_t blocks)
-    {
-        signal.arm(2); // the receiver has every byte, and every send has completed
-        receiver.expect(static_cast<std::uint64_t>(blocks) * block_size);
-        connection.run([&sender, blocks] { sender.start_batch(blocks); });
-        return signal.wait();
-    };
-    if (const char* failure = run_batch(work.stream_batch_blocks / 4 + 1); failure != nullptr)
-    {
-        state.SkipWithError(failure);
-        return;
-    }
-
-    const std::uint32_t blocks = work.stream_batch_blocks;
-    const auto batch_bytes = static_cast<std::uint64_t>(blocks) * block_size;
-    mark_timed_region("begin", name, static_cast<std::uint64_t>(state.max_iterations) * batch_bytes);
-    const double cpu_before = process_cpu_us();
-    for (auto _ : state)
-    {
-        if (const char* failure = run_batch(blocks); failure != nullptr)
+    with_row_objects<Connection, stream_sender, stream_receiver>(
+        state,
+        [&](batch_signal& signal, Connection& connection, auto& sender, auto& receiver)
         {
-            state.SkipWithError(failure);
-            break;
-        }
-    }
-    const double cpu_after = process_cpu_us();
-    mark_timed_region("end", name, static_cast<std::uint64_t>(state.max_iterations) * batch_bytes);
-    const auto bytes = static_cast<std::int64_t>(state.iterations()) * blocks * block_size;
-    state.SetBytesProcessed(bytes);
-    state.counters["cpu_us_per_MiB"] = (cpu_after - cpu_before) / (static_cast<double>(bytes) / (1024.0 * 1024.0));
+            if (!sender.valid() || !receiver.valid())
+            {
+                state.SkipWithError("out of memory");
+                return;
+            }
+            shutdown_at_exit<Connection> at_exit{connection};
+
+            connection.run([&] { receiver.start(); });
+            const auto run_batch = [&](std::uint32_t blocks)
+            {
+                signal.arm(2); // the receiver has every byte, and every send has completed
+                receiver.expect(static_cast<std::uint64_t>(blocks) * block_size);
+                connection.run([&sender, blocks] { sender.start_batch(blocks); });
+                return signal.wait();
+            };
+            if (const char* failure = run_batch(work.stream_batch_blocks / 4 + 1); failure != nullptr)
+            {
+                state.SkipWithError(failure);
+                return;
+            }
+
+            const std::uint32_t blocks = work.stream_batch_blocks;
+            const auto batch_bytes = static_cast<std::uint64_t>(blocks) * block_size;
+            const double cpu_us = timed_loop(state, name, batch_bytes, [&] { return run_batch(blocks); });
+            const auto bytes = static_cast<std::int64_t>(state.iterations()) * blocks * block_size;
+            state.SetBytesProcessed(bytes);
+            state.counters["cpu_us_per_MiB"] = cpu_us / (static_cast<double>(bytes) / (1024.0 * 1024.0));
+        });
 }
 
 using spec_default_socket = async_socket::win32_async_socket;

@@ -98,73 +98,77 @@ static void record_destroy(io_record* record)
 #endif
 }
 
-static void record_call(io_record* record, int result, uint32_t bytes)
+/* The lock and condition of a record in their two platform forms; the functions after them are written once. */
+#ifdef _WIN32
+typedef ULONGLONG record_deadline;
+#define record_lock(record) EnterCriticalSection(&(record)->lock)
+#define record_unlock(record) LeaveCriticalSection(&(record)->lock)
+#define record_wake(record) WakeAllConditionVariable(&(record)->changed)
+#else
+typedef struct timespec record_deadline;
+#define record_lock(record) pthread_mutex_lock(&(record)->lock)
+#define record_unlock(record) pthread_mutex_unlock(&(record)->lock)
+#define record_wake(record) pthread_cond_broadcast(&(record)->changed)
+#endif
+
+static record_deadline record_deadline_in(int milliseconds)
 {
 #ifdef _WIN32
-    EnterCriticalSection(&record->lock);
-    record->result = result;
-    record->bytes = bytes;
-    ++record->calls;
-    LeaveCriticalSection(&record->lock);
-    WakeAllConditionVariable(&record->changed);
+    return GetTickCount64() + (ULONGLONG)milliseconds;
 #else
-    pthread_mutex_lock(&record->lock);
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += milliseconds / 1000;
+    return deadline;
+#endif
+}
+
+/* Sleeps (the lock held) until the record changes or the deadline passes; 0 once it has passed. */
+static int record_sleep(io_record* record, const record_deadline* deadline)
+{
+#ifdef _WIN32
+    const ULONGLONG now = GetTickCount64();
+    if (now >= *deadline)
+    {
+        return 0;
+    }
+    (void)SleepConditionVariableCS(&record->changed, &record->lock, (DWORD)(*deadline - now));
+    return 1;
+#else
+    return pthread_cond_timedwait(&record->changed, &record->lock, deadline) != ETIMEDOUT;
+#endif
+}
+
+static void record_call(io_record* record, int result, uint32_t bytes)
+{
+    record_lock(record);
     record->result = result;
     record->bytes = bytes;
     ++record->calls;
-    pthread_cond_broadcast(&record->changed);
-    pthread_mutex_unlock(&record->lock);
-#endif
+    record_wake(record);
+    record_unlock(record);
 }
 
 /* Waits until the record has `calls` calls; returns the count seen (less on a timeout). */
 static int record_wait(io_record* record, int calls)
 {
     int seen;
-#ifdef _WIN32
-    ULONGLONG deadline = GetTickCount64() + DEADLINE_MS;
-    EnterCriticalSection(&record->lock);
-    while (record->calls < calls)
+    const record_deadline deadline = record_deadline_in(DEADLINE_MS);
+    record_lock(record);
+    while (record->calls < calls && record_sleep(record, &deadline))
     {
-        const ULONGLONG now = GetTickCount64();
-        if (now >= deadline)
-        {
-            break;
-        }
-        (void)SleepConditionVariableCS(&record->changed, &record->lock, (DWORD)(deadline - now));
     }
     seen = record->calls;
-    LeaveCriticalSection(&record->lock);
-#else
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += DEADLINE_MS / 1000;
-    pthread_mutex_lock(&record->lock);
-    while (record->calls < calls)
-    {
-        if (pthread_cond_timedwait(&record->changed, &record->lock, &deadline) == ETIMEDOUT)
-        {
-            break;
-        }
-    }
-    seen = record->calls;
-    pthread_mutex_unlock(&record->lock);
-#endif
+    record_unlock(record);
     return seen;
 }
 
 static int record_calls(io_record* record)
 {
     int calls;
-#ifdef _WIN32
-    EnterCriticalSection(&record->lock);
+    record_lock(record);
     calls = record->calls;
-    LeaveCriticalSection(&record->lock);
-#else
-    pthread_mutex_lock(&record->lock);
-    calls = record->calls;
-    pthread_mutex_unlock(&record->lock);
-#endif
+    record_unlock(record);
     return calls;
 }
 
@@ -324,15 +328,21 @@ static void check_transfer(ASYNC_SOCKET_HANDLE from, ASYNC_SOCKET_HANDLE to, con
     record_destroy(&sent);
 }
 
+/* Points `in` at the `size` bytes of `room` and readies `got` for the callback of one receive into it. */
+static void ready_receive(ASYNC_SOCKET_BUFFER* in, char* room, uint32_t size, io_record* got)
+{
+    in->buffer = room;
+    in->length = size;
+    record_init(got);
+}
+
 /* A receive pending on `socket_handle` completes with BECAUSE_CLOSE, once, when the socket is closed. */
 static void check_close_cuts_receive(ASYNC_SOCKET_HANDLE socket_handle)
 {
     char room[16];
     ASYNC_SOCKET_BUFFER in;
     io_record got;
-    in.buffer = room;
-    in.length = sizeof(room);
-    record_init(&got);
+    ready_receive(&in, room, sizeof(room), &got);
     CHECK(async_socket_receive_async(socket_handle, &in, 1, on_receive_complete, &got) == 0);
     async_socket_close(socket_handle);
     CHECK(record_calls(&got) == 1); /* close returns after the callback ran */
@@ -348,9 +358,7 @@ static void check_end_of_stream(ASYNC_SOCKET_HANDLE socket_handle, raw_socket pe
     char room[16];
     ASYNC_SOCKET_BUFFER in;
     io_record got;
-    in.buffer = room;
-    in.length = sizeof(room);
-    record_init(&got);
+    ready_receive(&in, room, sizeof(room), &got);
     CHECK(shutdown(peer, SHUT_WR) == 0);
     CHECK(async_socket_receive_async(socket_handle, &in, 1, on_receive_complete, &got) == 0);
     CHECK(record_wait(&got, 1) == 1);

@@ -27,6 +27,7 @@
 #include <async_socket/concepts.hpp>
 #include <async_socket/backend/win32/threadpool_backend.hpp>
 #include <async_socket/types.h>
+#include <async_socket/testing/win32_stand_ins.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -95,22 +96,7 @@ constexpr const char* win32_name(fake_call call) noexcept
     return index < std::size(names) ? names[index] : "?";
 }
 
-// Win32-shaped stand-ins. fake_overlapped mirrors OVERLAPPED; fake_wsabuf mirrors WSABUF (len, then buf).
-struct fake_overlapped
-{
-    std::uintptr_t internal;
-    std::uintptr_t internal_high;
-    std::uint64_t offset;
-    std::uintptr_t event;
-};
-
-struct fake_wsabuf
-{
-    std::uint32_t len;
-    char* buf;
-};
-
-using fake_event = std::uintptr_t; // 0 is "no event"
+// The Win32-shaped stand-ins fake_overlapped, fake_wsabuf and fake_event are in testing/win32_stand_ins.hpp.
 
 inline SOCKET_HANDLE fake_socket(std::uintptr_t n) noexcept
 {
@@ -614,13 +600,10 @@ private:
 // (a test may give a larger one to reach the UINT32_MAX context-size limit with little memory); it
 // needs the members `len` and `buf`. Features selects the optional traits it models.
 template <class Buffer = fake_wsabuf, fake_features Features = fake_features{}>
-class basic_fake_threadpool_calls
+class basic_fake_threadpool_calls : public stand_in_calls<fake_os*, Buffer>
 {
 public:
-    using engine_type = fake_os*;
-    using overlapped_type = fake_overlapped;
-    using buffer_type = Buffer;
-    using event_type = fake_event;
+    // engine_type (fake_os*), overlapped_type, buffer_type (Buffer) and event_type: stand_in_calls.
 
     static constexpr bool uses_io_events = Features.io_events;
     static constexpr bool skip_completion_on_success = Features.skip_completion_on_success;
@@ -812,17 +795,7 @@ public:
         os_->live_events_.erase(it);
     }
 
-    static void set_overlapped_event(fake_overlapped& overlapped, fake_event event) noexcept
-    {
-        overlapped = fake_overlapped{};
-        overlapped.event = event;
-    }
-
-    static void set_buffer(Buffer& buffer, void* memory, std::uint32_t length) noexcept
-    {
-        buffer.buf = static_cast<char*>(memory);
-        buffer.len = length;
-    }
+    // set_overlapped_event and set_buffer: stand_in_calls (win32_stand_ins.hpp).
 
     win32_error send(SOCKET_HANDLE socket, Buffer* buffers, std::uint32_t count, std::uint32_t* bytes_sent,
                      std::uint32_t flags, fake_overlapped* overlapped) noexcept

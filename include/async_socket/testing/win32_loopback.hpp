@@ -1,5 +1,5 @@
 // async_socket testing, Win32: Winsock start-up, a connected pair of real overlapped TCP sockets over
-// 127.0.0.1; and the waiter (testing/waiter.hpp).
+// 127.0.0.1 (or ::1); and the waiter (testing/waiter.hpp).
 //
 // Header-only; only Win32 and the standard library.
 #pragma once
@@ -99,37 +99,48 @@ struct socket_pair
     }
 };
 
-// A socket that can be used with overlapped IO (and so with threadpool IO).
-inline SOCKET make_overlapped_tcp_socket() noexcept
+// A socket of `family` (AF_INET or AF_INET6) that can be used with overlapped IO (and so with threadpool IO).
+inline SOCKET make_overlapped_tcp_socket(int family = AF_INET) noexcept
 {
-    return WSASocketW(AF_INET, SOCK_STREAM, IPPROTO_TCP, nullptr, 0, WSA_FLAG_OVERLAPPED);
+    return WSASocketW(family, SOCK_STREAM, IPPROTO_TCP, nullptr, 0, WSA_FLAG_OVERLAPPED);
 }
 
-// Two connected overlapped TCP sockets over 127.0.0.1: listens on an ephemeral port, connects, accepts.
-// TCP_NODELAY is set on both so that small writes are not held back. On any failure both members are
-// INVALID_SOCKET (WSAStartup must have been called).
-inline socket_pair make_loopback_pair() noexcept
+// Two connected overlapped TCP sockets over the loopback address of `family` (AF_INET: 127.0.0.1, AF_INET6: ::1):
+// listens on an ephemeral port, connects, accepts. TCP_NODELAY is set on both so that small writes are not held
+// back. On any failure both members are INVALID_SOCKET and WSAGetLastError() is the error of the call that failed
+// (WSAStartup must have been called).
+inline socket_pair make_loopback_pair(int family = AF_INET) noexcept
 {
     socket_pair pair;
-    SOCKET listener = make_overlapped_tcp_socket();
+    SOCKET listener = make_overlapped_tcp_socket(family);
     if (listener == INVALID_SOCKET)
     {
         return pair;
     }
 
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    address.sin_port = 0;
-    int address_length = sizeof(address);
-    bool ok = bind(listener, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == 0 &&
-              listen(listener, 1) == 0 &&
-              getsockname(listener, reinterpret_cast<sockaddr*>(&address), &address_length) == 0;
+    sockaddr_storage address{};
+    int address_length = 0;
+    if (family == AF_INET6)
+    {
+        auto* v6 = reinterpret_cast<sockaddr_in6*>(&address);
+        v6->sin6_family = AF_INET6;
+        v6->sin6_addr = in6addr_loopback;
+        address_length = sizeof(sockaddr_in6);
+    }
+    else
+    {
+        auto* v4 = reinterpret_cast<sockaddr_in*>(&address);
+        v4->sin_family = AF_INET;
+        v4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        address_length = sizeof(sockaddr_in);
+    }
+    auto* name = reinterpret_cast<sockaddr*>(&address);
+    bool ok = bind(listener, name, address_length) == 0 && listen(listener, 1) == 0 &&
+              getsockname(listener, name, &address_length) == 0;
     if (ok)
     {
-        pair.client = make_overlapped_tcp_socket();
-        ok = pair.client != INVALID_SOCKET &&
-             connect(pair.client, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == 0;
+        pair.client = make_overlapped_tcp_socket(family);
+        ok = pair.client != INVALID_SOCKET && connect(pair.client, name, address_length) == 0;
     }
     if (ok)
     {
@@ -137,10 +148,12 @@ inline socket_pair make_loopback_pair() noexcept
         pair.server = accept(listener, nullptr, nullptr);
         ok = pair.server != INVALID_SOCKET;
     }
+    const int error = ok ? 0 : WSAGetLastError();
     closesocket(listener);
     if (!ok)
     {
         pair.close();
+        WSASetLastError(error); // the failing call's, not the clean-up's
         return pair;
     }
     const BOOL no_delay = TRUE;

@@ -224,53 +224,6 @@ using win32_threadpool_skip_platform = threadpool_platform<async_socket::win32_n
 using win32_iocp_spec_platform = iocp_platform<win32_iocp_spec_async_socket>;
 using win32_iocp_skip_platform = iocp_platform<async_socket::win32_iocp_async_socket>;
 
-// Two connected overlapped TCP sockets over ::1 (as make_loopback_pair does over 127.0.0.1). On any failure both
-// members are INVALID_SOCKET and `error` holds the WSAGetLastError of the call that failed.
-win32_test::socket_pair make_loopback_pair_ipv6(int& error) noexcept
-{
-    win32_test::socket_pair pair;
-    error = 0;
-    SOCKET listener = WSASocketW(AF_INET6, SOCK_STREAM, IPPROTO_TCP, nullptr, 0, WSA_FLAG_OVERLAPPED);
-    if (listener == INVALID_SOCKET)
-    {
-        error = WSAGetLastError();
-        return pair;
-    }
-    sockaddr_in6 address{};
-    address.sin6_family = AF_INET6;
-    address.sin6_addr = in6addr_loopback;
-    address.sin6_port = 0;
-    int address_length = sizeof(address);
-    bool ok = bind(listener, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == 0 &&
-              listen(listener, 1) == 0 &&
-              getsockname(listener, reinterpret_cast<sockaddr*>(&address), &address_length) == 0;
-    if (ok)
-    {
-        pair.client = WSASocketW(AF_INET6, SOCK_STREAM, IPPROTO_TCP, nullptr, 0, WSA_FLAG_OVERLAPPED);
-        ok = pair.client != INVALID_SOCKET &&
-             connect(pair.client, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == 0;
-    }
-    if (ok)
-    {
-        pair.server = accept(listener, nullptr, nullptr);
-        ok = pair.server != INVALID_SOCKET;
-    }
-    if (!ok)
-    {
-        error = WSAGetLastError();
-    }
-    closesocket(listener);
-    if (!ok)
-    {
-        pair.close();
-        return pair;
-    }
-    const BOOL no_delay = TRUE;
-    setsockopt(pair.client, IPPROTO_TCP, TCP_NODELAY, reinterpret_cast<const char*>(&no_delay), sizeof(no_delay));
-    setsockopt(pair.server, IPPROTO_TCP, TCP_NODELAY, reinterpret_cast<const char*>(&no_delay), sizeof(no_delay));
-    return pair;
-}
-
 // Whether this host (Wine included) makes an IPv6 loopback pair; the reason when it does not. Tried once.
 const char* ipv6_unavailable_reason()
 {
@@ -281,12 +234,12 @@ const char* ipv6_unavailable_reason()
         {
             return std::string("WSAStartup failed");
         }
-        int error = 0;
-        const win32_test::socket_pair pair = make_loopback_pair_ipv6(error);
+        const win32_test::socket_pair pair = win32_test::make_loopback_pair(AF_INET6);
         if (pair.valid())
         {
             return std::string();
         }
+        const int error = WSAGetLastError();
         char text[160];
         std::snprintf(text, sizeof text, "this host refuses an IPv6 loopback (::1) TCP pair (WSA error %d)", error);
         return std::string(text);
@@ -300,8 +253,7 @@ struct over_ipv6 : Platform
 {
     static typename Platform::raw_pair make_pair()
     {
-        int error = 0;
-        return make_loopback_pair_ipv6(error);
+        return win32_test::make_loopback_pair(AF_INET6);
     }
     static const char* skip_reason(const char* test_id)
     {
