@@ -33,6 +33,8 @@
 #include <async_socket/status.hpp>
 #include <async_socket/types.h>
 
+#include <algorithm>
+#include <atomic>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -41,6 +43,7 @@
 #include <memory>
 #include <new>
 #include <span>
+#include <stop_token>
 #include <system_error>
 #include <type_traits>
 #include <utility>
@@ -335,6 +338,30 @@ public:
         return submit_with_handler<detail::io_kind::receive>(buffers, std::forward<Handler>(handler));
     }
 
+    // The same, cancellable through `stop` (per-IO cancellation; the backend must be a cancellable_backend, as
+    // every backend of the project is). Once a stop is requested the IO, if still pending, completes as
+    // io_completion::cancelled (error: the OS's cancel code, 995 on Win32, ECANCELED on Linux) and the socket
+    // stays open for the next IO. A stop that races the IO's own end gives exactly one of the two outcomes. A send
+    // cancelled part-way may have sent part of its bytes. A token stopped already fails the call with
+    // status::cancelled: nothing is started and the handler is not called. The handler may run on the thread that
+    // requests the stop (a backend may complete the cancelled IO there), or on this thread during the call.
+    template <class Handler>
+    requires detail::io_handler<Handler, send_result> && cancellable_backend<Backend>
+    [[nodiscard]] status send_async(std::span<const ASYNC_SOCKET_BUFFER> buffers, Handler&& handler,
+                                    std::stop_token stop) noexcept
+    {
+        return submit_cancellable<detail::io_kind::send>(buffers, std::forward<Handler>(handler), stop);
+    }
+
+    // Receives, cancellable through `stop` (see the send above).
+    template <class Handler>
+    requires detail::io_handler<Handler, receive_result> && cancellable_backend<Backend>
+    [[nodiscard]] status receive_async(std::span<const ASYNC_SOCKET_BUFFER> buffers, Handler&& handler,
+                                       std::stop_token stop) noexcept
+    {
+        return submit_cancellable<detail::io_kind::receive>(buffers, std::forward<Handler>(handler), stop);
+    }
+
     // For coroutines: co_await socket->async_send(buffers) gives the send_result. The coroutine resumes on the
     // completion thread, or goes on without suspending when the IO finished during the call (no recursion, so a
     // loop of such IO does not grow the stack); a refused call gives completion error with the status as its
@@ -351,6 +378,22 @@ public:
     async_receive(std::span<const ASYNC_SOCKET_BUFFER> buffers) noexcept
     {
         return {*this, buffers};
+    }
+
+    // Cancellable through `stop`, as send_async with a stop_token: a cancelled IO gives io_completion::cancelled,
+    // a token stopped already gives cancelled with status::cancelled as its error_code.
+    [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, true>
+    async_send(std::span<const ASYNC_SOCKET_BUFFER> buffers,
+               std::stop_token stop) noexcept requires cancellable_backend<Backend>
+    {
+        return {*this, buffers, std::move(stop)};
+    }
+
+    [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, false>
+    async_receive(std::span<const ASYNC_SOCKET_BUFFER> buffers,
+                  std::stop_token stop) noexcept requires cancellable_backend<Backend>
+    {
+        return {*this, buffers, std::move(stop)};
     }
 
     // Opens with a C++ handler, called with ASYNC_SOCKET_OPEN_OK on this thread before ok is returned (the
@@ -478,8 +521,22 @@ private:
                                handler_binder<Kind, Handler>{std::addressof(handler)});
     }
 
+    template <detail::io_kind Kind, class Handler>
+    status submit_cancellable(std::span<const ASYNC_SOCKET_BUFFER> buffers, Handler&& handler,
+                              std::stop_token& stop) noexcept
+    {
+        if (buffers.size() > UINT32_MAX)
+        {
+            return status::size_overflow;
+        }
+        return submit_io<Kind>(buffers.data(), static_cast<std::uint32_t>(buffers.size()),
+                               cancellable_binder<Kind, Handler>{std::addressof(handler), &stop});
+    }
+
     // Who is told of an IO's completion, as submit_io stores it in the context: the spec's callback and its
-    // context, or a C++ handler (held in the context after the buffer array).
+    // context, or a C++ handler (held in the context after the buffer array), possibly with a stop_token.
+    // Besides bind/unbind a binder has two hooks: pending (the backend accepted the IO) and at_once (it finished
+    // during the call).
     template <detail::io_kind Kind, class Callback>
     struct c_callback_binder
     {
@@ -506,6 +563,12 @@ private:
             return status::ok;
         }
         static void unbind(context_header*) noexcept {}
+        static constexpr status ready() noexcept
+        {
+            return status::ok;
+        }
+        static void pending(basic_async_socket&, context_header*) noexcept {}
+        static void at_once(context_header*) noexcept {}
     };
 
     template <detail::io_kind Kind, class Handler>
@@ -531,29 +594,183 @@ private:
         }
         [[nodiscard]] status bind(context_header* context) const noexcept
         {
-            void* storage = handler_storage(context, storage_alignment);
-#if defined(__cpp_exceptions)
-            try
+            const status made = construct_handler<handler_type>(handler_storage(context, storage_alignment),
+                                                                std::forward<Handler>(*source));
+            if (made == status::ok)
             {
-                ::new (storage) handler_type(std::forward<Handler>(*source));
+                context->complete_handler = &complete_with_handler<Kind, handler_type>;
             }
-            catch (const std::bad_alloc&)
-            {
-                return status::out_of_memory;
-            }
-            catch (...)
-            {
-                return status::handler_threw;
-            }
-#else
-            ::new (storage) handler_type(std::forward<Handler>(*source));
-#endif
-            context->complete_handler = &complete_with_handler<Kind, handler_type>;
-            return status::ok;
+            return made;
         }
         static void unbind(context_header* context) noexcept
         {
             std::launder(static_cast<handler_type*>(handler_storage(context, storage_alignment)))->~handler_type();
+        }
+        static constexpr status ready() noexcept
+        {
+            return status::ok;
+        }
+        static void pending(basic_async_socket&, context_header*) noexcept {}
+        static void at_once(context_header*) noexcept {}
+    };
+
+    // Moves or copies a handler into its place in the context; a throw becomes the call's status.
+    template <class HandlerType, class Source>
+    static status construct_handler(void* storage, Source&& source) noexcept
+    {
+#if defined(__cpp_exceptions)
+        try
+        {
+            ::new (storage) HandlerType(std::forward<Source>(source));
+        }
+        catch (const std::bad_alloc&)
+        {
+            return status::out_of_memory;
+        }
+        catch (...)
+        {
+            return status::handler_threw;
+        }
+#else
+        ::new (storage) HandlerType(std::forward<Source>(source));
+#endif
+        return status::ok;
+    }
+
+    // Per-IO cancellation: the block after the handler of a cancellable IO. The stop_callback (which calls
+    // Backend::cancel_one) can only be registered once the backend has accepted the IO, and by then the IO may
+    // have completed on another thread. So the submitter and the completion count down `arm` from 2: the
+    // completion that comes first leaves its result here, and whichever of the two comes second finishes the IO
+    // (unregisters the stop_callback, frees the context, runs the handler). Unregistering waits for a cancel_one
+    // under way on another thread, so cancel_one never sees a freed context.
+    struct cancel_block
+    {
+        struct canceller
+        {
+            basic_async_socket* socket;
+            context_header* context;
+            cancel_block* block;
+            void operator()() const noexcept
+            {
+                block->requested.store(true, std::memory_order_release);
+                socket->backend_.cancel_one(context->io); // may complete the IO on this thread: nothing after it
+            }
+        };
+        using callback_type = std::stop_callback<canceller>;
+
+        typename SyncPolicy::word_type arm;
+        std::atomic<bool> requested;
+        bool armed;   // the stop_callback is registered
+        bool closing; // the completion's, when it came first
+        io_result result;
+        alignas(callback_type) std::byte callback[sizeof(callback_type)];
+
+        callback_type* registered() noexcept
+        {
+            return std::launder(reinterpret_cast<callback_type*>(callback));
+        }
+    };
+
+    template <detail::io_kind Kind, class Handler>
+    struct cancellable_binder
+    {
+        using handler_type = std::decay_t<Handler>;
+        static_assert(alignof(handler_type) <= alignof(std::max_align_t),
+                      "a handler aligned beyond std::max_align_t does not fit in an IO context");
+        std::remove_reference_t<Handler>* source;
+        std::stop_token* stop;
+        static constexpr std::size_t storage_alignment = std::max(alignof(handler_type), alignof(cancel_block));
+        static constexpr std::size_t block_offset = detail::round_up(sizeof(handler_type), alignof(cancel_block));
+        static constexpr std::size_t storage_size = block_offset + sizeof(cancel_block);
+
+        static handler_type* handler_of(context_header* context) noexcept
+        {
+            return std::launder(static_cast<handler_type*>(handler_storage(context, storage_alignment)));
+        }
+        static cancel_block* block_of(context_header* context) noexcept
+        {
+            return std::launder(reinterpret_cast<cancel_block*>(
+                static_cast<std::byte*>(handler_storage(context, storage_alignment)) + block_offset));
+        }
+
+        [[nodiscard]] bool valid() const noexcept
+        {
+            return handler_binder<Kind, Handler>{source}.valid();
+        }
+        [[nodiscard]] status ready() const noexcept
+        {
+            return stop->stop_requested() ? status::cancelled : status::ok;
+        }
+        [[nodiscard]] status bind(context_header* context) const noexcept
+        {
+            const status made = construct_handler<handler_type>(handler_storage(context, storage_alignment),
+                                                                std::forward<Handler>(*source));
+            if (made != status::ok)
+            {
+                return made;
+            }
+            auto* block = ::new (static_cast<std::byte*>(handler_storage(context, storage_alignment)) + block_offset)
+                cancel_block;
+            SyncPolicy::store(block->arm, 2);
+            block->requested.store(false, std::memory_order_relaxed);
+            block->armed = false;
+            block->closing = false;
+            block->result = io_result{io_outcome::success, 0, 0};
+            context->complete_handler = &complete;
+            return status::ok;
+        }
+        static void unbind(context_header* context) noexcept
+        {
+            block_of(context)->~cancel_block();
+            handler_of(context)->~handler_type();
+        }
+        // The IO is accepted: register the stop_callback (it runs at once if a stop came meanwhile), then count
+        // down; a completion that came first left the IO to this thread.
+        void pending(basic_async_socket& socket, context_header* context) const noexcept
+        {
+            cancel_block* block = block_of(context);
+            if (stop->stop_possible())
+            {
+                ::new (block->callback) typename cancel_block::callback_type(
+                    std::move(*stop), typename cancel_block::canceller{&socket, context, block});
+                block->armed = true;
+            }
+            if (SyncPolicy::decrement(block->arm) == 0)
+            {
+                detail::dispatch_scope scope(&socket);
+                finish(&socket, context);
+            }
+        }
+        // Finished during the call: no stop_callback; only the completion counts down.
+        static void at_once(context_header* context) noexcept
+        {
+            SyncPolicy::store(block_of(context)->arm, 1);
+        }
+
+        static void complete(void* owner, context_header* context, io_result result, bool closing) noexcept
+        {
+            cancel_block* block = block_of(context);
+            block->result = result;
+            block->closing = closing;
+            if (SyncPolicy::decrement(block->arm) == 0)
+            {
+                finish(static_cast<basic_async_socket*>(owner), context);
+            }
+        }
+
+        static void finish(basic_async_socket* socket, context_header* context) noexcept
+        {
+            cancel_block* block = block_of(context);
+            if (block->armed)
+            {
+                std::destroy_at(block->registered()); // waits for a cancel_one under way on another thread
+            }
+            const io_result result = block->result;
+            const bool closing = block->closing;
+            const bool cancelled =
+                block->requested.load(std::memory_order_acquire) && result.outcome == io_outcome::cancelled && !closing;
+            block->~cancel_block();
+            finish_with_handler<Kind>(socket, context, handler_of(context), result, closing, cancelled);
         }
     };
 
@@ -593,6 +810,10 @@ private:
         if (!binder.valid())
         {
             return status::invalid_argument;
+        }
+        if (status ready = binder.ready(); ready != status::ok)
+        {
+            return ready;
         }
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_027: [ on_send_complete_context shall be allowed to be NULL. ]
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_076: [ on_receive_complete_context shall be allowed to be NULL. ]
@@ -650,13 +871,16 @@ private:
         }
         if (started.status == submit_status::pending)
         {
-            // The context now belongs to the completion; it may already be freed.
+            // The context now belongs to the completion; it may already be freed (a cancellable IO's binder holds
+            // it until its stop_callback is registered).
+            binder.pending(*this, context);
             // Codes_SRS_ASYNC_SOCKET_WIN32_01_045: [ On success, async_socket_send_async shall return 0. ]
             // Codes_SRS_ASYNC_SOCKET_WIN32_01_083: [ On success, async_socket_receive_async shall return 0. ]
             return status::ok;
         }
         if (skip_mode && started.status == submit_status::completed_at_once)
         {
+            Binder::at_once(context);
             complete_at_once(context, started.value);
             return status::ok;
         }
@@ -850,26 +1074,35 @@ private:
     template <detail::io_kind Kind, class Handler>
     static void complete_with_handler(void* owner, context_header* context, io_result result, bool closing) noexcept
     {
-        auto* self = static_cast<basic_async_socket*>(owner);
-        Handler* stored = std::launder(static_cast<Handler*>(handler_storage(context, alignof(Handler))));
+        finish_with_handler<Kind>(static_cast<basic_async_socket*>(owner), context,
+                                  std::launder(static_cast<Handler*>(handler_storage(context, alignof(Handler)))),
+                                  result, closing, false);
+    }
+
+    template <detail::io_kind Kind, class Handler>
+    static void finish_with_handler(basic_async_socket* self, context_header* context, Handler* stored,
+                                    io_result result, bool closing, bool cancelled) noexcept
+    {
         const std::uint32_t total_length = context->total_length;
         if constexpr (std::is_nothrow_move_constructible_v<Handler>)
         {
             Handler handler(std::move(*stored));
             stored->~Handler();
             self->dealloc_context(context);
-            run_handler<Kind>(handler, result, total_length, closing);
+            run_handler<Kind>(handler, result, total_length, closing, cancelled);
         }
         else
         {
-            run_handler<Kind>(*stored, result, total_length, closing);
+            run_handler<Kind>(*stored, result, total_length, closing, cancelled);
             stored->~Handler();
             self->dealloc_context(context);
         }
     }
 
+    // `cancelled`: the IO's stop_token asked for it and the backend reported it cancelled (close wins over it).
     template <detail::io_kind Kind, class Handler>
-    static void run_handler(Handler& handler, io_result result, std::uint32_t total_length, bool closing) noexcept
+    static void run_handler(Handler& handler, io_result result, std::uint32_t total_length, bool closing,
+                            bool cancelled) noexcept
     {
         std::error_code error;
         if (result.outcome != io_outcome::success && result.os_code != 0)
@@ -879,7 +1112,8 @@ private:
         if constexpr (Kind == detail::io_kind::send)
         {
             const ASYNC_SOCKET_SEND_RESULT mapped = map_send_result(result, total_length, closing);
-            handler(send_result{mapped == ASYNC_SOCKET_SEND_OK      ? io_completion::ok
+            handler(send_result{cancelled                           ? io_completion::cancelled
+                                : mapped == ASYNC_SOCKET_SEND_OK    ? io_completion::ok
                                 : mapped == ASYNC_SOCKET_SEND_ERROR ? io_completion::error
                                                                     : io_completion::because_close,
                                 error});
@@ -887,7 +1121,8 @@ private:
         else
         {
             const receive_outcome mapped = map_receive_result(result, total_length, closing);
-            handler(receive_result{mapped.result == ASYNC_SOCKET_RECEIVE_OK      ? io_completion::ok
+            handler(receive_result{cancelled                                     ? io_completion::cancelled
+                                   : mapped.result == ASYNC_SOCKET_RECEIVE_OK    ? io_completion::ok
                                    : mapped.result == ASYNC_SOCKET_RECEIVE_ERROR ? io_completion::error
                                                                                  : io_completion::because_close,
                                    mapped.bytes, error});

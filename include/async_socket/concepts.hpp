@@ -101,6 +101,12 @@ void probe_completion(void*, void*, io_result) noexcept;
 // Optional trait: static constexpr bool completes_at_once = true; the backend may answer completed_at_once.
 // Optional: static const std::error_category& error_category() noexcept; the category of os_code in the
 // std::error_code a C++ handler gets (std::system_category() when absent: Win32 codes).
+// Optional: cancel_one(io_state&) noexcept, which the stop_token overloads of the socket need (per-IO
+// cancellation): if that IO is still outstanding, make it complete soon, as cancelled (Win32: CancelIoEx with its
+// OVERLAPPED; Linux: taken off its queue, or IORING_OP_ASYNC_CANCEL); if it has completed or is completing, do
+// nothing. The core calls it only while the IO's context is alive: a completion routine that comes meanwhile
+// waits for cancel_one to return before the context is freed, so cancel_one must not wait for anything the
+// backend holds while it runs a completion routine. It may run the completion routine on its own thread.
 // ---------------------------------------------------------------------------------------------------
 template <class T>
 concept backend_types = requires
@@ -158,6 +164,16 @@ concept backend_io = backend_types<T> &&
 
 template <class T>
 concept socket_backend = backend_lifetime<T> && backend_io<T>;
+
+// A backend that can cancel one IO (the optional cancel_one above).
+template <class T>
+concept cancellable_backend = socket_backend<T> && requires(T& backend, typename T::io_state& io)
+{
+    {
+        backend.cancel_one(io)
+    }
+    noexcept;
+};
 
 // Whether a backend may answer completed_at_once (the optional trait above; false when absent).
 template <class T>

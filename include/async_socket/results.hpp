@@ -24,6 +24,8 @@ enum class io_completion : std::uint8_t
     ok,            // every byte of a send went out; a receive got `bytes` (0: the peer ended the stream)
     error,         // the IO failed; `error` says why when an OS call did
     because_close, // the socket was closed while the IO was pending
+    cancelled,     // cancelled by its std::stop_token (the socket stays open); the C callbacks have no such
+                   // outcome: c_result() says error
 };
 
 struct send_result
@@ -42,9 +44,9 @@ struct send_result
     // The same outcome as the C callback gets it.
     [[nodiscard]] constexpr ASYNC_SOCKET_SEND_RESULT c_result() const noexcept
     {
-        return completion == io_completion::ok      ? ASYNC_SOCKET_SEND_OK
-               : completion == io_completion::error ? ASYNC_SOCKET_SEND_ERROR
-                                                    : ASYNC_SOCKET_SEND_BECAUSE_CLOSE;
+        return completion == io_completion::ok              ? ASYNC_SOCKET_SEND_OK
+               : completion == io_completion::because_close ? ASYNC_SOCKET_SEND_BECAUSE_CLOSE
+                                                            : ASYNC_SOCKET_SEND_ERROR;
     }
 };
 
@@ -69,9 +71,9 @@ struct receive_result
     }
     [[nodiscard]] constexpr ASYNC_SOCKET_RECEIVE_RESULT c_result() const noexcept
     {
-        return completion == io_completion::ok      ? ASYNC_SOCKET_RECEIVE_OK
-               : completion == io_completion::error ? ASYNC_SOCKET_RECEIVE_ERROR
-                                                    : ASYNC_SOCKET_RECEIVE_BECAUSE_CLOSE;
+        return completion == io_completion::ok              ? ASYNC_SOCKET_RECEIVE_OK
+               : completion == io_completion::because_close ? ASYNC_SOCKET_RECEIVE_BECAUSE_CLOSE
+                                                            : ASYNC_SOCKET_RECEIVE_ERROR;
     }
 };
 

@@ -21,6 +21,7 @@ enum class status : int
     os_error,             // the ThreadpoolPolicy reported a failure of the OS
     called_from_callback, // close from inside one of this socket's own completion callbacks
     handler_threw,        // a C++ handler threw while it was moved or copied into the IO's context
+    cancelled,            // the std::stop_token given to the call was stopped already: nothing was started
 };
 
 constexpr const char* to_string(status s) noexcept
@@ -43,6 +44,8 @@ constexpr const char* to_string(status s) noexcept
         return "called_from_callback";
     case status::handler_threw:
         return "handler_threw";
+    case status::cancelled:
+        return "cancelled";
     }
     return "unknown";
 }

@@ -33,6 +33,7 @@
 #include <cstdint>
 #include <cstring>
 #include <span>
+#include <stop_token>
 #include <thread>
 #include <vector>
 
@@ -680,6 +681,125 @@ TEST_CASE_TEMPLATE_DEFINE("a coroutine sends, then receives what the peer sent, 
     CHECK(c.socket->close() == status::ok);
 }
 
+template <class Socket>
+example::task receive_until_stopped(Socket& socket, std::span<const ASYNC_SOCKET_BUFFER> in, std::stop_token stop,
+                                    async_socket::receive_result& received)
+{
+    received = co_await socket.async_receive(in, std::move(stop));
+}
+
+TEST_CASE_TEMPLATE_DEFINE("a stop_token cancels one pending receive; the socket stays open for the next IO", P,
+                          conformance_cancel_one)
+{
+    CONFORMANCE_RUN_UNLESS_SKIPPED(P, conformance_cancel_one);
+    using backend = typename P::socket_type::backend_type;
+    connected<P> c;
+    std::uint8_t in[16] = {};
+    ASYNC_SOCKET_BUFFER in_buffer{in, sizeof in};
+    const std::span<const ASYNC_SOCKET_BUFFER> in_span(&in_buffer, 1);
+
+    std::stop_source stop;
+    handler_seen<async_socket::receive_result> cancelled;
+    REQUIRE(c.socket->receive_async(in_span, cancelled.handler(), stop.get_token()) == status::ok);
+    CHECK(stop.request_stop());
+    REQUIRE(cancelled.one_call());
+    CHECK(cancelled.last.completion == async_socket::io_completion::cancelled);
+    CHECK(cancelled.last.c_result() == ASYNC_SOCKET_RECEIVE_ERROR);
+    CHECK(static_cast<bool>(cancelled.last.error));
+    CHECK(cancelled.last.error.category() == async_socket::detail::os_error_category<backend>());
+    MESSAGE("a cancelled receive reached the handler as " << cancelled.last.error.value());
+    CHECK(c.socket->state() == async_socket::socket_state::open);
+
+    // A token stopped already: refused, nothing started.
+    handler_seen<async_socket::receive_result> refused;
+    CHECK(c.socket->receive_async(in_span, refused.handler(), stop.get_token()) == status::cancelled);
+    CHECK(refused.calls == 0);
+
+    // The same socket, next IO: the peer's bytes arrive whole (the cancelled receive took none).
+    std::stop_source unused;
+    handler_seen<async_socket::receive_result> next;
+    REQUIRE(c.socket->receive_async(in_span, next.handler(), unused.get_token()) == status::ok);
+    const std::uint8_t hello[5] = {'h', 'e', 'l', 'l', 'o'};
+    REQUIRE(P::peer_send(c.pair, hello, sizeof hello) == 5);
+    REQUIRE(next.one_call());
+    CHECK(next.last.ok());
+    CHECK(next.last.bytes == 5);
+    CHECK(std::memcmp(in, hello, 5) == 0);
+    unused.request_stop(); // after the IO completed: nothing happens
+    CHECK(next.calls == 1);
+
+    // A coroutine's receive, cancelled while it waits.
+    std::stop_source coroutine_stop;
+    async_socket::receive_result received{};
+    example::task running = receive_until_stopped(*c.socket, in_span, coroutine_stop.get_token(), received);
+    running.start();
+    coroutine_stop.request_stop();
+    REQUIRE(running.wait_for(deadline_seconds));
+    CHECK(received.completion == async_socket::io_completion::cancelled);
+    CHECK(c.socket->close() == status::ok);
+}
+
+TEST_CASE_TEMPLATE_DEFINE("a stop racing the receive's own completion: exactly one outcome per IO in 2000 rounds", P,
+                          conformance_cancel_race)
+{
+    CONFORMANCE_RUN_UNLESS_SKIPPED(P, conformance_cancel_race);
+    connected<P> c;
+    constexpr int rounds = 2000;
+    std::uint8_t in[4] = {};
+    ASYNC_SOCKET_BUFFER in_buffer{in, sizeof in};
+    const std::span<const ASYNC_SOCKET_BUFFER> in_span(&in_buffer, 1);
+    int ok = 0;
+    int cancelled = 0;
+    int other = 0;
+    int lost_or_duplicated = 0;
+    for (int round = 0; round < rounds; ++round)
+    {
+        // Each round the peer sends one byte while the stop comes: late (every other round, after the send) or
+        // early. The byte is received exactly once: by the cancellable receive, or by the next one.
+        std::stop_source stop;
+        handler_seen<async_socket::receive_result> seen;
+        REQUIRE(c.socket->receive_async(in_span, seen.handler(), stop.get_token()) == status::ok);
+        const std::uint8_t one = static_cast<std::uint8_t>(round);
+        std::thread peer([&] { (void)P::peer_send(c.pair, &one, 1); });
+        if (round % 2 == 0)
+        {
+            peer.join();
+        }
+        stop.request_stop();
+        if (peer.joinable())
+        {
+            peer.join();
+        }
+        REQUIRE(seen.one_call());
+        std::uint32_t got = 0;
+        if (seen.last.completion == async_socket::io_completion::ok)
+        {
+            ++ok;
+            got = seen.last.bytes;
+        }
+        else if (seen.last.completion == async_socket::io_completion::cancelled)
+        {
+            ++cancelled;
+            handler_seen<async_socket::receive_result> rest; // the byte is still in the socket
+            REQUIRE(c.socket->receive_async(in_span, rest.handler()) == status::ok);
+            REQUIRE(rest.one_call());
+            got = rest.last.ok() ? rest.last.bytes : 0;
+        }
+        else
+        {
+            ++other;
+        }
+        lost_or_duplicated += got == 1 && in[0] == one ? 0 : 1;
+    }
+    MESSAGE("2000 stops racing receives: " << ok << " completed, " << cancelled << " cancelled");
+    CHECK(other == 0);
+    CHECK(lost_or_duplicated == 0);
+    CHECK(ok + cancelled == rounds);
+    CHECK(ok > 0);
+    CHECK(cancelled > 0);
+    CHECK(c.socket->close() == status::ok);
+}
+
 } // namespace conformance
 
 // Every conformance test, for TEST_CASE_TEMPLATE_INVOKE(..., platforms) in a platform's test file.
@@ -698,4 +818,6 @@ TEST_CASE_TEMPLATE_DEFINE("a coroutine sends, then receives what the peer sent, 
     TEST_CASE_TEMPLATE_INVOKE(conformance_thread_ends, __VA_ARGS__);                                                   \
     TEST_CASE_TEMPLATE_INVOKE(conformance_handlers, __VA_ARGS__);                                                      \
     TEST_CASE_TEMPLATE_INVOKE(conformance_coroutine, __VA_ARGS__);                                                     \
+    TEST_CASE_TEMPLATE_INVOKE(conformance_cancel_one, __VA_ARGS__);                                                    \
+    TEST_CASE_TEMPLATE_INVOKE(conformance_cancel_race, __VA_ARGS__);                                                   \
     }

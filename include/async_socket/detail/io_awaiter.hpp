@@ -7,9 +7,11 @@
 // whoever comes second knows the answer. The handler first (still inside the call): await_suspend returns false
 // and the coroutine goes on without suspending, on this thread. await_suspend first: the handler resumes the
 // coroutine, on the completion thread. A refused call resumes at once with an error result whose error_code is
-// the status (status_category()).
+// the status (status_category()). With a stop_token the IO is started cancellable (a token stopped already gives
+// io_completion::cancelled without starting anything).
 #pragma once
 
+#include <async_socket/concepts.hpp>
 #include <async_socket/results.hpp>
 #include <async_socket/status.hpp>
 #include <async_socket/types.h>
@@ -17,7 +19,9 @@
 #include <coroutine>
 #include <cstdint>
 #include <span>
+#include <stop_token>
 #include <type_traits>
+#include <utility>
 
 namespace async_socket::detail
 {
@@ -28,8 +32,8 @@ class io_awaiter
 public:
     using result_type = std::conditional_t<IsSend, send_result, receive_result>;
 
-    io_awaiter(Socket& socket, std::span<const ASYNC_SOCKET_BUFFER> buffers) noexcept
-        : socket_(&socket), buffers_(buffers)
+    io_awaiter(Socket& socket, std::span<const ASYNC_SOCKET_BUFFER> buffers, std::stop_token stop = {}) noexcept
+        : socket_(&socket), buffers_(buffers), stop_(std::move(stop))
     {
     }
     io_awaiter(const io_awaiter&) = delete;
@@ -53,6 +57,21 @@ public:
             }
         };
         status started = status::ok;
+        if constexpr (cancellable_backend<typename Socket::backend_type>)
+        {
+            if (stop_.stop_possible())
+            {
+                if constexpr (IsSend)
+                {
+                    started = socket_->send_async(buffers_, handler, std::move(stop_));
+                }
+                else
+                {
+                    started = socket_->receive_async(buffers_, handler, std::move(stop_));
+                }
+                return finish_start(started);
+            }
+        }
         if constexpr (IsSend)
         {
             started = socket_->send_async(buffers_, handler);
@@ -61,6 +80,17 @@ public:
         {
             started = socket_->receive_async(buffers_, handler);
         }
+        return finish_start(started);
+    }
+
+    [[nodiscard]] result_type await_resume() const noexcept
+    {
+        return result_;
+    }
+
+private:
+    bool finish_start(status started) noexcept
+    {
         if (started != status::ok)
         {
             result_ = refused(started);
@@ -70,30 +100,26 @@ public:
         return SyncPolicy::compare_exchange(state_, suspended, starting) == starting;
     }
 
-    [[nodiscard]] result_type await_resume() const noexcept
-    {
-        return result_;
-    }
-
-private:
     static constexpr std::int32_t starting = 0;
     static constexpr std::int32_t finished_during_call = 1;
     static constexpr std::int32_t suspended = 2;
 
     static result_type refused(status why) noexcept
     {
+        const io_completion completion = why == status::cancelled ? io_completion::cancelled : io_completion::error;
         if constexpr (IsSend)
         {
-            return {io_completion::error, make_error_code(why)};
+            return {completion, make_error_code(why)};
         }
         else
         {
-            return {io_completion::error, 0, make_error_code(why)};
+            return {completion, 0, make_error_code(why)};
         }
     }
 
     Socket* socket_;
     std::span<const ASYNC_SOCKET_BUFFER> buffers_;
+    std::stop_token stop_;
     std::coroutine_handle<> waiting_;
     result_type result_{};
     typename SyncPolicy::word_type state_{starting};

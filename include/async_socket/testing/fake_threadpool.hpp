@@ -68,6 +68,7 @@ enum class fake_call : std::uint8_t
     wsa_recv,               // WSARecv
     cancel_socket_io,       // CancelIoEx
     set_completion_modes,   // SetFileCompletionNotificationModes (skip completion port on success)
+    cancel_overlapped_io,   // CancelIoEx with one IO's OVERLAPPED (per-IO cancellation)
     count_
 };
 
@@ -91,6 +92,7 @@ constexpr const char* win32_name(fake_call call) noexcept
         "WSARecv",
         "CancelIoEx",
         "SetFileCompletionNotificationModes",
+        "CancelIoEx(OVERLAPPED)",
     };
     const auto index = static_cast<std::size_t>(call);
     return index < std::size(names) ? names[index] : "?";
@@ -850,6 +852,41 @@ public:
         {
             // abort_inline: one that got a completion queued meanwhile is left to it.
             (void)os_->complete(overlapped, win32_operation_aborted, 0);
+        }
+    }
+
+    // Aborts that one IO if it is outstanding and its completion is not queued yet (as cancel_socket_io does for
+    // all of them, with the same cancel_behavior); otherwise it completes as it was going to.
+    void cancel_overlapped_io(SOCKET_HANDLE socket, fake_overlapped* overlapped) noexcept
+    {
+        bool queued = false;
+        void* abort_here = nullptr;
+        {
+            std::lock_guard lock(os_->mutex_);
+            (void)os_->record(
+                {.call = fake_call::cancel_overlapped_io, .io_id = io_id_, .socket = socket, .overlapped = overlapped});
+            const cancel_behavior behavior = os_->cancel_behavior_;
+            const pending_io* io = os_->find_pending(overlapped);
+            if (behavior == cancel_behavior::ignore || io == nullptr || io->socket != socket || io->completion_queued)
+            {
+                return;
+            }
+            if (behavior == cancel_behavior::abort_on_worker)
+            {
+                queued = os_->queue_completion(overlapped, win32_operation_aborted, 0);
+            }
+            else
+            {
+                abort_here = overlapped;
+            }
+        }
+        if (queued)
+        {
+            os_->work_ready_.notify_all();
+        }
+        if (abort_here != nullptr)
+        {
+            (void)os_->complete(abort_here, win32_operation_aborted, 0);
         }
     }
 

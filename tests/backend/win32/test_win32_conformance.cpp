@@ -116,10 +116,31 @@ const char* thread_ends_with_event_unavailable_reason()
     return reason.empty() ? nullptr : reason.c_str();
 }
 
+// Why this host cannot run conformance_cancel_race, or null. Under Wine (ntdll exports wine_get_version), a
+// CancelIoEx(socket, overlapped) that races the arrival of the receive's data now and then leaves the IO with no
+// completion at all: neither the data nor ERROR_OPERATION_ABORTED (seen within 2000 rounds on threadpool IO with an
+// event per IO and on the completion port over IPv6; the case hangs until its deadline). The same case passes on both
+// Linux backends and over the fakes (tests/unit/test_cancellation.cpp); whether real Windows does this is an open
+// question that needs a Windows run. conformance_cancel_one (no race) runs here.
+const char* cancel_race_unavailable_reason()
+{
+    HMODULE ntdll = GetModuleHandleW(L"ntdll.dll");
+    if (ntdll != nullptr && GetProcAddress(ntdll, "wine_get_version") != nullptr)
+    {
+        return "under Wine a CancelIoEx racing the receive's data now and then loses the IO's completion (no data, "
+               "no ERROR_OPERATION_ABORTED); see cancel_race_unavailable_reason";
+    }
+    return nullptr;
+}
+
 // The cases this host cannot run for Socket, with the reason, or null (see the probes above).
 template <class Socket>
 const char* win32_skip_reason(const char* test_id)
 {
+    if (std::strcmp(test_id, "conformance_cancel_race") == 0)
+    {
+        return cancel_race_unavailable_reason();
+    }
     if (std::strcmp(test_id, "conformance_many_buffers") == 0)
     {
         return many_buffers_unavailable_reason();

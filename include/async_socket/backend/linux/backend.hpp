@@ -23,6 +23,7 @@
 //   cancelled (ECANCELED) on the closing thread, outside the lock; a head in the kernel gets IORING_OP_ASYNC_CANCEL
 //   and completes through its ring. drain waits for all of them through the slot's count (engine memory); on the
 //   ring's own worker (close from a callback) it runs the ring's loop until they are done.
+// - cancel_one (a stop_token): the same for one IO.
 // - errors: errno values, classified: ECONNRESET, EPIPE, ECONNABORTED are a reset; ECANCELED cancelled; others
 //   other. The errno value stays in io_result::os_code.
 //
@@ -182,6 +183,35 @@ public:
             io->error = ECANCELED;
         }
         complete(slot, taken);
+    }
+
+    // Per-IO cancellation. A queued IO not in the kernel (epoll: any; io_uring: behind the head) is taken off its
+    // queue and completed as cancelled here, outside the lock; an io_uring head is cancelled in the kernel by its
+    // ring's worker, as close does. An IO no longer queued has completed or is completing: nothing to do.
+    void cancel_one(io_state& io) noexcept
+    {
+        detail::linux_slot& slot = *slot_;
+        {
+            std::lock_guard<std::mutex> held(slot.lock);
+            detail::linux_io_queue& queue = io.is_send ? slot.sends : slot.receives;
+            if (uring_ && queue.head == &io)
+            {
+#ifdef ASYNC_SOCKET_HAS_IO_URING
+                if (!io.cancel_requested)
+                {
+                    io.cancel_requested = true;
+                    engine_->ring(slot.ring).hand_cancel(slot);
+                }
+#endif
+                return;
+            }
+            if (!queue.remove(io))
+            {
+                return;
+            }
+        }
+        io.error = ECANCELED;
+        complete(slot, &io);
     }
 
     void drain() noexcept

@@ -33,7 +33,8 @@ struct linux_io_state
     msghdr message;      // io_uring: the request's message header, which must live until its completion
     // io_uring, for an IO handed to its ring's worker to submit (see linux_engine::hand_to_ring):
     linux_io_state* handed_next; // the ring's list of IO to submit
-    bool cancel_requested;       // close came first: the worker completes it as cancelled instead
+    bool cancel_requested;       // close or cancel_one asked: the worker cancels it (or, not started, completes it
+                                 // as cancelled instead)
 };
 
 // A FIFO of queued IO of one direction; only its head can make progress.
@@ -68,6 +69,26 @@ struct linux_io_queue
             tail = nullptr;
         }
         return io;
+    }
+    // Takes `io` out wherever it is; false when it is not queued here.
+    bool remove(linux_io_state& io) noexcept
+    {
+        linux_io_state* before = nullptr;
+        for (linux_io_state* at = head; at != nullptr; before = at, at = at->next)
+        {
+            if (at != &io)
+            {
+                continue;
+            }
+            (before == nullptr ? head : before->next) = io.next;
+            if (tail == &io)
+            {
+                tail = before;
+            }
+            io.next = nullptr;
+            return true;
+        }
+        return false;
     }
     // Takes every item, leaving the queue empty.
     linux_io_state* take_all() noexcept

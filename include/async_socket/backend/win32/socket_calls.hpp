@@ -262,6 +262,13 @@ public:
         (void)CancelIoEx(to_handle(socket), nullptr);
     }
 
+    // CancelIoEx(socket, overlapped): that one IO completes with ERROR_OPERATION_ABORTED if still outstanding;
+    // ERROR_NOT_FOUND (it has completed) is not a failure. Never runs the completion on this thread.
+    void cancel_overlapped_io(SOCKET_HANDLE socket, OVERLAPPED* overlapped) noexcept
+    {
+        (void)CancelIoEx(to_handle(socket), overlapped);
+    }
+
 protected:
     // 0 from WSASend/WSARecv: done at once. In skip mode no completion is queued for it.
     static win32_error accepted_or_error(int result) noexcept

@@ -93,6 +93,7 @@ void probe_win32_completion(void*, void*, win32_error, std::size_t) noexcept; //
 //                                       error), win32_completed_at_once in skip mode for an IO done at once
 //                                       (its byte count in *bytes), else the error code.
 //   cancel_socket_io(s)                 CancelIoEx(s, NULL)
+//   cancel_overlapped_io(s, ov)         optional: CancelIoEx(s, ov), for per-IO cancellation (cancel_one)
 // Traits: static constexpr bool uses_io_events (false: no event per IO, hEvent stays NULL) and
 // skip_completion_on_success (true: set_skip_completion_on_success(socket) -> bool is called at the first open,
 // SetFileCompletionNotificationModes, and send/receive may answer win32_completed_at_once).
@@ -261,6 +262,20 @@ public:
     void cancel_all() noexcept
     {
         calls_.cancel_socket_io(socket_);
+    }
+
+    // Per-IO cancellation (a calls layer that has cancel_overlapped_io): CancelIoEx with the IO's OVERLAPPED. The
+    // IO completes through the pool as aborted (995), or as it was going to if it had finished already.
+    void cancel_one(io_state& io) noexcept requires
+        requires(Calls& calls, SOCKET_HANDLE socket, overlapped_type* overlapped)
+    {
+        {
+            calls.cancel_overlapped_io(socket, overlapped)
+        }
+        noexcept;
+    }
+    {
+        calls_.cancel_overlapped_io(socket_, &io.overlapped);
     }
 
     void drain() noexcept
