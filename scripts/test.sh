@@ -3,7 +3,8 @@
 #   1. checks formatting (clang-format) and requirement traceability (scripts/check_requirements.py),
 #   2. builds and runs the native unit tests under AddressSanitizer + UndefinedBehaviorSanitizer,
 #   3. builds and runs the concurrency tests under ThreadSanitizer, and fuzzes the buffer validation (60 s),
-#   4. builds the optimised native build (benchmarks compile) and an installed-package consumer,
+#   4. builds the optimised native build (benchmarks compile) and a consumer project in every way a user takes the
+#      library in (find_package after install, add_subdirectory, FetchContent, the build tree, the Debian package),
 #   5. cross-compiles for Windows with mingw-w64, runs the Windows tests under Wine, and builds (does not
 #      run) the Wine benchmarks.
 # Every stage runs even when an earlier one failed; the exit code is non-zero if any failed.
@@ -13,6 +14,8 @@
 #              not on the next machine; CI (.ci/run) runs with it
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=lib/consumers.sh
+source scripts/lib/consumers.sh
 
 skip_wine=0
 install_options=()
@@ -80,37 +83,9 @@ native_tsan() {
         run_ctest --preset tsan -j "$jobs"
 }
 
-# The installed .pc files: their version is the header's, and a C++ and a C program build with their flags alone.
-pkg_config_consumers() {
-    local prefix=$1 pc_dir header_version
-    pc_dir=$(dirname "$(find "$prefix" -name async_socket.pc | head -n 1)")
-    header_version=$(sed -n 's/^#define ASYNC_SOCKET_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\)$/\2/p' \
-        include/async_socket/version.hpp | paste -sd.)
-    [ "$(PKG_CONFIG_PATH="$pc_dir" pkg-config --modversion async_socket)" = "$header_version" ] || {
-        echo "pkg-config: async_socket.pc does not say version $header_version" >&2
-        return 1
-    }
-    # shellcheck disable=SC2046 # the flags are words
-    g++ -std=c++20 tests/consumer/main.cpp $(PKG_CONFIG_PATH="$pc_dir" pkg-config --cflags --libs async_socket) \
-        -o build/consumer/consumer_pkg_config && ./build/consumer/consumer_pkg_config &&
-        gcc -std=c11 tests/c/test_c_api.c $(PKG_CONFIG_PATH="$pc_dir" pkg-config --cflags --libs async_socket_c_api) \
-            -o build/consumer/consumer_c_pkg_config && ./build/consumer/consumer_c_pkg_config
-}
-
-release_and_consumer() {
-    build_preset release || return 1
-    local prefix
-    prefix=$(mktemp -d)
-    # A fresh consumer build each time: its cache would keep async_socket_DIR from an earlier run's prefix
-    # and build against those (stale) headers.
-    rm -rf build/consumer
-    local result=0
-    cmake --install build/release --prefix "$prefix" >/dev/null &&
-        cmake -S tests/consumer -B build/consumer -DCMAKE_PREFIX_PATH="$prefix" >/dev/null &&
-        cmake --build build/consumer -j "$jobs" && ./build/consumer/consumer && ./build/consumer/consumer_c &&
-        pkg_config_consumers "$prefix" || result=1
-    rm -rf "$prefix"
-    return "$result"
+# The release build, then every way a user takes the library in (scripts/lib/consumers.sh).
+release_and_consumers() {
+    build_preset release && consumers_all build/release
 }
 
 windows_under_wine() {
@@ -123,7 +98,7 @@ stage "requirements" python3 scripts/check_requirements.py
 stage "native unit tests (ASan+UBSan)" native_asan
 stage "concurrency tests (TSan)" native_tsan
 stage "fuzzing (libFuzzer, bounded)" scripts/fuzz.sh --seconds 60
-stage "release build and find_package consumer" release_and_consumer
+stage "release build and consumers" release_and_consumers
 if [ "$skip_wine" -eq 0 ]; then
     stage "Windows tests under Wine" windows_under_wine
     stage "Wine benchmarks (build only)" scripts/bench.sh --build-only --skip-native
