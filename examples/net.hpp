@@ -132,19 +132,6 @@ constexpr int reset = ECONNRESET, aborted = ECONNABORTED, not_connected = ENOTCO
 } // namespace errors
 #endif
 
-// Parses the command line into `opts` with parse(argc, argv, opts); when it is refused, writes `usage` to stderr and
-// returns false.
-template <class Options, class Parse>
-bool parse_command_line(int argc, char** argv, Options& opts, Parse parse, const char* usage)
-{
-    if (parse(argc, argv, opts))
-    {
-        return true;
-    }
-    std::fputs(usage, stderr);
-    return false;
-}
-
 inline void sleep_ms(unsigned milliseconds)
 {
     std::this_thread::sleep_for(std::chrono::milliseconds(milliseconds));
