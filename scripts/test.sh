@@ -2,11 +2,12 @@
 # The whole test suite, from a bare machine: installs what is missing, then
 #   1. checks formatting (clang-format) and requirement traceability (scripts/check_requirements.py),
 #   2. builds and runs the native unit tests under AddressSanitizer + UndefinedBehaviorSanitizer,
-#   3. builds and runs the concurrency tests under ThreadSanitizer, and fuzzes the buffer validation (60 s),
+#   3. builds and runs the concurrency tests under ThreadSanitizer, the native suite again built by clang (ASan+UBSan),
+#      and fuzzes the buffer validation (60 s),
 #   4. builds the optimised native build (benchmarks compile) and a consumer project in every way a user takes the
 #      library in (find_package after install, add_subdirectory, FetchContent, the build tree, the Debian package),
-#   5. cross-compiles for Windows with mingw-w64, runs the Windows tests under Wine, and builds (does not
-#      run) the Wine benchmarks.
+#   5. cross-compiles for Windows with mingw-w64 (gcc, then clang over the same headers), runs the Windows tests
+#      under Wine, and builds (does not run) the Wine benchmarks.
 # Every stage runs even when an earlier one failed; the exit code is non-zero if any failed.
 #   scripts/test.sh [--skip-wine] [--fresh]
 #     --fresh  starts from what a new machine has of ours (scripts/install-deps.sh --fresh: no project cache,
@@ -16,6 +17,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=lib/consumers.sh
 source scripts/lib/consumers.sh
+# shellcheck source=lib/clang.sh
+source scripts/lib/clang.sh
 
 skip_wine=0
 install_options=()
@@ -97,10 +100,12 @@ stage "format" scripts/check-format.sh
 stage "requirements" python3 scripts/check_requirements.py
 stage "native unit tests (ASan+UBSan)" native_asan
 stage "concurrency tests (TSan)" native_tsan
+stage "native suite with clang (ASan+UBSan)" native_clang
 stage "fuzzing (libFuzzer, bounded)" scripts/fuzz.sh --seconds 60
 stage "release build and consumers" release_and_consumers
 if [ "$skip_wine" -eq 0 ]; then
     stage "Windows tests under Wine" windows_under_wine
+    stage "Windows tests built by clang, under Wine" windows_clang_under_wine
     stage "Wine benchmarks (build only)" scripts/bench.sh --build-only --skip-native
 fi
 

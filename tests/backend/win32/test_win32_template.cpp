@@ -237,7 +237,8 @@ TEST_CASE("several buffers each way are gathered on send and scattered on receiv
                                                         {r4.data(), static_cast<std::uint32_t>(r4.size())}}};
 
         bool received_all = false; // checked on this thread, as in exchange()
-        std::thread receiver([&] { received_all = receive_into(*to, in); });
+        // `to` by an init-capture: clang before 16 cannot capture a structured binding.
+        std::thread receiver([&, to = to] { received_all = receive_into(*to, in); });
         CHECK(send_and_wait(*from, out) == ASYNC_SOCKET_SEND_OK);
         receiver.join();
         CHECK(received_all);
