@@ -25,6 +25,7 @@ done
 packages=(
     cmake make g++ clang clang-format python3   # native build, sanitizers, formatting, scripts
     pkgconf                                     # checks the installed async_socket.pc
+    doxygen                                     # the API reference (scripts/api-docs.sh)
     libclang-rt-14-dev                          # libFuzzer and the sanitizer runtimes for clang
     doctest-dev libbenchmark-dev                # test and benchmark frameworks
     liburing-dev                                # the Linux io_uring backend

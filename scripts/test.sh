@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a bare machine: installs what is missing, then
-#   1. checks formatting (clang-format) and requirement traceability (scripts/check_requirements.py),
+#   1. checks formatting (clang-format) and requirement traceability (scripts/check_requirements.py), and makes
+#      the API reference (scripts/api-docs.sh: Doxygen, every public entity documented, warnings as errors),
 #   2. builds and runs the native unit tests under AddressSanitizer + UndefinedBehaviorSanitizer,
 #   3. builds and runs the concurrency tests under ThreadSanitizer, the native suite again built by clang (ASan+UBSan),
 #      and fuzzes the buffer validation (60 s),
@@ -98,6 +99,7 @@ windows_under_wine() {
 stage "install dependencies" scripts/install-deps.sh "${install_options[@]}"
 stage "format" scripts/check-format.sh
 stage "requirements" python3 scripts/check_requirements.py
+stage "API reference (doxygen, warnings as errors)" scripts/api-docs.sh build/api-docs
 stage "native unit tests (ASan+UBSan)" native_asan
 stage "concurrency tests (TSan)" native_tsan
 stage "native suite with clang (ASan+UBSan)" native_clang

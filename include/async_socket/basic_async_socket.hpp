@@ -1,27 +1,28 @@
-// async_socket: basic_async_socket, the asynchronous socket of the async_socket contract.
-//
-// All the logic lives here: argument checks, the CLOSED/OPENING/OPEN/CLOSING state machine, the
-// pending-call counter that close waits on, the overflow checks and the completion routine that maps
-// classified OS results to the spec's results. The OS sits behind the Backend (one IO's whole OS protocol),
-// memory behind AllocPolicy and atomics behind SyncPolicy (see concepts.hpp), so the same code runs on every
-// backend and against fakes.
-//
-// Guarantees:
-// - Every send_async/receive_async that returns status::ok gets exactly one completion callback, on a
-//   threadpool thread (or wherever the Backend delivers completions). A call that fails gets
-//   none.
-// - close() cancels outstanding IO, waits for every callback to finish and leaves the socket CLOSED and
-//   ready to be opened again. An IO that fails while the socket is closing completes with BECAUSE_CLOSE.
-// - All members are noexcept and may be called from any thread.
-//
-// Deviation from the spec (docs/requirements.md, docs/design.md): the backend binds the socket at the first
-// open and keeps the binding until destroy (on Win32 the threadpool IO, its cleanup group and environment),
-// not made in every open and released in every close. A socket handle is bound to one completion port for
-// life, so a second CreateThreadpoolIo on it fails: closing the threadpool IO in close would make reopening
-// impossible. For the same reason a SOCKET can serve only one basic_async_socket in its life.
-//
-// Longer than 500 lines on purpose: one state machine whose transitions are read together, with about 150
-// lines of the spec's own requirement text quoted beside the code that does it (the Codes_ markers).
+/// @file
+/// async_socket: basic_async_socket, the asynchronous socket of the async_socket contract.
+///
+/// All the logic lives here: argument checks, the CLOSED/OPENING/OPEN/CLOSING state machine, the
+/// pending-call counter that close waits on, the overflow checks and the completion routine that maps
+/// classified OS results to the spec's results. The OS sits behind the Backend (one IO's whole OS protocol),
+/// memory behind AllocPolicy and atomics behind SyncPolicy (see concepts.hpp), so the same code runs on every
+/// backend and against fakes.
+///
+/// Guarantees:
+/// - Every send_async/receive_async that returns status::ok gets exactly one completion callback, on a
+///   threadpool thread (or wherever the Backend delivers completions). A call that fails gets
+///   none.
+/// - close() cancels outstanding IO, waits for every callback to finish and leaves the socket CLOSED and
+///   ready to be opened again. An IO that fails while the socket is closing completes with BECAUSE_CLOSE.
+/// - All members are noexcept and may be called from any thread.
+///
+/// Deviation from the spec (docs/requirements.md, docs/design.md): the backend binds the socket at the first
+/// open and keeps the binding until destroy (on Win32 the threadpool IO, its cleanup group and environment),
+/// not made in every open and released in every close. A socket handle is bound to one completion port for
+/// life, so a second CreateThreadpoolIo on it fails: closing the threadpool IO in close would make reopening
+/// impossible. For the same reason a SOCKET can serve only one basic_async_socket in its life.
+///
+/// Longer than 500 lines on purpose: one state machine whose transitions are read together, with about 150
+/// lines of the spec's own requirement text quoted beside the code that does it (the Codes_ markers).
 #pragma once
 
 #include <async_socket/detail/config.hpp>
@@ -51,21 +52,22 @@
 namespace async_socket
 {
 
+/// The state of a basic_async_socket (state()): the spec's state machine.
 enum class socket_state : std::int32_t
 {
-    closed = 0,
-    opening = 1,
-    open = 2,
-    closing = 3,
+    closed = 0,  ///< made, or closed: open_async may be called
+    opening = 1, ///< open_async is under way
+    open = 2,    ///< send and receive may be called
+    closing = 3, ///< close is cancelling the outstanding IO and waiting for its callbacks
 };
 
 namespace detail
 {
-// Every socket whose completion callback this thread is running, innermost first: a callback may start IO on
-// another socket that finishes at once and runs that socket's callback nested in its own, so several sockets
-// can be in a callback on one thread. close() or destroy of any of them from there would wait for a callback
-// further out on this very thread, so it is refused. The frames live on the stack (a thread_local pointer,
-// trivially destructible: mingw's thread_local with a destructor is unreliable).
+/// Every socket whose completion callback this thread is running, innermost first: a callback may start IO on
+/// another socket that finishes at once and runs that socket's callback nested in its own, so several sockets
+/// can be in a callback on one thread. close() or destroy of any of them from there would wait for a callback
+/// further out on this very thread, so it is refused. The frames live on the stack (a thread_local pointer,
+/// trivially destructible: mingw's thread_local with a destructor is unreliable).
 struct dispatch_frame
 {
     const void* socket;
@@ -91,7 +93,7 @@ private:
     dispatch_frame frame_;
 };
 
-// True when this thread is inside a completion callback of `socket`, at any depth.
+/// True when this thread is inside a completion callback of `socket`, at any depth.
 [[nodiscard]] inline bool dispatching(const void* socket) noexcept
 {
     for (const dispatch_frame* frame = dispatch_frames; frame != nullptr; frame = frame->outer)
@@ -115,14 +117,14 @@ private:
 
 namespace detail
 {
-// A C++ handler of an IO: called once with the IO's result, never throwing; moved or copied into the IO's context.
+/// A C++ handler of an IO: called once with the IO's result, never throwing; moved or copied into the IO's context.
 template <class Handler, class Result>
 concept io_handler = std::is_nothrow_invocable_v < std::decay_t<Handler>
 &, Result > &&std::constructible_from<std::decay_t<Handler>, Handler>&&
                 std::is_nothrow_destructible_v<std::decay_t<Handler>>;
 
-// The category of a backend's OS codes: its own when it names one (errno values on Linux), the system's otherwise
-// (Win32 error codes, which the fakes use too).
+/// The category of a backend's OS codes: its own when it names one (errno values on Linux), the system's otherwise
+/// (Win32 error codes, which the fakes use too).
 template <class Backend>
 const std::error_category& os_error_category() noexcept
 {
@@ -141,6 +143,8 @@ const std::error_category& os_error_category() noexcept
 }
 } // namespace detail
 
+/// The asynchronous socket of the async_socket contract over a Backend (the OS), an AllocPolicy (memory) and a
+/// SyncPolicy (atomics); see the top of this file for what it guarantees. Made by create, owned by its handle.
 template <class Backend, class AllocPolicy, class SyncPolicy>
 class basic_async_socket
 {
@@ -149,22 +153,25 @@ class basic_async_socket
     static_assert(check_sync_policy<SyncPolicy>());
 
 public:
-    using backend_type = Backend;
-    using alloc_type = AllocPolicy;
-    using sync_type = SyncPolicy;
-    using engine_type = typename Backend::engine_type;
+    using backend_type = Backend;                      ///< the Backend policy (socket_backend)
+    using alloc_type = AllocPolicy;                    ///< the AllocPolicy (alloc_policy)
+    using sync_type = SyncPolicy;                      ///< the SyncPolicy (sync_policy)
+    using engine_type = typename Backend::engine_type; ///< what create takes to find the OS's machinery
 
+    /// The deleter of handle: destroys the socket (as async_socket_destroy does).
     struct destroyer
     {
+        /// destroy(socket).
         void operator()(basic_async_socket* socket) const noexcept
         {
             destroy(socket);
         }
     };
+    /// The owner of a socket: create returns one; resetting it destroys the socket.
     using handle = std::unique_ptr<basic_async_socket, destroyer>;
 
-    // Makes a CLOSED socket over `socket_handle`, which stays the caller's (it is never closed here).
-    // Returns null when engine or socket_handle is null, or when memory or the pool cannot be had.
+    /// Makes a CLOSED socket over `socket_handle`, which stays the caller's (it is never closed here).
+    /// Returns null when engine or socket_handle is null, or when memory or the pool cannot be had.
     [[nodiscard]] static handle create(engine_type engine, SOCKET_HANDLE socket_handle, Backend backend = {},
                                        AllocPolicy alloc = {}) noexcept
     {
@@ -201,10 +208,10 @@ public:
         return handle(socket);
     }
 
-    // Destroys a socket made by create (what handle's deleter does). Waits while the socket is OPENING or
-    // CLOSING, closes it if OPEN, then releases everything. Must not be called from one of this socket's
-    // own completion callbacks (that would free the socket under the running callback): doing so aborts
-    // with a message.
+    /// Destroys a socket made by create (what handle's deleter does). Waits while the socket is OPENING or
+    /// CLOSING, closes it if OPEN, then releases everything. Must not be called from one of this socket's
+    /// own completion callbacks (that would free the socket under the running callback): doing so aborts
+    /// with a message.
     static void destroy(basic_async_socket* socket) noexcept
     {
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_004: [ If async_socket is NULL, async_socket_destroy shall return. ]
@@ -217,9 +224,9 @@ public:
         alloc.deallocate(socket, sizeof(basic_async_socket));
     }
 
-    // Opens the socket: binds it with the backend (first open only) and moves it to OPEN, then calls
-    // on_open_complete(context, ASYNC_SOCKET_OPEN_OK) on the calling thread before returning ok.
-    // Fails (and calls nothing) on a null callback, when not CLOSED, or when the OS refuses.
+    /// Opens the socket: binds it with the backend (first open only) and moves it to OPEN, then calls
+    /// on_open_complete(context, ASYNC_SOCKET_OPEN_OK) on the calling thread before returning ok.
+    /// Fails (and calls nothing) on a null callback, when not CLOSED, or when the OS refuses.
     [[nodiscard]] status open_async(ON_ASYNC_SOCKET_OPEN_COMPLETE on_open_complete,
                                     void* on_open_complete_context) noexcept
     {
@@ -259,10 +266,10 @@ public:
         return status::ok;
     }
 
-    // Closes an OPEN socket: waits for send_async/receive_async calls under way, cancels the socket's
-    // outstanding IO, waits for every completion callback to finish, and leaves the socket CLOSED (it can
-    // be opened again). Returns invalid_state when the socket was not OPEN, and called_from_callback
-    // (doing nothing) when called from one of this socket's own completion callbacks.
+    /// Closes an OPEN socket: waits for send_async/receive_async calls under way, cancels the socket's
+    /// outstanding IO, waits for every completion callback to finish, and leaves the socket CLOSED (it can
+    /// be opened again). Returns invalid_state when the socket was not OPEN, and called_from_callback
+    /// (doing nothing) when called from one of this socket's own completion callbacks.
     status close() noexcept
     {
         if (detail::dispatching(this) || completing_at_once_here())
@@ -296,8 +303,8 @@ public:
         return status::ok;
     }
 
-    // Sends the bytes of `buffer_count` buffers, in order, as one IO. The buffers' memory must stay valid
-    // until on_send_complete runs; the array `buffers` itself may be reused as soon as this returns.
+    /// Sends the bytes of `buffer_count` buffers, in order, as one IO. The buffers' memory must stay valid
+    /// until on_send_complete runs; the array `buffers` itself may be reused as soon as this returns.
     [[nodiscard]] status send_async(const ASYNC_SOCKET_BUFFER* buffers, std::uint32_t buffer_count,
                                     ON_ASYNC_SOCKET_SEND_COMPLETE on_send_complete,
                                     void* on_send_complete_context) noexcept
@@ -305,9 +312,9 @@ public:
         return submit<detail::io_kind::send>(buffers, buffer_count, on_send_complete, on_send_complete_context);
     }
 
-    // Receives into `buffer_count` buffers, filled in order, as one IO; the callback reports how many bytes
-    // arrived (0 with ASYNC_SOCKET_RECEIVE_OK: the peer shut down its side). The buffers' memory must stay
-    // valid until on_receive_complete runs; the array `buffers` itself may be reused once this returns.
+    /// Receives into `buffer_count` buffers, filled in order, as one IO; the callback reports how many bytes
+    /// arrived (0 with ASYNC_SOCKET_RECEIVE_OK: the peer shut down its side). The buffers' memory must stay
+    /// valid until on_receive_complete runs; the array `buffers` itself may be reused once this returns.
     [[nodiscard]] status receive_async(ASYNC_SOCKET_BUFFER* buffers, std::uint32_t buffer_count,
                                        ON_ASYNC_SOCKET_RECEIVE_COMPLETE on_receive_complete,
                                        void* on_receive_complete_context) noexcept
@@ -316,13 +323,13 @@ public:
                                                 on_receive_complete_context);
     }
 
-    // The same IO with a C++ handler: any nothrow invocable taking a send_result (a lambda with captures, a
-    // function object, a function). It is moved (or copied, from an lvalue) into the IO's context, which is
-    // sized for it, runs exactly once on the completion thread and is destroyed after it ran; when the call
-    // fails it is destroyed without running. A handler that throws while it is copied or moved in fails the
-    // call with handler_threw (std::bad_alloc: out_of_memory). `buffers`: a span, or anything contiguous that
-    // converts to one (an array, a std::vector of ASYNC_SOCKET_BUFFER); as for the C form, only the bytes
-    // must stay valid until the handler runs.
+    /// The same IO with a C++ handler: any nothrow invocable taking a send_result (a lambda with captures, a
+    /// function object, a function). It is moved (or copied, from an lvalue) into the IO's context, which is
+    /// sized for it, runs exactly once on the completion thread and is destroyed after it ran; when the call
+    /// fails it is destroyed without running. A handler that throws while it is copied or moved in fails the
+    /// call with handler_threw (std::bad_alloc: out_of_memory). `buffers`: a span, or anything contiguous that
+    /// converts to one (an array, a std::vector of ASYNC_SOCKET_BUFFER); as for the C form, only the bytes
+    /// must stay valid until the handler runs.
     template <class Handler>
     requires detail::io_handler<Handler, send_result>
     [[nodiscard]] status send_async(std::span<const ASYNC_SOCKET_BUFFER> buffers, Handler&& handler) noexcept
@@ -330,7 +337,7 @@ public:
         return submit_with_handler<detail::io_kind::send>(buffers, std::forward<Handler>(handler));
     }
 
-    // Receives with a C++ handler that takes a receive_result (see the send above).
+    /// Receives with a C++ handler that takes a receive_result (see the send above).
     template <class Handler>
     requires detail::io_handler<Handler, receive_result>
     [[nodiscard]] status receive_async(std::span<const ASYNC_SOCKET_BUFFER> buffers, Handler&& handler) noexcept
@@ -338,13 +345,13 @@ public:
         return submit_with_handler<detail::io_kind::receive>(buffers, std::forward<Handler>(handler));
     }
 
-    // The same, cancellable through `stop` (per-IO cancellation; the backend must be a cancellable_backend, as
-    // every backend of the project is). Once a stop is requested the IO, if still pending, completes as
-    // io_completion::cancelled (error: the OS's cancel code, 995 on Win32, ECANCELED on Linux) and the socket
-    // stays open for the next IO. A stop that races the IO's own end gives exactly one of the two outcomes. A send
-    // cancelled part-way may have sent part of its bytes. A token stopped already fails the call with
-    // status::cancelled: nothing is started and the handler is not called. The handler may run on the thread that
-    // requests the stop (a backend may complete the cancelled IO there), or on this thread during the call.
+    /// The same, cancellable through `stop` (per-IO cancellation; the backend must be a cancellable_backend, as
+    /// every backend of the project is). Once a stop is requested the IO, if still pending, completes as
+    /// io_completion::cancelled (error: the OS's cancel code, 995 on Win32, ECANCELED on Linux) and the socket
+    /// stays open for the next IO. A stop that races the IO's own end gives exactly one of the two outcomes. A send
+    /// cancelled part-way may have sent part of its bytes. A token stopped already fails the call with
+    /// status::cancelled: nothing is started and the handler is not called. The handler may run on the thread that
+    /// requests the stop (a backend may complete the cancelled IO there), or on this thread during the call.
     template <class Handler>
     requires detail::io_handler<Handler, send_result> && cancellable_backend<Backend>
     [[nodiscard]] status send_async(std::span<const ASYNC_SOCKET_BUFFER> buffers, Handler&& handler,
@@ -353,7 +360,7 @@ public:
         return submit_cancellable<detail::io_kind::send>(buffers, std::forward<Handler>(handler), stop);
     }
 
-    // Receives, cancellable through `stop` (see the send above).
+    /// Receives, cancellable through `stop` (see the send above).
     template <class Handler>
     requires detail::io_handler<Handler, receive_result> && cancellable_backend<Backend>
     [[nodiscard]] status receive_async(std::span<const ASYNC_SOCKET_BUFFER> buffers, Handler&& handler,
@@ -362,26 +369,26 @@ public:
         return submit_cancellable<detail::io_kind::receive>(buffers, std::forward<Handler>(handler), stop);
     }
 
-    // For coroutines: co_await socket->async_send(buffers) gives the send_result. The coroutine resumes on the
-    // completion thread, or goes on without suspending when the IO finished during the call (no recursion, so a
-    // loop of such IO does not grow the stack); a refused call gives completion error with the status as its
-    // error_code. Works with any coroutine type; nothing is allocated besides the IO's context. The buffers'
-    // memory must stay valid until the co_await returns.
+    /// For coroutines: co_await socket->async_send(buffers) gives the send_result. The coroutine resumes on the
+    /// completion thread, or goes on without suspending when the IO finished during the call (no recursion, so a
+    /// loop of such IO does not grow the stack); a refused call gives completion error with the status as its
+    /// error_code. Works with any coroutine type; nothing is allocated besides the IO's context. The buffers'
+    /// memory must stay valid until the co_await returns.
     [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, true>
     async_send(std::span<const ASYNC_SOCKET_BUFFER> buffers) noexcept
     {
         return {*this, buffers};
     }
 
-    // co_await socket->async_receive(buffers) gives the receive_result (see async_send).
+    /// co_await socket->async_receive(buffers) gives the receive_result (see async_send).
     [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, false>
     async_receive(std::span<const ASYNC_SOCKET_BUFFER> buffers) noexcept
     {
         return {*this, buffers};
     }
 
-    // Cancellable through `stop`, as send_async with a stop_token: a cancelled IO gives io_completion::cancelled,
-    // a token stopped already gives cancelled with status::cancelled as its error_code.
+    /// Cancellable through `stop`, as send_async with a stop_token: a cancelled IO gives io_completion::cancelled,
+    /// a token stopped already gives cancelled with status::cancelled as its error_code.
     [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, true>
     async_send(std::span<const ASYNC_SOCKET_BUFFER> buffers,
                std::stop_token stop) noexcept requires cancellable_backend<Backend>
@@ -389,6 +396,7 @@ public:
         return {*this, buffers, std::move(stop)};
     }
 
+    /// Cancellable through `stop`, as async_send with a stop_token is.
     [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, false>
     async_receive(std::span<const ASYNC_SOCKET_BUFFER> buffers,
                   std::stop_token stop) noexcept requires cancellable_backend<Backend>
@@ -396,8 +404,8 @@ public:
         return {*this, buffers, std::move(stop)};
     }
 
-    // Opens with a C++ handler, called with ASYNC_SOCKET_OPEN_OK on this thread before ok is returned (the
-    // handler is called where it is: open completes during the call).
+    /// Opens with a C++ handler, called with ASYNC_SOCKET_OPEN_OK on this thread before ok is returned (the
+    /// handler is called where it is: open completes during the call).
     template <class Handler>
     requires std::is_nothrow_invocable_v<Handler&, ASYNC_SOCKET_OPEN_RESULT>
     [[nodiscard]] status open_async(Handler&& on_open) noexcept
@@ -408,21 +416,24 @@ public:
                           const_cast<void*>(static_cast<const volatile void*>(std::addressof(on_open))));
     }
 
+    /// The state now (it may change as soon as it is read when other threads use the socket).
     [[nodiscard]] socket_state state() const noexcept
     {
         return static_cast<socket_state>(SyncPolicy::load(state_));
     }
 
+    /// The socket handle given to create.
     [[nodiscard]] SOCKET_HANDLE socket_handle() const noexcept
     {
         return socket_;
     }
 
-    // The policy objects, for tests and for policies that report statistics.
+    /// The policy objects, for tests and for policies that report statistics.
     [[nodiscard]] Backend& backend() noexcept
     {
         return backend_;
     }
+    /// The AllocPolicy object, for tests and statistics.
     [[nodiscard]] AllocPolicy& allocator() noexcept
     {
         return alloc_;
@@ -439,11 +450,11 @@ private:
 
     static constexpr bool skip_mode = completes_at_once<Backend>();
 
-    // A backend that completes IO at once: one complete_at_once running on this thread, for one socket. An IO of that
-    // socket that finishes at once while it runs (started from a callback it called) is appended here and completed
-    // when that callback returns, so that a chain of such IO does not recurse without bound. The frames of one thread
-    // form a stack, at most one per socket; a frame runs inside the send_async/receive_async that made it, so close()
-    // of its socket (on another thread) waits for it through the pending-call count.
+    /// A backend that completes IO at once: one complete_at_once running on this thread, for one socket. An IO of that
+    /// socket that finishes at once while it runs (started from a callback it called) is appended here and completed
+    /// when that callback returns, so that a chain of such IO does not recurse without bound. The frames of one thread
+    /// form a stack, at most one per socket; a frame runs inside the send_async/receive_async that made it, so close()
+    /// of its socket (on another thread) waits for it through the pending-call count.
     struct inline_frame
     {
         const basic_async_socket* owner;
@@ -453,8 +464,8 @@ private:
     };
     static inline thread_local inline_frame* inline_frames_ = nullptr;
 
-    // True when this thread is completing, at once, an IO of this socket: close() would then wait for the
-    // send_async/receive_async further out on this very thread.
+    /// True when this thread is completing, at once, an IO of this socket: close() would then wait for the
+    /// send_async/receive_async further out on this very thread.
     [[nodiscard]] bool completing_at_once_here() const noexcept
     {
         if constexpr (skip_mode)
@@ -500,8 +511,8 @@ private:
         release_backend();
     }
 
-    // send_async and receive_async: one path, the direction a template parameter. Each step carries the
-    // markers of both directions' requirements.
+    /// send_async and receive_async: one path, the direction a template parameter. Each step carries the
+    /// markers of both directions' requirements.
     template <detail::io_kind Kind, class Callback>
     status submit(const ASYNC_SOCKET_BUFFER* buffers, std::uint32_t buffer_count, Callback on_complete,
                   void* on_complete_context) noexcept
@@ -533,10 +544,10 @@ private:
                                cancellable_binder<Kind, Handler>{std::addressof(handler), &stop});
     }
 
-    // Who is told of an IO's completion, as submit_io stores it in the context: the spec's callback and its
-    // context, or a C++ handler (held in the context after the buffer array), possibly with a stop_token.
-    // Besides bind/unbind a binder has two hooks: pending (the backend accepted the IO) and at_once (it finished
-    // during the call).
+    /// Who is told of an IO's completion, as submit_io stores it in the context: the spec's callback and its
+    /// context, or a C++ handler (held in the context after the buffer array), possibly with a stop_token.
+    /// Besides bind/unbind a binder has two hooks: pending (the backend accepted the IO) and at_once (it finished
+    /// during the call).
     template <detail::io_kind Kind, class Callback>
     struct c_callback_binder
     {
@@ -614,7 +625,7 @@ private:
         static void at_once(context_header*) noexcept {}
     };
 
-    // Moves or copies a handler into its place in the context; a throw becomes the call's status.
+    /// Moves or copies a handler into its place in the context; a throw becomes the call's status.
     template <class HandlerType, class Source>
     static status construct_handler(void* storage, Source&& source) noexcept
     {
@@ -637,19 +648,21 @@ private:
         return status::ok;
     }
 
-    // Per-IO cancellation: the block after the handler of a cancellable IO. The stop_callback (which calls
-    // Backend::cancel_one) can only be registered once the backend has accepted the IO, and by then the IO may
-    // have completed on another thread. So the submitter and the completion count down `arm` from 2: the
-    // completion that comes first leaves its result here, and whichever of the two comes second finishes the IO
-    // (unregisters the stop_callback, frees the context, runs the handler). Unregistering waits for a cancel_one
-    // under way on another thread, so cancel_one never sees a freed context.
+    /// Per-IO cancellation: the block after the handler of a cancellable IO. The stop_callback (which calls
+    /// Backend::cancel_one) can only be registered once the backend has accepted the IO, and by then the IO may
+    /// have completed on another thread. So the submitter and the completion count down `arm` from 2: the
+    /// completion that comes first leaves its result here, and whichever of the two comes second finishes the IO
+    /// (unregisters the stop_callback, frees the context, runs the handler). Unregistering waits for a cancel_one
+    /// under way on another thread, so cancel_one never sees a freed context.
     struct cancel_block
     {
+        /// What the stop_callback runs: marks the cancel requested and asks the backend to cancel the IO.
         struct canceller
         {
-            basic_async_socket* socket;
-            context_header* context;
-            cancel_block* block;
+            basic_async_socket* socket; ///< the IO's socket
+            context_header* context;    ///< the IO's context
+            cancel_block* block;        ///< the block in that context
+            /// Requests the cancel, then Backend::cancel_one.
             void operator()() const noexcept
             {
                 block->requested.store(true, std::memory_order_release);
@@ -660,8 +673,8 @@ private:
 
         typename SyncPolicy::word_type arm;
         std::atomic<bool> requested;
-        bool armed;   // the stop_callback is registered
-        bool closing; // the completion's, when it came first
+        bool armed;   ///< the stop_callback is registered
+        bool closing; ///< the completion's, when it came first
         io_result result;
         alignas(callback_type) std::byte callback[sizeof(callback_type)];
 
@@ -724,8 +737,8 @@ private:
             block_of(context)->~cancel_block();
             handler_of(context)->~handler_type();
         }
-        // The IO is accepted: register the stop_callback (it runs at once if a stop came meanwhile), then count
-        // down; a completion that came first left the IO to this thread.
+        /// The IO is accepted: register the stop_callback (it runs at once if a stop came meanwhile), then count
+        /// down; a completion that came first left the IO to this thread.
         void pending(basic_async_socket& socket, context_header* context) const noexcept
         {
             cancel_block* block = block_of(context);
@@ -741,7 +754,7 @@ private:
                 finish(&socket, context);
             }
         }
-        // Finished during the call: no stop_callback; only the completion counts down.
+        /// Finished during the call: no stop_callback; only the completion counts down.
         static void at_once(context_header* context) noexcept
         {
             SyncPolicy::store(block_of(context)->arm, 1);
@@ -890,14 +903,14 @@ private:
         return status::os_error;
     }
 
-    // Counts a send_async/receive_async under way, so that close can wait for it (SRS 01_020). The count is
-    // raised before the state is read and lowered on every way out: close switches to CLOSING first and
-    // then waits for zero, so no call can slip past a close.
-    //
-    // A closer that waits adds closer_waiting to the count, so the call that lowers the count to
-    // closer_waiting knows from the decrement's own result that it must wake it: nothing of the socket is
-    // read after the decrement (the closer may return and the socket be destroyed at once), and calls
-    // pay no wake when nobody closes.
+    /// Counts a send_async/receive_async under way, so that close can wait for it (SRS 01_020). The count is
+    /// raised before the state is read and lowered on every way out: close switches to CLOSING first and
+    /// then waits for zero, so no call can slip past a close.
+    ///
+    /// A closer that waits adds closer_waiting to the count, so the call that lowers the count to
+    /// closer_waiting knows from the decrement's own result that it must wake it: nothing of the socket is
+    /// read after the decrement (the closer may return and the socket be destroyed at once), and calls
+    /// pay no wake when nobody closes.
     static constexpr std::int32_t closer_waiting = 0x40000000;
 
     class api_call_guard
@@ -928,7 +941,7 @@ private:
         typename SyncPolicy::word_type& state_;
     };
 
-    // close: waits until no send_async/receive_async is under way (SRS 01_020).
+    /// close: waits until no send_async/receive_async is under way (SRS 01_020).
     void wait_for_api_calls() noexcept
     {
         add_to_calls(closer_waiting);
@@ -940,7 +953,7 @@ private:
         add_to_calls(-closer_waiting);
     }
 
-    // Adds to the count with a compare-exchange loop: calls may raise and lower it meanwhile.
+    /// Adds to the count with a compare-exchange loop: calls may raise and lower it meanwhile.
     void add_to_calls(std::int32_t amount) noexcept
     {
         std::int32_t seen = SyncPolicy::load(pending_calls_);
@@ -967,7 +980,7 @@ private:
         SyncPolicy::wake_all(state_);
     }
 
-    // The backend's binding is made once and kept until destroy (see the header comment).
+    /// The backend's binding is made once and kept until destroy (see the header comment).
     bool bind_backend() noexcept
     {
         if (!backend_.template bind<&basic_async_socket::on_io_complete>(socket_, this))
@@ -987,7 +1000,7 @@ private:
         }
     }
 
-    // Validates a payload and sums its lengths (SRS 01_025/085/089/090/101 and 01_074/086/091/092/096).
+    /// Validates a payload and sums its lengths (SRS 01_025/085/089/090/101 and 01_074/086/091/092/096).
     static status check_buffers(const ASYNC_SOCKET_BUFFER* buffers, std::uint32_t buffer_count,
                                 std::uint32_t& total_length) noexcept
     {
@@ -1012,9 +1025,9 @@ private:
         return status::ok;
     }
 
-    // Allocates a context with `buffer_count` OS buffers pointing at `buffers`. Its io_state is the
-    // backend's to initialise when it submits.
-    // `handler_size` more bytes (aligned to `handler_alignment`) after the buffer array hold a C++ handler.
+    /// Allocates a context with `buffer_count` OS buffers pointing at `buffers`. Its io_state is the
+    /// backend's to initialise when it submits.
+    /// `handler_size` more bytes (aligned to `handler_alignment`) after the buffer array hold a C++ handler.
     status make_context(const ASYNC_SOCKET_BUFFER* buffers, std::uint32_t buffer_count, std::uint32_t total_length,
                         detail::io_kind kind, std::size_t handler_size, std::size_t handler_alignment,
                         context_header*& context) noexcept
@@ -1062,15 +1075,15 @@ private:
         alloc_.deallocate(context, size);
     }
 
-    // Where a C++ handler lives in its context: after the buffer array.
+    /// Where a C++ handler lives in its context: after the buffer array.
     static void* handler_storage(context_header* context, std::size_t alignment) noexcept
     {
         return reinterpret_cast<std::byte*>(context) + detail::round_up(layout::size(context->buffer_count), alignment);
     }
 
-    // The completion of an IO with a C++ handler: the handler leaves the context, the context is freed (so that
-    // the handler can start the next IO in the same memory), then the handler runs and is destroyed. A handler
-    // whose move may throw runs where it is instead, and the context goes after it.
+    /// The completion of an IO with a C++ handler: the handler leaves the context, the context is freed (so that
+    /// the handler can start the next IO in the same memory), then the handler runs and is destroyed. A handler
+    /// whose move may throw runs where it is instead, and the context goes after it.
     template <detail::io_kind Kind, class Handler>
     static void complete_with_handler(void* owner, context_header* context, io_result result, bool closing) noexcept
     {
@@ -1099,7 +1112,7 @@ private:
         }
     }
 
-    // `cancelled`: the IO's stop_token asked for it and the backend reported it cancelled (close wins over it).
+    /// `cancelled`: the IO's stop_token asked for it and the backend reported it cancelled (close wins over it).
     template <detail::io_kind Kind, class Handler>
     static void run_handler(Handler& handler, io_result result, std::uint32_t total_length, bool closing,
                             bool cancelled) noexcept
@@ -1129,8 +1142,8 @@ private:
         }
     }
 
-    // The IO finished at once and no completion will be delivered for it (the backend has undone what it
-    // started). It is completed here, on the calling thread, like any other: once, context freed first.
+    /// The IO finished at once and no completion will be delivered for it (the backend has undone what it
+    /// started). It is completed here, on the calling thread, like any other: once, context freed first.
     void complete_at_once(context_header* context, std::uint32_t bytes) noexcept
     {
         context->bytes_at_once = bytes;
@@ -1167,7 +1180,7 @@ private:
         inline_frames_ = frame.outer;
     }
 
-    // The completion routine for every IO of this socket (given to Backend::bind).
+    /// The completion routine for every IO of this socket (given to Backend::bind).
     static void on_io_complete(void* owner, void* io, io_result result) noexcept
     {
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_063: [ If overlapped is NULL, on_io_complete shall return. ]
@@ -1214,7 +1227,7 @@ private:
     }
 
 public:
-    // The result mapping of on_io_complete, exposed so that it can be checked on its own.
+    /// The result mapping of on_io_complete, exposed so that it can be checked on its own.
     static ASYNC_SOCKET_SEND_RESULT map_send_result(io_result result, std::uint32_t total_length, bool closing) noexcept
     {
         if (result.outcome != io_outcome::success)
@@ -1239,12 +1252,16 @@ public:
         return ASYNC_SOCKET_SEND_OK;
     }
 
+    /// What map_receive_result gives: the C result and the byte count for the callback.
     struct receive_outcome
     {
-        ASYNC_SOCKET_RECEIVE_RESULT result;
-        std::uint32_t bytes;
+        ASYNC_SOCKET_RECEIVE_RESULT result; ///< the result the callback gets
+        std::uint32_t bytes;                ///< the bytes_received the callback gets
     };
 
+    /// The result mapping of a receive, exposed so that it can be checked on its own: BECAUSE_CLOSE or ERROR (0
+    /// bytes) for a failed IO, depending on closing; ERROR with the reported count when it exceeds total_length;
+    /// else OK with the count.
     static receive_outcome map_receive_result(io_result result, std::uint32_t total_length, bool closing) noexcept
     {
         const std::size_t bytes_transferred = result.bytes;
@@ -1277,7 +1294,7 @@ private:
     ASYNC_SOCKET_NO_UNIQUE_ADDRESS AllocPolicy alloc_;
     mutable typename SyncPolicy::word_type state_{static_cast<std::int32_t>(socket_state::closed)};
     mutable typename SyncPolicy::word_type pending_calls_{0};
-    bool bound_ = false; // the backend's binding exists (made at the first open, released at destroy)
+    bool bound_ = false; ///< the backend's binding exists (made at the first open, released at destroy)
 };
 
 } // namespace async_socket

@@ -1,4 +1,5 @@
-/* async_socket: the vocabulary types of the async_socket contract.
+/** @file
+ * async_socket: the vocabulary types of the async_socket contract.
  *
  * These are the spec's own names and layouts (ASYNC_SOCKET_BUFFER, the three result enums, the three
  * callback typedefs). They are plain C so that the C-style API in <async_socket/c_api.h> and the C++
@@ -10,7 +11,7 @@
 
 #include <stdint.h>
 
-/* How the functions of the C API (c_api.h, execution_engine.h) reach a program:
+/** How the functions of the C API (c_api.h, execution_engine.h) reach a program:
  * - from C++ (the default): inline definitions in the headers; nothing to link;
  * - from C: declarations only; the compiled async_socket::c_api library (src/c_api.cpp) defines them;
  * - in that library's one C++ file, which defines ASYNC_SOCKET_C_API_DEFINE first: the declarations with C
@@ -21,8 +22,10 @@
 #define ASYNC_SOCKET_C_DECLARATIONS 0
 #endif
 #ifdef __cplusplus
+/** `noexcept` on the C API's declarations from C++, nothing from C. */
 #define ASYNC_SOCKET_C_NOEXCEPT noexcept
 #ifdef ASYNC_SOCKET_C_API_DEFINE
+/** What precedes each C API definition: `inline` from C++, `extern "C"` in the compiled async_socket::c_api library. */
 #define ASYNC_SOCKET_C_FUNCTION extern "C"
 #else
 #define ASYNC_SOCKET_C_FUNCTION inline
@@ -36,57 +39,66 @@ extern "C"
 {
 #endif
 
-    /* The caller's socket (a Win32 SOCKET on Windows, a descriptor on Linux), passed through as an opaque
+    /** The caller's socket (a Win32 SOCKET on Windows, a descriptor on Linux), passed through as an opaque
      * pointer-sized value. NULL is "no socket" everywhere (the spec refuses it). */
     typedef void* SOCKET_HANDLE;
 
-    /* A Linux socket descriptor as a SOCKET_HANDLE: the descriptor plus one, so that descriptor 0 is a valid,
+    /** A Linux socket descriptor as a SOCKET_HANDLE: the descriptor plus one, so that descriptor 0 is a valid,
      * non-NULL handle and -1 (what a failed socket() returns) becomes NULL, which create refuses. */
     static inline SOCKET_HANDLE async_socket_handle_from_fd(int fd)
     {
         return fd < 0 ? (SOCKET_HANDLE)0 : (SOCKET_HANDLE)((intptr_t)fd + 1);
     }
 
-    /* The descriptor of a handle made by async_socket_handle_from_fd; -1 for NULL. */
+    /** The descriptor of a handle made by async_socket_handle_from_fd; -1 for NULL. */
     static inline int async_socket_fd_from_handle(SOCKET_HANDLE handle)
     {
         return (int)((intptr_t)handle - 1);
     }
 
     /* Each enum starts with an _INVALID value, as the seed's enum macro did, so that 0 is never a result. */
+
+    /** How an open ended, as given to ON_ASYNC_SOCKET_OPEN_COMPLETE. Starts with an _INVALID value, as the seed's
+     * enum macro did, so that 0 is never a result. */
     typedef enum ASYNC_SOCKET_OPEN_RESULT_TAG
     {
-        ASYNC_SOCKET_OPEN_RESULT_INVALID,
-        ASYNC_SOCKET_OPEN_OK,
-        ASYNC_SOCKET_OPEN_ERROR
+        ASYNC_SOCKET_OPEN_RESULT_INVALID, /**< never a result: the zero value */
+        ASYNC_SOCKET_OPEN_OK,             /**< the socket is OPEN */
+        ASYNC_SOCKET_OPEN_ERROR           /**< the open failed; the socket stays CLOSED */
     } ASYNC_SOCKET_OPEN_RESULT;
 
+    /** How a send ended, as given to ON_ASYNC_SOCKET_SEND_COMPLETE. */
     typedef enum ASYNC_SOCKET_SEND_RESULT_TAG
     {
-        ASYNC_SOCKET_SEND_RESULT_INVALID,
-        ASYNC_SOCKET_SEND_OK,
-        ASYNC_SOCKET_SEND_ERROR,
-        ASYNC_SOCKET_SEND_BECAUSE_CLOSE
+        ASYNC_SOCKET_SEND_RESULT_INVALID, /**< never a result: the zero value */
+        ASYNC_SOCKET_SEND_OK,             /**< every byte of every buffer was sent */
+        ASYNC_SOCKET_SEND_ERROR,          /**< the OS failed the send, or sent other than the buffers' total */
+        ASYNC_SOCKET_SEND_BECAUSE_CLOSE   /**< the send failed while the socket was closing */
     } ASYNC_SOCKET_SEND_RESULT;
 
+    /** How a receive ended, as given to ON_ASYNC_SOCKET_RECEIVE_COMPLETE. */
     typedef enum ASYNC_SOCKET_RECEIVE_RESULT_TAG
     {
-        ASYNC_SOCKET_RECEIVE_RESULT_INVALID,
-        ASYNC_SOCKET_RECEIVE_OK,
-        ASYNC_SOCKET_RECEIVE_ERROR,
-        ASYNC_SOCKET_RECEIVE_BECAUSE_CLOSE
+        ASYNC_SOCKET_RECEIVE_RESULT_INVALID, /**< never a result: the zero value */
+        ASYNC_SOCKET_RECEIVE_OK,             /**< bytes_received bytes arrived; 0: the peer shut down its side */
+        ASYNC_SOCKET_RECEIVE_ERROR,          /**< the OS failed it, or reported more bytes than fit */
+        ASYNC_SOCKET_RECEIVE_BECAUSE_CLOSE   /**< the receive failed while the socket was closing */
     } ASYNC_SOCKET_RECEIVE_RESULT;
 
+    /** Called once when an open ends, with the context given to the open and its result. */
     typedef void (*ON_ASYNC_SOCKET_OPEN_COMPLETE)(void* context, ASYNC_SOCKET_OPEN_RESULT open_result);
+    /** Called exactly once for every send that was started (the call returned 0), with its context and result. */
     typedef void (*ON_ASYNC_SOCKET_SEND_COMPLETE)(void* context, ASYNC_SOCKET_SEND_RESULT send_result);
+    /** Called exactly once for every receive that was started, with its context, its result and the number of bytes
+     * written into the buffers (meaningful with ASYNC_SOCKET_RECEIVE_OK). */
     typedef void (*ON_ASYNC_SOCKET_RECEIVE_COMPLETE)(void* context, ASYNC_SOCKET_RECEIVE_RESULT receive_result,
                                                      uint32_t bytes_received);
 
-    /* One piece of a scatter/gather payload: `length` bytes at `buffer`. */
+    /** One piece of a scatter/gather payload: `length` bytes at `buffer`. */
     typedef struct ASYNC_SOCKET_BUFFER_TAG
     {
-        void* buffer;
-        uint32_t length;
+        void* buffer;    /**< the first byte */
+        uint32_t length; /**< how many bytes, from buffer on */
     } ASYNC_SOCKET_BUFFER;
 
 #ifdef __cplusplus

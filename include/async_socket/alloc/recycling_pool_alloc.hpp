@@ -1,51 +1,52 @@
-// async_socket: an AllocPolicy that recycles IO contexts, so that a socket in steady state allocates
-// nothing per IO.
-//
-// A context's size is set by its buffer count, so the same few sizes come back again and again. The pool
-// keeps freed blocks in size classes (powers of two from 64 B to 64 KiB) and hands them out again; a block
-// larger than 64 KiB goes straight to the upstream allocator and back. Blocks come from an upstream
-// AllocPolicy (heap_alloc, that is malloc, by default) only when their class is empty.
-//
-//   auto socket = basic_async_socket<win32_threadpool, recycling_pool_alloc, win32_sync>::create(engine, s);
-//
-// Two layers hold the freed blocks of a class:
-// - a thread cache: per thread and per pool, a few blocks (thread_cache_blocks, 8 by default, and at most
-//   8 KiB of them per class; classes above 8 KiB have none) that only that thread touches, with no atomic
-//   operation: a thread that frees a context and then starts the next IO (a completion callback does just
-//   that) reuses the block at the cost of a few loads and stores;
-// - the shared free list of the class (at most max_cached_per_class blocks, 64 by default), guarded by a
-//   spin lock. A thread cache that runs empty takes half its size from there in one go, and one that runs
-//   full gives half of it back in one go, so blocks flow from the threads that free them (completion
-//   threads) to the threads that allocate them at one lock per several IO.
-//
-// - Copies share one pool. The pool is made at the first allocate (or the first copy) of a
-//   default-constructed allocator, so the `AllocPolicy alloc = {}` of create works and the socket's copy
-//   shares the pool that allocated the socket. To share one pool among several sockets, make one
-//   recycling_pool_alloc and pass it to each create.
-// - Returned on destroy: the pool is reference-counted, and when the last copy is destroyed every cached
-//   block, in the shared lists and in every thread's cache of that pool, goes back to the upstream
-//   allocator, and so do the thread caches and the pool itself. (The pool owns its threads' caches; a
-//   thread finds its cache through a small thread-local table of pool ids that are never reused, so an
-//   entry of a destroyed pool is never followed.)
-// - Bounded: per class at most max_cached_per_class blocks in the shared list plus the thread-cache
-//   blocks of each thread that used the pool. A thread that exits gives its cache's blocks back to the
-//   shared lists (the excess goes upstream) and leaves the cache to the next thread that comes, so
-//   threads that come and go do not add caches. A thread using more than 8 pools at once hands back the
-//   cache of one to take one of another (a slow path, taken under a process-wide mutex).
-// - trim() returns the shared lists and the calling thread's cache to upstream now; blocks in other live
-//   threads' caches are theirs until they exit or the pool is destroyed.
-// - Thread-safe: allocate, deallocate, copies, stats() and trim() may run on any threads at once (a
-//   completion frees its context on a threadpool thread).
-// - noexcept throughout. allocate returns nullptr when upstream does; when even the pool cannot be made,
-//   the allocator passes every block through to upstream (still correct, just not recycling).
-//
-// Why two layers, by measurement (bench_native; docs/benchmarks.md, "The pool's layers"; medians of 6 runs on
-// a 2-core AMD EPYC): an allocate + deallocate of a 1-buffer context costs 2.3 ns from the thread cache,
-// 8.0 ns through the spin-locked shared lists alone (two atomic exchanges) and 8.6 ns with malloc; a whole
-// 1-buffer send cycle over the inline threadpool 11.1 ns, against 15.3 ns over malloc.
-//
-// Longer than 500 lines on purpose: one class whose shared lists, thread-cache protocol and statistics are
-// read together; the per-thread plumbing it builds on is in alloc/detail/pool_internals.hpp.
+/// @file
+/// async_socket: an AllocPolicy that recycles IO contexts, so that a socket in steady state allocates
+/// nothing per IO.
+///
+/// A context's size is set by its buffer count, so the same few sizes come back again and again. The pool
+/// keeps freed blocks in size classes (powers of two from 64 B to 64 KiB) and hands them out again; a block
+/// larger than 64 KiB goes straight to the upstream allocator and back. Blocks come from an upstream
+/// AllocPolicy (heap_alloc, that is malloc, by default) only when their class is empty.
+///
+///   auto socket = basic_async_socket<win32_threadpool, recycling_pool_alloc, win32_sync>::create(engine, s);
+///
+/// Two layers hold the freed blocks of a class:
+/// - a thread cache: per thread and per pool, a few blocks (thread_cache_blocks, 8 by default, and at most
+///   8 KiB of them per class; classes above 8 KiB have none) that only that thread touches, with no atomic
+///   operation: a thread that frees a context and then starts the next IO (a completion callback does just
+///   that) reuses the block at the cost of a few loads and stores;
+/// - the shared free list of the class (at most max_cached_per_class blocks, 64 by default), guarded by a
+///   spin lock. A thread cache that runs empty takes half its size from there in one go, and one that runs
+///   full gives half of it back in one go, so blocks flow from the threads that free them (completion
+///   threads) to the threads that allocate them at one lock per several IO.
+///
+/// - Copies share one pool. The pool is made at the first allocate (or the first copy) of a
+///   default-constructed allocator, so the `AllocPolicy alloc = {}` of create works and the socket's copy
+///   shares the pool that allocated the socket. To share one pool among several sockets, make one
+///   recycling_pool_alloc and pass it to each create.
+/// - Returned on destroy: the pool is reference-counted, and when the last copy is destroyed every cached
+///   block, in the shared lists and in every thread's cache of that pool, goes back to the upstream
+///   allocator, and so do the thread caches and the pool itself. (The pool owns its threads' caches; a
+///   thread finds its cache through a small thread-local table of pool ids that are never reused, so an
+///   entry of a destroyed pool is never followed.)
+/// - Bounded: per class at most max_cached_per_class blocks in the shared list plus the thread-cache
+///   blocks of each thread that used the pool. A thread that exits gives its cache's blocks back to the
+///   shared lists (the excess goes upstream) and leaves the cache to the next thread that comes, so
+///   threads that come and go do not add caches. A thread using more than 8 pools at once hands back the
+///   cache of one to take one of another (a slow path, taken under a process-wide mutex).
+/// - trim() returns the shared lists and the calling thread's cache to upstream now; blocks in other live
+///   threads' caches are theirs until they exit or the pool is destroyed.
+/// - Thread-safe: allocate, deallocate, copies, stats() and trim() may run on any threads at once (a
+///   completion frees its context on a threadpool thread).
+/// - noexcept throughout. allocate returns nullptr when upstream does; when even the pool cannot be made,
+///   the allocator passes every block through to upstream (still correct, just not recycling).
+///
+/// Why two layers, by measurement (bench_native; docs/benchmarks.md, "The pool's layers"; medians of 6 runs on
+/// a 2-core AMD EPYC): an allocate + deallocate of a 1-buffer context costs 2.3 ns from the thread cache,
+/// 8.0 ns through the spin-locked shared lists alone (two atomic exchanges) and 8.6 ns with malloc; a whole
+/// 1-buffer send cycle over the inline threadpool 11.1 ns, against 15.3 ns over malloc.
+///
+/// Longer than 500 lines on purpose: one class whose shared lists, thread-cache protocol and statistics are
+/// read together; the per-thread plumbing it builds on is in alloc/detail/pool_internals.hpp.
 #pragma once
 
 #include <async_socket/detail/config.hpp>
@@ -66,62 +67,64 @@
 namespace async_socket
 {
 
-// Tuning of a recycling pool.
+/// Tuning of a recycling pool.
 struct recycling_pool_options
 {
-    // Blocks each size class keeps in its shared list; a block freed into a full list is returned upstream.
+    /// Blocks each size class keeps in its shared list; a block freed into a full list is returned upstream.
     std::uint32_t max_cached_per_class = 64;
-    // Blocks each thread keeps per size class for itself (at most 8, and at most 8 KiB of them per class);
-    // 0 turns the thread caches off, so that every block goes through the shared lists.
+    /// Blocks each thread keeps per size class for itself (at most 8, and at most 8 KiB of them per class);
+    /// 0 turns the thread caches off, so that every block goes through the shared lists.
     std::uint32_t thread_cache_blocks = 8;
 };
 
-// What a pool holds and has done, for tests and monitoring. Every field is a snapshot.
+/// What a pool holds and has done, for tests and monitoring. Every field is a snapshot.
 struct recycling_pool_stats
 {
-    std::size_t cached_blocks = 0;        // blocks held for reuse, in the shared lists and the thread caches
-    std::size_t cached_bytes = 0;         // their total size (class sizes)
-    std::size_t thread_cache_blocks = 0;  // of cached_blocks, those in thread caches
-    std::size_t thread_caches = 0;        // thread caches the pool owns (one per thread that used it, at most)
-    std::uint64_t heap_allocations = 0;   // blocks taken from upstream so far (class misses and large blocks)
-    std::uint64_t heap_deallocations = 0; // blocks given back to upstream so far (full classes, large, trim)
+    std::size_t cached_blocks = 0;        ///< blocks held for reuse, in the shared lists and the thread caches
+    std::size_t cached_bytes = 0;         ///< their total size (class sizes)
+    std::size_t thread_cache_blocks = 0;  ///< of cached_blocks, those in thread caches
+    std::size_t thread_caches = 0;        ///< thread caches the pool owns (one per thread that used it, at most)
+    std::uint64_t heap_allocations = 0;   ///< blocks taken from upstream so far (class misses and large blocks)
+    std::uint64_t heap_deallocations = 0; ///< blocks given back to upstream so far (full classes, large, trim)
 };
 
-// Upstream: the AllocPolicy blocks come from and go back to. Lock: guards one size class; default
-// constructible, with lock() and unlock() that do not throw (pool_spin_lock; std::mutex works too, see
-// above). recycling_pool_alloc is the usual choice.
+/// Upstream: the AllocPolicy blocks come from and go back to. Lock: guards one size class; default
+/// constructible, with lock() and unlock() that do not throw (pool_spin_lock; std::mutex works too, see
+/// above). recycling_pool_alloc is the usual choice.
 template <class Upstream = heap_alloc, class Lock = detail::pool_spin_lock>
 class basic_recycling_pool_alloc
 {
     static_assert(alloc_policy<Upstream>, "the upstream of a recycling pool must be an AllocPolicy");
 
 public:
-    static constexpr std::size_t min_class_size = 64;
-    static constexpr std::size_t max_class_size = 64 * 1024;          // larger blocks bypass the pool
-    static constexpr unsigned class_count = detail::pool_class_count; // 64, 128, ..., 65536
+    static constexpr std::size_t min_class_size = 64;        ///< the smallest size class: smaller requests take one
+    static constexpr std::size_t max_class_size = 64 * 1024; ///< larger blocks bypass the pool
+    static constexpr unsigned class_count = detail::pool_class_count; ///< 64, 128, ..., 65536
     static_assert(min_class_size << (class_count - 1) == max_class_size);
 
-    // A pool with default options, made at the first allocate or copy.
+    /// A pool with default options, made at the first allocate or copy.
     basic_recycling_pool_alloc() noexcept = default;
 
-    // A pool with these options over this upstream, made at the first allocate or copy.
+    /// A pool with these options over this upstream, made at the first allocate or copy.
     explicit basic_recycling_pool_alloc(recycling_pool_options options, Upstream upstream = Upstream{}) noexcept
         : upstream_(upstream), options_(options)
     {
     }
 
-    // The copy shares the pool (making it first if need be).
+    /// The copy shares the pool (making it first if need be).
     basic_recycling_pool_alloc(const basic_recycling_pool_alloc& other) noexcept
         : upstream_(other.upstream_), options_(other.options_), state_(other.share_state())
     {
     }
 
+    /// Takes other's pool; other is left without one (it makes a new one if it is used again).
     basic_recycling_pool_alloc(basic_recycling_pool_alloc&& other) noexcept
         : upstream_(other.upstream_), options_(other.options_),
           state_(other.state_.exchange(nullptr, std::memory_order_acq_rel))
     {
     }
 
+    /// Shares other's pool (making it first if need be) and lets go of its own.
     basic_recycling_pool_alloc& operator=(const basic_recycling_pool_alloc& other) noexcept
     {
         if (this != &other)
@@ -134,6 +137,7 @@ public:
         return *this;
     }
 
+    /// Takes other's pool and lets go of its own; other is left without one.
     basic_recycling_pool_alloc& operator=(basic_recycling_pool_alloc&& other) noexcept
     {
         if (this != &other)
@@ -146,13 +150,13 @@ public:
         return *this;
     }
 
-    // Drops this copy's share; the last copy returns every cached block and the pool to upstream.
+    /// Drops this copy's share; the last copy returns every cached block and the pool to upstream.
     ~basic_recycling_pool_alloc()
     {
         release(state_.load(std::memory_order_acquire));
     }
 
-    // A block of at least `size` bytes aligned for std::max_align_t, or nullptr when upstream fails.
+    /// A block of at least `size` bytes aligned for std::max_align_t, or nullptr when upstream fails.
     [[nodiscard]] void* allocate(std::size_t size) noexcept
     {
         const unsigned index = class_index(size);
@@ -173,7 +177,7 @@ public:
         return allocate_slow(size, index, state);
     }
 
-    // Takes back a block from allocate (of this pool or of any copy), with the size given to allocate.
+    /// Takes back a block from allocate (of this pool or of any copy), with the size given to allocate.
     void deallocate(void* p, std::size_t size) noexcept
     {
         const unsigned index = class_index(size);
@@ -194,7 +198,7 @@ public:
         deallocate_slow(p, size, index, state);
     }
 
-    // A snapshot of the pool shared by this copy (all zero before the pool is made).
+    /// A snapshot of the pool shared by this copy (all zero before the pool is made).
     [[nodiscard]] recycling_pool_stats stats() const noexcept
     {
         recycling_pool_stats result;
@@ -230,8 +234,8 @@ public:
         return result;
     }
 
-    // Returns the shared lists' blocks and the calling thread's cached blocks to upstream now. Blocks in use,
-    // and blocks in the caches of other threads, are not affected.
+    /// Returns the shared lists' blocks and the calling thread's cached blocks to upstream now. Blocks in use,
+    /// and blocks in the caches of other threads, are not affected.
     void trim() noexcept
     {
         pool_state* state = state_.load(std::memory_order_acquire);
@@ -249,20 +253,21 @@ public:
         state->free_shared_blocks();
     }
 
-    // True when this copy and `other` share one pool.
+    /// True when this copy and `other` share one pool.
     [[nodiscard]] bool shares_pool_with(const basic_recycling_pool_alloc& other) const noexcept
     {
         pool_state* state = state_.load(std::memory_order_acquire);
         return state != nullptr && state == other.state_.load(std::memory_order_acquire);
     }
 
-    // The size class of a request: 0 for up to 64 bytes, 1 for up to 128, ...; class_count or more for a
-    // block larger than max_class_size.
+    /// The size class of a request: 0 for up to 64 bytes, 1 for up to 128, ...; class_count or more for a
+    /// block larger than max_class_size.
     static constexpr unsigned class_index(std::size_t size) noexcept
     {
         return static_cast<unsigned>(std::bit_width((size - 1) | (min_class_size - 1))) - 6u;
     }
 
+    /// The block size of size class index: 64 << index.
     static constexpr std::size_t class_size(unsigned index) noexcept
     {
         return min_class_size << index;
@@ -276,15 +281,15 @@ private:
         free_block* next;
     };
 
-    // Under ASan: the block's first `size` bytes are usable, the rest of its class is not.
+    /// Under ASan: the block's first `size` bytes are usable, the rest of its class is not.
     static void handed_out(void* block, std::size_t size, unsigned index) noexcept
     {
         detail::pool_unpoison(block, size);
         detail::pool_poison(static_cast<std::byte*>(block) + size, class_size(index) - size);
     }
 
-    // One class on its own cache line, so that threads busy with different classes do not contend. A block
-    // in the list has its first bytes (the link) unpoisoned under ASan; a block in a thread cache has none.
+    /// One class on its own cache line, so that threads busy with different classes do not contend. A block
+    /// in the list has its first bytes (the link) unpoisoned under ASan; a block in a thread cache has none.
     struct alignas(64) size_class
     {
         Lock lock;
@@ -292,7 +297,7 @@ private:
         std::uint32_t cached = 0;
     };
 
-    // Thread-cache blocks per class: the option, at most pool_thread_cache_max, at most 8 KiB of blocks.
+    /// Thread-cache blocks per class: the option, at most pool_thread_cache_max, at most 8 KiB of blocks.
     static constexpr std::uint32_t thread_cache_limit(std::uint32_t wanted, unsigned index) noexcept
     {
         const std::size_t by_bytes = std::size_t{8192} / class_size(index);
@@ -312,7 +317,7 @@ private:
             }
         }
 
-        // A block from the shared list of the class, or nullptr when it is empty.
+        /// A block from the shared list of the class, or nullptr when it is empty.
         void* take_shared(unsigned index) noexcept
         {
             size_class& bin = classes[index];
@@ -327,8 +332,8 @@ private:
             return block;
         }
 
-        // Puts (wholly poisoned) blocks in the shared list of their class under one lock; what does not fit
-        // goes upstream.
+        /// Puts (wholly poisoned) blocks in the shared list of their class under one lock; what does not fit
+        /// goes upstream.
         void give_shared(unsigned index, void* const* blocks, std::uint32_t count) noexcept
         {
             size_class& bin = classes[index];
@@ -356,7 +361,7 @@ private:
             heap_deallocations.fetch_add(count - kept, std::memory_order_relaxed);
         }
 
-        // An empty thread-cache bin takes up to half its size from the shared list, under one lock.
+        /// An empty thread-cache bin takes up to half its size from the shared list, under one lock.
         std::uint32_t refill(detail::pool_thread_cache::bin& cached, unsigned index) noexcept
         {
             const std::uint32_t wanted = cache_limit[index] > 1 ? cache_limit[index] / 2 : 1;
@@ -376,8 +381,8 @@ private:
             return taken;
         }
 
-        // A full thread-cache bin of `count` blocks gives its older half to the shared list; returns what
-        // it keeps.
+        /// A full thread-cache bin of `count` blocks gives its older half to the shared list; returns what
+        /// it keeps.
         std::uint32_t spill(detail::pool_thread_cache::bin& cached, unsigned index, std::uint32_t count) noexcept
         {
             const std::uint32_t kept = count / 2;
@@ -391,8 +396,8 @@ private:
             return kept;
         }
 
-        // The cache of a thread that lets go of it (it exits, or needs its table entry for another pool):
-        // its blocks go to the shared lists and the cache waits for the next thread.
+        /// The cache of a thread that lets go of it (it exits, or needs its table entry for another pool):
+        /// its blocks go to the shared lists and the cache waits for the next thread.
         static void give_back(detail::pool_registration* registration, detail::pool_thread_cache* cache) noexcept
         {
             auto* state = static_cast<pool_state*>(registration);
@@ -407,7 +412,7 @@ private:
             state->caches_lock.unlock();
         }
 
-        // This thread's cache: a cache let go by an exited thread, or a new one; nullptr without memory.
+        /// This thread's cache: a cache let go by an exited thread, or a new one; nullptr without memory.
         detail::pool_thread_cache* adopt_cache() noexcept
         {
             caches_lock.lock();
@@ -477,8 +482,8 @@ private:
             }
         }
 
-        // At destroy, when no thread uses the pool any more (the last copy is going) and no thread can hand
-        // a cache back (the pool has left the registry): every cache, with its blocks.
+        /// At destroy, when no thread uses the pool any more (the last copy is going) and no thread can hand
+        /// a cache back (the pool has left the registry): every cache, with its blocks.
         void free_thread_caches() noexcept
         {
             detail::pool_thread_cache* cache = caches;
@@ -494,14 +499,14 @@ private:
         }
 
         size_class classes[class_count];
-        Lock caches_lock;                            // guards the list below and each cache's `owned`
-        detail::pool_thread_cache* caches = nullptr; // every cache of this pool, owned or waiting
+        Lock caches_lock;                            ///< guards the list below and each cache's `owned`
+        detail::pool_thread_cache* caches = nullptr; ///< every cache of this pool, owned or waiting
         std::uint32_t cache_limit[class_count];
         std::atomic<std::uint32_t> references{1};
         std::atomic<std::uint64_t> heap_allocations{0};
         std::atomic<std::uint64_t> heap_deallocations{0};
         ASYNC_SOCKET_NO_UNIQUE_ADDRESS Upstream upstream;
-        void* raw; // what upstream returned for this state (it is aligned up from there)
+        void* raw; ///< what upstream returned for this state (it is aligned up from there)
         std::uint32_t max_cached_per_class;
     };
 
@@ -565,9 +570,9 @@ private:
         state->give_shared(index, &p, 1);
     }
 
-    // This thread's cache of the pool, when the class has thread caches: the one used last, one found in the
-    // thread's table, or one adopted or made now (nullptr when that fails or the thread is exiting: the
-    // shared list serves).
+    /// This thread's cache of the pool, when the class has thread caches: the one used last, one found in the
+    /// thread's table, or one adopted or made now (nullptr when that fails or the thread is exiting: the
+    /// shared list serves).
     static detail::pool_thread_cache* thread_cache(pool_state* state, unsigned index) noexcept
     {
         if (state->cache_limit[index] == 0 || detail::pool_last_used.closed)
@@ -627,7 +632,7 @@ private:
         cached.count.store(count + 1, std::memory_order_relaxed);
     }
 
-    // The state is over-aligned (its classes sit on cache lines); upstream guarantees max_align_t only.
+    /// The state is over-aligned (its classes sit on cache lines); upstream guarantees max_align_t only.
     static constexpr std::size_t state_bytes = sizeof(pool_state) + alignof(pool_state) - alignof(std::max_align_t);
 
     void* allocate_upstream(std::size_t size, pool_state* state) noexcept
@@ -649,7 +654,7 @@ private:
         }
     }
 
-    // Makes the pool of a default-constructed allocator; of two threads racing here, one pool wins.
+    /// Makes the pool of a default-constructed allocator; of two threads racing here, one pool wins.
     pool_state* make_state() const noexcept
     {
         Upstream upstream = upstream_;
@@ -671,7 +676,7 @@ private:
         return expected;
     }
 
-    // The pool for a new copy, with a reference taken for it; nullptr only when no pool can be made.
+    /// The pool for a new copy, with a reference taken for it; nullptr only when no pool can be made.
     pool_state* share_state() const noexcept
     {
         pool_state* state = state_.load(std::memory_order_acquire);
@@ -695,8 +700,8 @@ private:
         }
     }
 
-    // Returns everything the pool holds to upstream, the pool last. The pool leaves the registry first, so
-    // no exiting thread hands it a cache from then on; no thread uses it (its last copy is going).
+    /// Returns everything the pool holds to upstream, the pool last. The pool leaves the registry first, so
+    /// no exiting thread hands it a cache from then on; no thread uses it (its last copy is going).
     static void destroy_state(pool_state* state) noexcept
     {
         detail::pool_registry::instance().remove(state);
@@ -713,7 +718,7 @@ private:
     mutable std::atomic<pool_state*> state_{nullptr};
 };
 
-// Recycling IO contexts over malloc, with a spin lock per size class.
+/// Recycling IO contexts over malloc, with a spin lock per size class.
 using recycling_pool_alloc = basic_recycling_pool_alloc<>;
 
 static_assert(alloc_policy<recycling_pool_alloc>);

@@ -1,27 +1,28 @@
-// async_socket testing: the Win32 backend over a fake of the Win32 calls, to test without an OS.
-//
-// basic_fake_threadpool is win32_threadpool_backend (backend/win32/threadpool_backend.hpp, the protocol every
-// real Win32 socket runs) over basic_fake_threadpool_calls, a model of the Win32 calls. So a test of a socket
-// over fake_threadpool checks the core and the spec's Win32 call sequence at once.
-//
-// fake_os is the world a test owns: it records every call the sockets make, in order and with its
-// arguments (call_names() reads as the Win32 call sequence), fails any call on demand, holds every
-// accepted IO until the test delivers its completion (by hand on the test's thread, or from worker
-// threads), and enforces the OS rules that decide whether a design works on Windows:
-//   - StartThreadpoolIo must come before every WSASend/WSARecv, CancelThreadpoolIo only after a
-//     StartThreadpoolIo whose IO was not issued;
-//   - a socket binds to one threadpool IO for life: a second CreateThreadpoolIo on it fails;
-//   - WaitForThreadpoolIoCallbacks from inside one of that IO's callbacks is an error;
-//   - CloseThreadpoolIo with IO outstanding is an error.
-// Broken rules are listed by violations(), which a test should expect to be empty. A wait that would
-// hang (an IO nobody completes) gives up after watchdog() and is reported there too, so a wrong design
-// fails the test with a message instead of hanging it.
-//
-// The engine of a fake socket is the fake_os itself: basic_async_socket<fake_threadpool, ...>::create(&os,
-// socket). fake_socket(n) makes a non-null SOCKET_HANDLE.
-//
-// Longer than 500 lines on purpose: one model of the OS (calls, outstanding IO, completions by hand and from
-// workers, cancellation, violations) whose parts share one lock and must be read together.
+/// @file
+/// async_socket testing: the Win32 backend over a fake of the Win32 calls, to test without an OS.
+///
+/// basic_fake_threadpool is win32_threadpool_backend (backend/win32/threadpool_backend.hpp, the protocol every
+/// real Win32 socket runs) over basic_fake_threadpool_calls, a model of the Win32 calls. So a test of a socket
+/// over fake_threadpool checks the core and the spec's Win32 call sequence at once.
+///
+/// fake_os is the world a test owns: it records every call the sockets make, in order and with its
+/// arguments (call_names() reads as the Win32 call sequence), fails any call on demand, holds every
+/// accepted IO until the test delivers its completion (by hand on the test's thread, or from worker
+/// threads), and enforces the OS rules that decide whether a design works on Windows:
+///   - StartThreadpoolIo must come before every WSASend/WSARecv, CancelThreadpoolIo only after a
+///     StartThreadpoolIo whose IO was not issued;
+///   - a socket binds to one threadpool IO for life: a second CreateThreadpoolIo on it fails;
+///   - WaitForThreadpoolIoCallbacks from inside one of that IO's callbacks is an error;
+///   - CloseThreadpoolIo with IO outstanding is an error.
+/// Broken rules are listed by violations(), which a test should expect to be empty. A wait that would
+/// hang (an IO nobody completes) gives up after watchdog() and is reported there too, so a wrong design
+/// fails the test with a message instead of hanging it.
+///
+/// The engine of a fake socket is the fake_os itself: basic_async_socket<fake_threadpool, ...>::create(&os,
+/// socket). fake_socket(n) makes a non-null SOCKET_HANDLE.
+///
+/// Longer than 500 lines on purpose: one model of the OS (calls, outstanding IO, completions by hand and from
+/// workers, cancellation, violations) whose parts share one lock and must be read together.
 #pragma once
 
 #include <async_socket/concepts.hpp>
@@ -48,30 +49,31 @@
 namespace async_socket::testing
 {
 
-// The calls the Win32 backend makes, named as the Win32 functions they stand for.
+/// The calls the Win32 backend makes, named as the Win32 functions they stand for.
 enum class fake_call : std::uint8_t
 {
-    get_threadpool,         // execution_engine_win32_get_threadpool
-    initialize_environment, // InitializeThreadpoolEnvironment
-    set_callback_pool,      // SetThreadpoolCallbackPool
-    create_cleanup_group,   // CreateThreadpoolCleanupGroup
-    create_io,              // CreateThreadpoolIo
-    start_io,               // StartThreadpoolIo
-    cancel_io,              // CancelThreadpoolIo
-    wait_for_io_callbacks,  // WaitForThreadpoolIoCallbacks
-    close_io,               // CloseThreadpoolIo
-    close_cleanup_group,    // CloseThreadpoolCleanupGroup
-    destroy_environment,    // DestroyThreadpoolEnvironment
-    create_event,           // CreateEvent
-    close_event,            // CloseHandle
-    wsa_send,               // WSASend
-    wsa_recv,               // WSARecv
-    cancel_socket_io,       // CancelIoEx
-    set_completion_modes,   // SetFileCompletionNotificationModes (skip completion port on success)
-    cancel_overlapped_io,   // CancelIoEx with one IO's OVERLAPPED (per-IO cancellation)
-    count_
+    get_threadpool,         ///< execution_engine_win32_get_threadpool
+    initialize_environment, ///< InitializeThreadpoolEnvironment
+    set_callback_pool,      ///< SetThreadpoolCallbackPool
+    create_cleanup_group,   ///< CreateThreadpoolCleanupGroup
+    create_io,              ///< CreateThreadpoolIo
+    start_io,               ///< StartThreadpoolIo
+    cancel_io,              ///< CancelThreadpoolIo
+    wait_for_io_callbacks,  ///< WaitForThreadpoolIoCallbacks
+    close_io,               ///< CloseThreadpoolIo
+    close_cleanup_group,    ///< CloseThreadpoolCleanupGroup
+    destroy_environment,    ///< DestroyThreadpoolEnvironment
+    create_event,           ///< CreateEvent
+    close_event,            ///< CloseHandle
+    wsa_send,               ///< WSASend
+    wsa_recv,               ///< WSARecv
+    cancel_socket_io,       ///< CancelIoEx
+    set_completion_modes,   ///< SetFileCompletionNotificationModes (skip completion port on success)
+    cancel_overlapped_io,   ///< CancelIoEx with one IO's OVERLAPPED (per-IO cancellation)
+    count_                  ///< the number of calls above; not a call
 };
 
+/// The Win32 function a fake_call stands for ("WSASend", ...); "?" for a value that is none of them.
 constexpr const char* win32_name(fake_call call) noexcept
 {
     constexpr const char* names[] = {
@@ -100,57 +102,60 @@ constexpr const char* win32_name(fake_call call) noexcept
 
 // The Win32-shaped stand-ins fake_overlapped, fake_wsabuf and fake_event are in testing/win32_stand_ins.hpp.
 
+/// A SOCKET_HANDLE for the fake: the number n as a pointer (non-null for n > 0), never dereferenced.
 inline SOCKET_HANDLE fake_socket(std::uintptr_t n) noexcept
 {
     return reinterpret_cast<SOCKET_HANDLE>(n);
 }
 
-// One recorded call. Only the fields that the call has are set; the rest stay zero.
+/// One recorded call. Only the fields that the call has are set; the rest stay zero.
 struct call_record
 {
-    fake_call call{};
-    std::uint32_t io_id = 0; // which fake threadpool IO (1, 2, ...) made the call
-    SOCKET_HANDLE socket = nullptr;
-    void* overlapped = nullptr;
-    fake_event event = 0; // CreateEvent's result, CloseHandle's argument, the hEvent of WSASend/WSARecv
-    std::uint32_t buffer_count = 0;
-    std::vector<fake_wsabuf> buffers{}; // WSASend/WSARecv: the WSABUF array as passed
-    std::uint32_t flags = 0;            // WSASend: dwFlags; WSARecv: *lpFlags
-    bool bytes_pointer_is_null = false; // WSASend/WSARecv: lpNumberOf...  was NULL
-    bool cancel_pending = false;        // WaitForThreadpoolIoCallbacks: fCancelPendingCallbacks
-    bool failed = false;                // the fake failed this call on demand
+    fake_call call{};                   ///< which call it was
+    std::uint32_t io_id = 0;            ///< which fake threadpool IO (1, 2, ...) made the call
+    SOCKET_HANDLE socket = nullptr;     ///< the socket the call was given
+    void* overlapped = nullptr;         ///< WSASend/WSARecv, CancelIoEx(OVERLAPPED): the OVERLAPPED passed
+    fake_event event = 0;               ///< CreateEvent's result, CloseHandle's argument, the hEvent of WSASend/WSARecv
+    std::uint32_t buffer_count = 0;     ///< WSASend/WSARecv: dwBufferCount
+    std::vector<fake_wsabuf> buffers{}; ///< WSASend/WSARecv: the WSABUF array as passed
+    std::uint32_t flags = 0;            ///< WSASend: dwFlags; WSARecv: *lpFlags
+    bool bytes_pointer_is_null = false; ///< WSASend/WSARecv: lpNumberOf...  was NULL
+    bool cancel_pending = false;        ///< WaitForThreadpoolIoCallbacks: fCancelPendingCallbacks
+    bool failed = false;                ///< the fake failed this call on demand
 };
 
-// An IO the OS accepted and has not yet completed.
+/// An IO the OS accepted and has not yet completed.
 struct pending_io
 {
-    std::uint32_t io_id = 0;
-    fake_call kind{}; // wsa_send or wsa_recv
-    SOCKET_HANDLE socket = nullptr;
-    void* overlapped = nullptr;
-    std::vector<fake_wsabuf> buffers;
-    std::uint64_t total_length = 0;
-    bool completion_queued = false; // its completion waits for a worker: CancelIoEx can no longer touch it
+    std::uint32_t io_id = 0;          ///< the fake threadpool IO it belongs to
+    fake_call kind{};                 ///< wsa_send or wsa_recv
+    SOCKET_HANDLE socket = nullptr;   ///< the socket it was issued on
+    void* overlapped = nullptr;       ///< its OVERLAPPED: what complete() takes
+    std::vector<fake_wsabuf> buffers; ///< the WSABUF array as passed
+    std::uint64_t total_length = 0;   ///< the sum of the buffers' lengths
+    bool completion_queued = false;   ///< its completion waits for a worker: CancelIoEx can no longer touch it
 };
 
-// What CancelIoEx does with the socket's outstanding IO.
+/// What CancelIoEx does with the socket's outstanding IO.
 enum class cancel_behavior : std::uint8_t
 {
-    abort_on_worker, // queue each with ERROR_OPERATION_ABORTED to a worker thread (as Windows does)
-    abort_inline,    // complete each with ERROR_OPERATION_ABORTED on the calling thread
-    ignore,          // leave them; the test completes them itself
+    abort_on_worker, ///< queue each with ERROR_OPERATION_ABORTED to a worker thread (as Windows does)
+    abort_inline,    ///< complete each with ERROR_OPERATION_ABORTED on the calling thread
+    ignore,          ///< leave them; the test completes them itself
 };
 
-// The optional traits of a Win32 calls layer (threadpool_backend.hpp) a fake_threadpool models.
+/// The optional traits of a Win32 calls layer (threadpool_backend.hpp) a fake_threadpool models.
 struct fake_features
 {
-    bool io_events = true;                   // false: uses_io_events = false (no event per IO)
-    bool skip_completion_on_success = false; // true: models FILE_SKIP_COMPLETION_PORT_ON_SUCCESS
+    bool io_events = true;                   ///< false: uses_io_events = false (no event per IO)
+    bool skip_completion_on_success = false; ///< true: models FILE_SKIP_COMPLETION_PORT_ON_SUCCESS
 };
 
 template <class Buffer, fake_features Features>
 class basic_fake_threadpool_calls;
 
+/// The fake OS a test owns and the engine of fake sockets: records calls, fails them on demand, holds accepted IO
+/// until the test completes it, and lists the OS rules broken (see the top of this file). Thread-safe.
 class fake_os
 {
 public:
@@ -171,13 +176,14 @@ public:
     }
 
     // ---- what happened --------------------------------------------------------------------------
+    /// Every call so far, in order, with its arguments.
     std::vector<call_record> calls() const
     {
         std::lock_guard lock(mutex_);
         return calls_;
     }
 
-    // The Win32 names of the calls so far, in order.
+    /// The Win32 names of the calls so far, in order.
     std::vector<std::string> call_names() const
     {
         std::lock_guard lock(mutex_);
@@ -190,6 +196,7 @@ public:
         return names;
     }
 
+    /// How many times `call` was made so far.
     std::size_t count(fake_call call) const
     {
         std::lock_guard lock(mutex_);
@@ -197,25 +204,28 @@ public:
             std::count_if(calls_.begin(), calls_.end(), [call](const call_record& r) { return r.call == call; }));
     }
 
+    /// Forgets the calls recorded so far (not the IO, the failures or the violations).
     void clear_calls()
     {
         std::lock_guard lock(mutex_);
         calls_.clear();
     }
 
-    // OS rules broken so far, and waits that the watchdog ended; empty when all is well.
+    /// OS rules broken so far, and waits that the watchdog ended; empty when all is well.
     std::vector<std::string> violations() const
     {
         std::lock_guard lock(mutex_);
         return violations_;
     }
 
+    /// Events made by CreateEvent and not yet closed.
     std::size_t live_events() const
     {
         std::lock_guard lock(mutex_);
         return live_events_.size();
     }
 
+    /// Threadpool IOs made by CreateThreadpoolIo and not yet closed.
     std::size_t live_ios() const
     {
         std::lock_guard lock(mutex_);
@@ -224,16 +234,16 @@ public:
     }
 
     // ---- failing on demand ----------------------------------------------------------------------
-    // Makes the (skip + 1)-th next call of `call` fail: create_* and get_threadpool return failure,
-    // WSASend/WSARecv return `error`. Calls without a failure result (StartThreadpoolIo, CloseHandle, ...)
-    // never fail: a failure planned for them never happens.
+    /// Makes the (skip + 1)-th next call of `call` fail: create_* and get_threadpool return failure,
+    /// WSASend/WSARecv return `error`. Calls without a failure result (StartThreadpoolIo, CloseHandle, ...)
+    /// never fail: a failure planned for them never happens.
     void fail(fake_call call, unsigned skip = 0, win32_error error = 10055 /* WSAENOBUFS */)
     {
         std::lock_guard lock(mutex_);
         failures_[static_cast<std::size_t>(call)] = planned_failure{skip, error};
     }
 
-    // Drops every planned failure that has not happened yet.
+    /// Drops every planned failure that has not happened yet.
     void clear_failures()
     {
         std::lock_guard lock(mutex_);
@@ -244,6 +254,7 @@ public:
     }
 
     // ---- delivering completions ----------------------------------------------------------------
+    /// The IO accepted and not yet completed, of every socket.
     std::vector<pending_io> pending() const
     {
         std::lock_guard lock(mutex_);
@@ -255,6 +266,7 @@ public:
         return all;
     }
 
+    /// How many IO are accepted and not yet completed (pending().size()).
     std::size_t pending_count() const
     {
         std::lock_guard lock(mutex_);
@@ -266,9 +278,9 @@ public:
         return n;
     }
 
-    // Completes an accepted IO on the calling thread: runs the socket's completion routine with these
-    // values. Returns false (and calls nothing) when no IO with that OVERLAPPED is outstanding, or when its
-    // completion is already queued to a worker.
+    /// Completes an accepted IO on the calling thread: runs the socket's completion routine with these
+    /// values. Returns false (and calls nothing) when no IO with that OVERLAPPED is outstanding, or when its
+    /// completion is already queued to a worker.
     bool complete(void* overlapped, win32_error io_result, std::size_t bytes_transferred)
     {
         std::unique_lock lock(mutex_);
@@ -276,7 +288,7 @@ public:
         return io != nullptr && !io->completion_queued && deliver(lock, overlapped, io_result, bytes_transferred);
     }
 
-    // Completes the oldest outstanding IO whose completion is not queued. Returns false when there is none.
+    /// Completes the oldest outstanding IO whose completion is not queued. Returns false when there is none.
     bool complete_oldest(win32_error io_result, std::size_t bytes_transferred)
     {
         std::unique_lock lock(mutex_);
@@ -284,8 +296,8 @@ public:
         return overlapped != nullptr && deliver(lock, overlapped, io_result, bytes_transferred);
     }
 
-    // Completes a receive as the OS would on arrival of `data`: copies it into the WSABUFs in order
-    // and reports NO_ERROR with the number of bytes copied.
+    /// Completes a receive as the OS would on arrival of `data`: copies it into the WSABUFs in order
+    /// and reports NO_ERROR with the number of bytes copied.
     bool complete_receive(void* overlapped, std::span<const std::byte> data)
     {
         std::unique_lock lock(mutex_);
@@ -304,9 +316,9 @@ public:
         return deliver(lock, overlapped, win32_no_error, copied);
     }
 
-    // Queues the completion to a worker thread (see set_worker_count) and returns at once. From then on
-    // the IO is no longer cancellable, as on Windows once its completion packet is queued. Returns false
-    // (a violation) when the IO is not outstanding or already has a completion queued.
+    /// Queues the completion to a worker thread (see set_worker_count) and returns at once. From then on
+    /// the IO is no longer cancellable, as on Windows once its completion packet is queued. Returns false
+    /// (a violation) when the IO is not outstanding or already has a completion queued.
     bool complete_on_worker(void* overlapped, win32_error io_result, std::size_t bytes_transferred)
     {
         {
@@ -321,48 +333,49 @@ public:
         return true;
     }
 
-    // Called (outside the fake's lock, on the thread of WSASend/WSARecv) for every IO the fake
-    // accepts, before the call returns. Lets a test complete IO automatically, e.g. every send with
-    // all its bytes on a worker: os.on_issue([&](const pending_io& io) { os.complete_on_worker(...); }).
-    // Skip-completion mode (a fake_threadpool with fake_features::skip_completion_on_success): called for
-    // every IO the fake accepts on such a socket, outside the lock, before the on_issue hook. Returning a
-    // byte count makes the IO finish at once (WSASend/WSARecv return at once with that count and no
-    // completion is queued); std::nullopt leaves it pending as usual.
+    /// Skip-completion mode (a fake_threadpool with fake_features::skip_completion_on_success): called for
+    /// every IO the fake accepts on such a socket, outside the lock, before the on_issue hook. Returning a
+    /// byte count makes the IO finish at once (WSASend/WSARecv return at once with that count and no
+    /// completion is queued); std::nullopt leaves it pending as usual.
     void at_once(std::function<std::optional<std::uint32_t>(const pending_io&)> decide)
     {
         std::lock_guard lock(mutex_);
         at_once_ = std::move(decide);
     }
 
+    /// Called (outside the fake's lock, on the thread of WSASend/WSARecv) for every IO the fake
+    /// accepts, before the call returns. Lets a test complete IO automatically, e.g. every send with
+    /// all its bytes on a worker: os.on_issue([&](const pending_io& io) { os.complete_on_worker(...); }).
     void on_issue(std::function<void(const pending_io&)> hook)
     {
         std::lock_guard lock(mutex_);
         on_issue_ = std::move(hook);
     }
 
+    /// What CancelIoEx does from now on (abort_on_worker unless set).
     void set_cancel_behavior(cancel_behavior behavior)
     {
         std::lock_guard lock(mutex_);
         cancel_behavior_ = behavior;
     }
 
-    // Threads that deliver complete_on_worker completions (and aborted ones, by default); 1 unless set
-    // before the first completion is queued.
+    /// Threads that deliver complete_on_worker completions (and aborted ones, by default); 1 unless set
+    /// before the first completion is queued.
     void set_worker_count(unsigned count)
     {
         std::lock_guard lock(mutex_);
         worker_count_ = std::max(1u, count);
     }
 
-    // How long WaitForThreadpoolIoCallbacks may block before the fake gives up and reports it.
+    /// How long WaitForThreadpoolIoCallbacks may block before the fake gives up and reports it.
     void set_watchdog(std::chrono::milliseconds limit)
     {
         std::lock_guard lock(mutex_);
         watchdog_ = limit;
     }
 
-    // Blocks until no IO is outstanding and no completion is queued or running, or until `limit`;
-    // returns whether it got there.
+    /// Blocks until no IO is outstanding and no completion is queued or running, or until `limit`;
+    /// returns whether it got there.
     bool wait_until_idle(std::chrono::milliseconds limit)
     {
         std::unique_lock lock(mutex_);
@@ -379,9 +392,9 @@ private:
         SOCKET_HANDLE socket = nullptr;
         win32_completion_routine completion = nullptr;
         void* callback_context = nullptr;
-        int started = 0;        // StartThreadpoolIo calls not yet matched by an issued IO or a cancel
-        int running = 0;        // completion routines running now
-        bool skip_mode = false; // SetFileCompletionNotificationModes made it skip the port on success
+        int started = 0;        ///< StartThreadpoolIo calls not yet matched by an issued IO or a cancel
+        int running = 0;        ///< completion routines running now
+        bool skip_mode = false; ///< SetFileCompletionNotificationModes made it skip the port on success
         std::deque<pending_io> in_flight{};
         bool closed = false;
     };
@@ -399,9 +412,9 @@ private:
         std::size_t bytes_transferred;
     };
 
-    static inline thread_local std::uint32_t running_io_id_ = 0; // the IO whose callback this thread runs
+    static inline thread_local std::uint32_t running_io_id_ = 0; ///< the IO whose callback this thread runs
 
-    // Records a call; returns the planned failure's error if this call is to fail.
+    /// Records a call; returns the planned failure's error if this call is to fail.
     std::optional<win32_error> record(call_record record)
     {
         std::optional<win32_error> failure;
@@ -427,7 +440,7 @@ private:
         return failure;
     }
 
-    // The calls that have a failure result; a planned failure of any other call never happens.
+    /// The calls that have a failure result; a planned failure of any other call never happens.
     static constexpr bool can_fail(fake_call call) noexcept
     {
         switch (call)
@@ -492,7 +505,7 @@ private:
         return nullptr;
     }
 
-    // Under the lock: marks the IO's completion as queued and queues it for the workers.
+    /// Under the lock: marks the IO's completion as queued and queues it for the workers.
     bool queue_completion(void* overlapped, win32_error io_result, std::size_t bytes_transferred)
     {
         pending_io* io = find_pending(overlapped);
@@ -516,7 +529,7 @@ private:
                            [](const io_object& io) { return io.in_flight.empty() && io.running == 0; });
     }
 
-    // Runs the completion routine of the IO behind `overlapped`, outside the lock.
+    /// Runs the completion routine of the IO behind `overlapped`, outside the lock.
     bool deliver(std::unique_lock<std::mutex>& lock, void* overlapped, win32_error io_result, std::size_t bytes)
     {
         for (auto& io : ios_)
@@ -576,16 +589,16 @@ private:
     }
 
     mutable std::mutex mutex_;
-    std::condition_variable changed_;    // an IO completed, a callback ended
-    std::condition_variable work_ready_; // work for the workers
+    std::condition_variable changed_;    ///< an IO completed, a callback ended
+    std::condition_variable work_ready_; ///< work for the workers
     std::vector<call_record> calls_;
     std::vector<std::string> violations_;
     std::optional<planned_failure> failures_[static_cast<std::size_t>(fake_call::count_)];
     std::list<io_object> ios_;
-    std::vector<SOCKET_HANDLE> bound_sockets_; // bound for life, as a real socket is
+    std::vector<SOCKET_HANDLE> bound_sockets_; ///< bound for life, as a real socket is
     std::vector<fake_event> live_events_;
     fake_event next_event_ = 0x1000;
-    win32_error last_error_ = 0; // the error of the last call failed on demand (GetLastError)
+    win32_error last_error_ = 0; ///< the error of the last call failed on demand (GetLastError)
     std::uint32_t next_io_id_ = 1;
     std::function<void(const pending_io&)> on_issue_;
     std::function<std::optional<std::uint32_t>(const pending_io&)> at_once_;
@@ -598,19 +611,21 @@ private:
     bool stopping_ = false;
 };
 
-// The Win32 calls: one object per socket, one fake threadpool IO. Buffer is the WSABUF stand-in
-// (a test may give a larger one to reach the UINT32_MAX context-size limit with little memory); it
-// needs the members `len` and `buf`. Features selects the optional traits it models.
+/// The Win32 calls: one object per socket, one fake threadpool IO. Buffer is the WSABUF stand-in
+/// (a test may give a larger one to reach the UINT32_MAX context-size limit with little memory); it
+/// needs the members `len` and `buf`. Features selects the optional traits it models.
 template <class Buffer = fake_wsabuf, fake_features Features = fake_features{}>
 class basic_fake_threadpool_calls : public stand_in_calls<fake_os*, Buffer>
 {
 public:
     // engine_type (fake_os*), overlapped_type, buffer_type (Buffer) and event_type: stand_in_calls.
 
-    static constexpr bool uses_io_events = Features.io_events;
+    static constexpr bool uses_io_events = Features.io_events; ///< whether the backend makes an event per IO
+    /// Whether the backend sets FILE_SKIP_COMPLETION_PORT_ON_SUCCESS (and may complete IO at once).
     static constexpr bool skip_completion_on_success = Features.skip_completion_on_success;
 
     basic_fake_threadpool_calls() noexcept = default;
+    /// Takes other's fake_os and IO; other is left with none.
     basic_fake_threadpool_calls(basic_fake_threadpool_calls&& other) noexcept : os_(other.os_), io_id_(other.io_id_)
     {
         other.os_ = nullptr;
@@ -618,11 +633,13 @@ public:
     }
     basic_fake_threadpool_calls& operator=(basic_fake_threadpool_calls&&) = delete;
 
+    /// The fake_os acquire_pool was given; nullptr before it.
     [[nodiscard]] fake_os* os() const noexcept
     {
         return os_;
     }
 
+    /// execution_engine_win32_get_threadpool: records the call and keeps the fake_os; false when failed on demand.
     bool acquire_pool(fake_os* engine) noexcept
     {
         std::lock_guard lock(engine->mutex_);
@@ -634,21 +651,26 @@ public:
         return true;
     }
 
+    /// InitializeThreadpoolEnvironment (recorded).
     void initialize_environment() noexcept
     {
         simple(fake_call::initialize_environment);
     }
 
+    /// SetThreadpoolCallbackPool (recorded).
     void set_callback_pool() noexcept
     {
         simple(fake_call::set_callback_pool);
     }
 
+    /// CreateThreadpoolCleanupGroup (recorded); false when failed on demand.
     bool create_cleanup_group() noexcept
     {
         return !simple(fake_call::create_cleanup_group);
     }
 
+    /// CreateThreadpoolIo: a fake threadpool IO whose completions call Completion(callback_context, ...). Fails when
+    /// failed on demand, or (as on Windows) when the socket was bound before.
     template <win32_completion_routine Completion>
     bool create_io(SOCKET_HANDLE socket, void* callback_context) noexcept
     {
@@ -671,7 +693,7 @@ public:
         return true;
     }
 
-    // SetFileCompletionNotificationModes(socket, FILE_SKIP_COMPLETION_PORT_ON_SUCCESS).
+    /// SetFileCompletionNotificationModes(socket, FILE_SKIP_COMPLETION_PORT_ON_SUCCESS).
     bool set_skip_completion_on_success(SOCKET_HANDLE socket) noexcept
     {
         std::lock_guard lock(os_->mutex_);
@@ -687,6 +709,7 @@ public:
         return io != nullptr;
     }
 
+    /// StartThreadpoolIo: one more IO may be issued.
     void start_io() noexcept
     {
         std::lock_guard lock(os_->mutex_);
@@ -698,6 +721,7 @@ public:
         }
     }
 
+    /// CancelThreadpoolIo: takes back a StartThreadpoolIo whose IO was not issued (a violation otherwise).
     void cancel_io() noexcept
     {
         std::lock_guard lock(os_->mutex_);
@@ -715,6 +739,8 @@ public:
         --io->started;
     }
 
+    /// WaitForThreadpoolIoCallbacks: blocks until the IO has nothing outstanding or running, or the watchdog ends
+    /// the wait (a violation, as is a call from inside one of the IO's own callbacks).
     void wait_for_io_callbacks(bool cancel_pending) noexcept
     {
         std::unique_lock lock(os_->mutex_);
@@ -738,6 +764,7 @@ public:
         }
     }
 
+    /// CloseThreadpoolIo (a violation with IO outstanding).
     void close_io() noexcept
     {
         std::lock_guard lock(os_->mutex_);
@@ -754,16 +781,19 @@ public:
         io->closed = true;
     }
 
+    /// CloseThreadpoolCleanupGroup (recorded).
     void close_cleanup_group() noexcept
     {
         simple(fake_call::close_cleanup_group);
     }
 
+    /// DestroyThreadpoolEnvironment (recorded).
     void destroy_environment() noexcept
     {
         simple(fake_call::destroy_environment);
     }
 
+    /// CreateEvent: a new event, or 0 when failed on demand.
     fake_event create_event() noexcept
     {
         std::lock_guard lock(os_->mutex_);
@@ -777,13 +807,14 @@ public:
         return event;
     }
 
-    // GetLastError after a failed create_event: the error planned with fail().
+    /// GetLastError after a failed create_event: the error planned with fail().
     win32_error last_error() const noexcept
     {
         std::lock_guard lock(os_->mutex_);
         return os_->last_error_;
     }
 
+    /// CloseHandle of an event (a violation when it is not open).
     void close_event(fake_event event) noexcept
     {
         std::lock_guard lock(os_->mutex_);
@@ -799,20 +830,23 @@ public:
 
     // set_overlapped_event and set_buffer: stand_in_calls (win32_stand_ins.hpp).
 
+    /// WSASend: records the call and accepts the IO (pending until the test completes it; in skip mode at_once may
+    /// finish it during the call), or fails it on demand.
     win32_error send(SOCKET_HANDLE socket, Buffer* buffers, std::uint32_t count, std::uint32_t* bytes_sent,
                      std::uint32_t flags, fake_overlapped* overlapped) noexcept
     {
         return issue(fake_call::wsa_send, socket, buffers, count, bytes_sent, flags, overlapped);
     }
 
+    /// WSARecv: as send, for a receive.
     win32_error receive(SOCKET_HANDLE socket, Buffer* buffers, std::uint32_t count, std::uint32_t* bytes_received,
                         std::uint32_t* flags, fake_overlapped* overlapped) noexcept
     {
         return issue(fake_call::wsa_recv, socket, buffers, count, bytes_received, *flags, overlapped);
     }
 
-    // Aborts every IO of the socket whose completion is not queued yet; one already queued completes as it
-    // was going to, as on Windows.
+    /// Aborts every IO of the socket whose completion is not queued yet; one already queued completes as it
+    /// was going to, as on Windows.
     void cancel_socket_io(SOCKET_HANDLE socket) noexcept
     {
         std::vector<void*> aborted;
@@ -855,8 +889,8 @@ public:
         }
     }
 
-    // Aborts that one IO if it is outstanding and its completion is not queued yet (as cancel_socket_io does for
-    // all of them, with the same cancel_behavior); otherwise it completes as it was going to.
+    /// Aborts that one IO if it is outstanding and its completion is not queued yet (as cancel_socket_io does for
+    /// all of them, with the same cancel_behavior); otherwise it completes as it was going to.
     void cancel_overlapped_io(SOCKET_HANDLE socket, fake_overlapped* overlapped) noexcept
     {
         bool queued = false;
@@ -891,7 +925,7 @@ public:
     }
 
 private:
-    // Records a call that has no arguments; returns whether it was failed on demand.
+    /// Records a call that has no arguments; returns whether it was failed on demand.
     bool simple(fake_call call) noexcept
     {
         std::lock_guard lock(os_->mutex_);
@@ -988,7 +1022,7 @@ private:
         return win32_no_error;
     }
 
-    // Under the lock: the IO is accepted and its completion will be delivered.
+    /// Under the lock: the IO is accepted and its completion will be delivered.
     static void issue_pending(fake_os::io_object& io, const pending_io& accepted)
     {
         if (io.started > 0)
@@ -1002,11 +1036,13 @@ private:
     std::uint32_t io_id_ = 0;
 };
 
-// The Win32 backend over the fake calls.
+/// The Win32 backend over the fake calls.
 template <class Buffer = fake_wsabuf, fake_features Features = fake_features{}>
 using basic_fake_threadpool = win32_threadpool_backend<basic_fake_threadpool_calls<Buffer, Features>>;
 
+/// The fake calls with the default WSABUF stand-in and traits (an event per IO, no skip on success).
 using fake_threadpool_calls = basic_fake_threadpool_calls<>;
+/// The Win32 backend over fake_threadpool_calls: the Backend of the fake sockets of most tests.
 using fake_threadpool = basic_fake_threadpool<>;
 
 } // namespace async_socket::testing

@@ -1,12 +1,13 @@
-// async_socket testing: an AllocPolicy that counts every block and fails allocations on demand.
-//
-// The ledger is owned by the test and shared by every copy of the policy:
-//   alloc_ledger ledger;
-//   ledger.fail_nth(2);                 // the second allocation from now returns nullptr
-//   ... socket::create(&os, s, {}, fault_alloc{&ledger}) ...
-//   CHECK(ledger.live_blocks() == 0);   // nothing leaked
-// Each block carries a header with its size, so a deallocate with the wrong size, a double free or a
-// pointer that did not come from allocate is counted in misuse().
+/// @file
+/// async_socket testing: an AllocPolicy that counts every block and fails allocations on demand.
+///
+/// The ledger is owned by the test and shared by every copy of the policy:
+///   alloc_ledger ledger;
+///   ledger.fail_nth(2);                 // the second allocation from now returns nullptr
+///   ... socket::create(&os, s, {}, fault_alloc{&ledger}) ...
+///   CHECK(ledger.live_blocks() == 0);   // nothing leaked
+/// Each block carries a header with its size, so a deallocate with the wrong size, a double free or a
+/// pointer that did not come from allocate is counted in misuse().
 #pragma once
 
 #include <atomic>
@@ -17,38 +18,44 @@
 namespace async_socket::testing
 {
 
+/// What every fault_alloc sharing it counts (blocks, bytes, attempts, failures, misuse) and the failures it is told
+/// to make. Owned by the test; thread-safe.
 class alloc_ledger
 {
 public:
-    // The n-th allocation from now (1 = the next one) fails; 0 cancels a planned failure.
+    /// The n-th allocation from now (1 = the next one) fails; 0 cancels a planned failure.
     void fail_nth(std::uint64_t n) noexcept
     {
         fail_at_.store(n == 0 ? 0 : allocations_.load() + n);
     }
 
-    // Every allocation fails while set.
+    /// Every allocation fails while set.
     void fail_all(bool on) noexcept
     {
         fail_all_.store(on);
     }
 
+    /// Blocks allocated and not yet freed.
     [[nodiscard]] std::int64_t live_blocks() const noexcept
     {
         return live_blocks_.load();
     }
+    /// Bytes (as requested) allocated and not yet freed.
     [[nodiscard]] std::int64_t live_bytes() const noexcept
     {
         return live_bytes_.load();
     }
-    // Allocation attempts so far, failed ones included.
+    /// Allocation attempts so far, failed ones included.
     [[nodiscard]] std::uint64_t allocations() const noexcept
     {
         return allocations_.load();
     }
+    /// Allocations that returned nullptr because the ledger said so (fail_nth, fail_all).
     [[nodiscard]] std::uint64_t failed_allocations() const noexcept
     {
         return failed_.load();
     }
+    /// Deallocations with the wrong size, of a block freed already, or of a pointer allocate did not give.
     [[nodiscard]] std::uint64_t misuse() const noexcept
     {
         return misuse_.load();
@@ -66,13 +73,17 @@ private:
     std::atomic<std::uint64_t> misuse_{0};
 };
 
+/// The AllocPolicy of the tests: std::malloc'd blocks with a checked header, counted in (and failed by) an
+/// alloc_ledger.
 class fault_alloc
 {
 public:
-    // Without a ledger it neither counts nor fails: a plain checked heap.
+    /// Without a ledger it neither counts nor fails: a plain checked heap.
     fault_alloc() noexcept = default;
+    /// Counts in ledger and fails when it says so.
     explicit fault_alloc(alloc_ledger* ledger) noexcept : ledger_(ledger) {}
 
+    /// size bytes aligned for std::max_align_t; nullptr when the ledger plans a failure or malloc fails.
     void* allocate(std::size_t size) noexcept
     {
         if (ledger_ != nullptr)
@@ -99,6 +110,8 @@ public:
         return block + 1;
     }
 
+    /// Frees a block from allocate. A wrong size, a double free or a foreign pointer is counted as misuse and the
+    /// block is leaked rather than freed. nullptr: does nothing.
     void deallocate(void* p, std::size_t size) noexcept
     {
         if (p == nullptr)

@@ -1,7 +1,8 @@
-// async_socket testing, Linux: a connected pair of real TCP sockets over 127.0.0.1 (or ::1); and the waiter
-// (testing/waiter.hpp).
-//
-// Header-only; only POSIX and the standard library.
+/// @file
+/// async_socket testing, Linux: a connected pair of real TCP sockets over 127.0.0.1 (or ::1); and the waiter
+/// (testing/waiter.hpp).
+///
+/// Header-only; only POSIX and the standard library.
 #pragma once
 
 #include <async_socket/testing/waiter.hpp>
@@ -18,16 +19,18 @@
 namespace async_socket::testing
 {
 
-// Two connected TCP sockets, closed by the destructor. Movable, not copyable.
+/// Two connected TCP sockets, closed by the destructor. Movable, not copyable.
 struct fd_pair
 {
-    int client = -1;
-    int server = -1;
+    int client = -1; ///< the connecting side's descriptor; -1 when none
+    int server = -1; ///< the accepted side's descriptor; -1 when none
 
     fd_pair() noexcept = default;
+    /// Takes other's descriptors; other is left with none.
     fd_pair(fd_pair&& other) noexcept : client(std::exchange(other.client, -1)), server(std::exchange(other.server, -1))
     {
     }
+    /// Closes its own descriptors, then takes other's.
     fd_pair& operator=(fd_pair&& other) noexcept
     {
         if (this != &other)
@@ -45,11 +48,13 @@ struct fd_pair
         close();
     }
 
+    /// Whether both descriptors are open.
     [[nodiscard]] bool valid() const noexcept
     {
         return client >= 0 && server >= 0;
     }
 
+    /// Closes both descriptors now (idempotent).
     void close() noexcept
     {
         if (client >= 0)
@@ -65,8 +70,8 @@ struct fd_pair
     }
 };
 
-// Two connected TCP sockets over the loopback address of `family` (AF_INET: 127.0.0.1, AF_INET6: ::1): listens
-// on an ephemeral port, connects, accepts. TCP_NODELAY on both. On any failure both members are -1.
+/// Two connected TCP sockets over the loopback address of `family` (AF_INET: 127.0.0.1, AF_INET6: ::1): listens
+/// on an ephemeral port, connects, accepts. TCP_NODELAY on both. On any failure both members are -1.
 inline fd_pair make_loopback_fd_pair(int family = AF_INET) noexcept
 {
     fd_pair pair;

@@ -1,7 +1,8 @@
-// async_socket testing, Win32: Winsock start-up, a connected pair of real overlapped TCP sockets over
-// 127.0.0.1 (or ::1); and the waiter (testing/waiter.hpp).
-//
-// Header-only; only Win32 and the standard library.
+/// @file
+/// async_socket testing, Win32: Winsock start-up, a connected pair of real overlapped TCP sockets over
+/// 127.0.0.1 (or ::1); and the waiter (testing/waiter.hpp).
+///
+/// Header-only; only Win32 and the standard library.
 #pragma once
 
 #include <winsock2.h>
@@ -16,7 +17,7 @@
 namespace async_socket::testing
 {
 
-// WSAStartup in the constructor, WSACleanup in the destructor. ok() says whether WSAStartup succeeded.
+/// WSAStartup in the constructor, WSACleanup in the destructor. ok() says whether WSAStartup succeeded.
 struct wsa_session
 {
     wsa_session() noexcept
@@ -34,25 +35,28 @@ struct wsa_session
     wsa_session(const wsa_session&) = delete;
     wsa_session& operator=(const wsa_session&) = delete;
 
+    /// Whether WSAStartup succeeded.
     [[nodiscard]] bool ok() const noexcept
     {
         return result == 0;
     }
 
-    int result = -1;
+    int result = -1; ///< what WSAStartup returned (0: success)
 };
 
-// Two connected TCP sockets, closed (closesocket) by the destructor. Movable, not copyable.
+/// Two connected TCP sockets, closed (closesocket) by the destructor. Movable, not copyable.
 struct socket_pair
 {
-    SOCKET client = INVALID_SOCKET;
-    SOCKET server = INVALID_SOCKET;
+    SOCKET client = INVALID_SOCKET; ///< the connecting side; INVALID_SOCKET when none
+    SOCKET server = INVALID_SOCKET; ///< the accepted side; INVALID_SOCKET when none
 
     socket_pair() noexcept = default;
+    /// Takes other's sockets; other is left with none.
     socket_pair(socket_pair&& other) noexcept
         : client(std::exchange(other.client, INVALID_SOCKET)), server(std::exchange(other.server, INVALID_SOCKET))
     {
     }
+    /// Closes its own sockets, then takes other's.
     socket_pair& operator=(socket_pair&& other) noexcept
     {
         if (this != &other)
@@ -70,17 +74,19 @@ struct socket_pair
         close();
     }
 
+    /// Whether both sockets are open.
     [[nodiscard]] bool valid() const noexcept
     {
         return client != INVALID_SOCKET && server != INVALID_SOCKET;
     }
 
-    // Closes both sockets now (idempotent).
+    /// Closes both sockets now (idempotent).
     void close() noexcept
     {
         close_client();
         close_server();
     }
+    /// Closes the client socket now (idempotent).
     void close_client() noexcept
     {
         if (client != INVALID_SOCKET)
@@ -89,6 +95,7 @@ struct socket_pair
             client = INVALID_SOCKET;
         }
     }
+    /// Closes the server socket now (idempotent).
     void close_server() noexcept
     {
         if (server != INVALID_SOCKET)
@@ -99,16 +106,16 @@ struct socket_pair
     }
 };
 
-// A socket of `family` (AF_INET or AF_INET6) that can be used with overlapped IO (and so with threadpool IO).
+/// A socket of `family` (AF_INET or AF_INET6) that can be used with overlapped IO (and so with threadpool IO).
 inline SOCKET make_overlapped_tcp_socket(int family = AF_INET) noexcept
 {
     return WSASocketW(family, SOCK_STREAM, IPPROTO_TCP, nullptr, 0, WSA_FLAG_OVERLAPPED);
 }
 
-// Two connected overlapped TCP sockets over the loopback address of `family` (AF_INET: 127.0.0.1, AF_INET6: ::1):
-// listens on an ephemeral port, connects, accepts. TCP_NODELAY is set on both so that small writes are not held
-// back. On any failure both members are INVALID_SOCKET and WSAGetLastError() is the error of the call that failed
-// (WSAStartup must have been called).
+/// Two connected overlapped TCP sockets over the loopback address of `family` (AF_INET: 127.0.0.1, AF_INET6: ::1):
+/// listens on an ephemeral port, connects, accepts. TCP_NODELAY is set on both so that small writes are not held
+/// back. On any failure both members are INVALID_SOCKET and WSAGetLastError() is the error of the call that failed
+/// (WSAStartup must have been called).
 inline socket_pair make_loopback_pair(int family = AF_INET) noexcept
 {
     socket_pair pair;
@@ -162,7 +169,7 @@ inline socket_pair make_loopback_pair(int family = AF_INET) noexcept
     return pair;
 }
 
-// The SOCKET as the opaque SOCKET_HANDLE the async_socket API takes.
+/// The SOCKET as the opaque SOCKET_HANDLE the async_socket API takes.
 inline SOCKET_HANDLE as_handle(SOCKET socket) noexcept
 {
     return reinterpret_cast<SOCKET_HANDLE>(socket);

@@ -1,34 +1,35 @@
-// async_socket: the Linux backend, on io_uring or on epoll readiness (whichever the engine runs, engine.hpp).
-//
-// The whole protocol of one IO:
-// - submit: when no IO of that direction is queued, the system call is tried at once (sendmsg/recvmsg with
-//   MSG_DONTWAIT; sends with MSG_NOSIGNAL, so a reset peer never raises SIGPIPE). An IO that finishes there is
-//   answered completed_at_once and the core completes it on the calling thread; one that would block is queued.
-//   A queued IO never lets a later one of the same direction pass it: only the head of a queue is being done.
-// - io_uring: the head of each queue is one request in the kernel (IORING_OP_SENDMSG/RECVMSG on the socket's
-//   ring, put there by the ring's worker only: io_uring_ring.hpp); its completion finishes it or (a send that went
-//   out in part) submits the rest, then submits the next head. Sends never overlap, so parts of two sends cannot
-//   interleave on the wire.
-// - readiness hints (slot.hpp): after an EAGAIN or a short transfer the next IO of that direction does not try
-//   the call that would fail; epoll waits for the next edge, io_uring asks IORING_RECVSEND_POLL_FIRST.
-// - epoll: a worker woken for the descriptor (edge-triggered, both directions registered once) tries the head of
-//   each queue until it would block. Receives are tried before sends.
-// - Either way the completions run on the worker outside the socket's lock (so a callback may submit again);
-//   bytes that arrived with the peer's FIN are received first and the end of the stream (0 bytes) is the next
-//   receive's result.
-// - sends: every byte of every buffer goes out or the send fails. The OS may take part of a buffer list: the
-//   send then advances over what went (iovecs consumed, the first one shortened) and goes on, and is answered
-//   success only when nothing is left. At most IOV_MAX buffers go to one system call; more go in turns.
-// - cancel_all (close): every queued IO that is not in the kernel is taken off under the lock and completed as
-//   cancelled (ECANCELED) on the closing thread, outside the lock; a head in the kernel gets IORING_OP_ASYNC_CANCEL
-//   and completes through its ring. drain waits for all of them through the slot's count (engine memory); on the
-//   ring's own worker (close from a callback) it runs the ring's loop until they are done.
-// - cancel_one (a stop_token): the same for one IO.
-// - errors: errno values, classified: ECONNRESET, EPIPE, ECONNABORTED are a reset; ECANCELED cancelled; others
-//   other. The errno value stays in io_result::os_code.
-//
-// Longer than 500 lines on purpose: the whole protocol of one IO (try, queue, continue a partial send, cancel,
-// drain) under one lock discipline, for both mechanisms; split, the lock's rules would be read in two files.
+/// @file
+/// async_socket: the Linux backend, on io_uring or on epoll readiness (whichever the engine runs, engine.hpp).
+///
+/// The whole protocol of one IO:
+/// - submit: when no IO of that direction is queued, the system call is tried at once (sendmsg/recvmsg with
+///   MSG_DONTWAIT; sends with MSG_NOSIGNAL, so a reset peer never raises SIGPIPE). An IO that finishes there is
+///   answered completed_at_once and the core completes it on the calling thread; one that would block is queued.
+///   A queued IO never lets a later one of the same direction pass it: only the head of a queue is being done.
+/// - io_uring: the head of each queue is one request in the kernel (IORING_OP_SENDMSG/RECVMSG on the socket's
+///   ring, put there by the ring's worker only: io_uring_ring.hpp); its completion finishes it or (a send that went
+///   out in part) submits the rest, then submits the next head. Sends never overlap, so parts of two sends cannot
+///   interleave on the wire.
+/// - readiness hints (slot.hpp): after an EAGAIN or a short transfer the next IO of that direction does not try
+///   the call that would fail; epoll waits for the next edge, io_uring asks IORING_RECVSEND_POLL_FIRST.
+/// - epoll: a worker woken for the descriptor (edge-triggered, both directions registered once) tries the head of
+///   each queue until it would block. Receives are tried before sends.
+/// - Either way the completions run on the worker outside the socket's lock (so a callback may submit again);
+///   bytes that arrived with the peer's FIN are received first and the end of the stream (0 bytes) is the next
+///   receive's result.
+/// - sends: every byte of every buffer goes out or the send fails. The OS may take part of a buffer list: the
+///   send then advances over what went (iovecs consumed, the first one shortened) and goes on, and is answered
+///   success only when nothing is left. At most IOV_MAX buffers go to one system call; more go in turns.
+/// - cancel_all (close): every queued IO that is not in the kernel is taken off under the lock and completed as
+///   cancelled (ECANCELED) on the closing thread, outside the lock; a head in the kernel gets IORING_OP_ASYNC_CANCEL
+///   and completes through its ring. drain waits for all of them through the slot's count (engine memory); on the
+///   ring's own worker (close from a callback) it runs the ring's loop until they are done.
+/// - cancel_one (a stop_token): the same for one IO.
+/// - errors: errno values, classified: ECONNRESET, EPIPE, ECONNABORTED are a reset; ECANCELED cancelled; others
+///   other. The errno value stays in io_result::os_code.
+///
+/// Longer than 500 lines on purpose: the whole protocol of one IO (try, queue, continue a partial send, cancel,
+/// drain) under one lock discipline, for both mechanisms; split, the lock's rules would be read in two files.
 #pragma once
 
 #include <async_socket/backend/linux/engine.hpp>
@@ -52,7 +53,7 @@
 namespace async_socket
 {
 
-// An errno value as the core's io_result (os_code keeps the value).
+/// An errno value as the core's io_result (os_code keeps the value).
 [[nodiscard]] constexpr io_result classify_errno(int error, std::size_t bytes) noexcept
 {
     io_outcome outcome = io_outcome::other;
@@ -71,23 +72,26 @@ namespace async_socket
     return io_result{outcome, static_cast<std::uint32_t>(error), bytes};
 }
 
+/// The Backend (socket_backend, cancellable_backend) of linux_async_socket: one socket's IO on a linux_engine, by
+/// io_uring or epoll (the protocol is described at the top of this file).
 class linux_backend
 {
 public:
-    using engine_type = linux_engine*;
-    using io_state = detail::linux_io_state;
-    using buffer_type = ::iovec;
+    using engine_type = linux_engine*;       ///< what create takes: the engine (linux_engine::create)
+    using io_state = detail::linux_io_state; ///< the per-IO block: queue links, iovecs left, bytes, errno
+    using buffer_type = ::iovec;             ///< one scatter/gather item
 
+    /// An IO the system call finishes during submit is answered completed_at_once.
     static constexpr bool completes_at_once = true;
 
-    // io_result::os_code holds errno values: a C++ handler's std::error_code is in this category.
+    /// io_result::os_code holds errno values: a C++ handler's std::error_code is in this category.
     static const std::error_category& error_category() noexcept
     {
         return std::generic_category();
     }
 
     linux_backend() noexcept = default;
-    // Only moved before bind (create moves the backend in).
+    /// Only moved before bind (create moves the backend in).
     linux_backend(linux_backend&& other) noexcept
         : engine_(std::exchange(other.engine_, nullptr)), slot_(std::exchange(other.slot_, nullptr))
     {
@@ -101,7 +105,7 @@ public:
         linux_engine::release(engine_);
     }
 
-    // Takes a reference to the engine.
+    /// Takes a reference to the engine.
     bool attach(linux_engine* engine) noexcept
     {
         if (engine == nullptr)
@@ -115,8 +119,8 @@ public:
         return true;
     }
 
-    // Registers the descriptor (async_socket_fd_from_handle(socket)) with the engine. On epoll, fails for a
-    // descriptor epoll cannot watch (not a socket: EPERM; closed: EBADF) or one registered already.
+    /// Registers the descriptor (async_socket_fd_from_handle(socket)) with the engine. On epoll, fails for a
+    /// descriptor epoll cannot watch (not a socket: EPERM; closed: EBADF) or one registered already.
     template <io_completion_fn Completion>
     bool bind(SOCKET_HANDLE socket, void* owner) noexcept
     {
@@ -124,6 +128,7 @@ public:
         return slot_ != nullptr;
     }
 
+    /// Unregisters the descriptor from the engine (at destroy, after the last drain).
     void unbind() noexcept
     {
         if (slot_ != nullptr)
@@ -133,16 +138,19 @@ public:
         }
     }
 
+    /// Starts one send of the count buffers: tried at once when no send is queued, else queued behind them.
     submit_result submit_send(io_state& io, buffer_type* buffers, std::uint32_t count) noexcept
     {
         return submit<true>(io, buffers, count);
     }
 
+    /// Starts one receive into the count buffers: tried at once when no receive is queued, else queued.
     submit_result submit_receive(io_state& io, buffer_type* buffers, std::uint32_t count) noexcept
     {
         return submit<false>(io, buffers, count);
     }
 
+    /// Makes every outstanding IO of the socket complete soon, as cancelled (close); see the top of this file.
     void cancel_all() noexcept
     {
         detail::linux_slot& slot = *slot_;
@@ -185,9 +193,9 @@ public:
         complete(slot, taken);
     }
 
-    // Per-IO cancellation. A queued IO not in the kernel (epoll: any; io_uring: behind the head) is taken off its
-    // queue and completed as cancelled here, outside the lock; an io_uring head is cancelled in the kernel by its
-    // ring's worker, as close does. An IO no longer queued has completed or is completing: nothing to do.
+    /// Per-IO cancellation. A queued IO not in the kernel (epoll: any; io_uring: behind the head) is taken off its
+    /// queue and completed as cancelled here, outside the lock; an io_uring head is cancelled in the kernel by its
+    /// ring's worker, as close does. An IO no longer queued has completed or is completing: nothing to do.
     void cancel_one(io_state& io) noexcept
     {
         detail::linux_slot& slot = *slot_;
@@ -214,6 +222,8 @@ public:
         complete(slot, &io);
     }
 
+    /// Returns once no completion of the socket is outstanding or running; on the socket's own ring worker it
+    /// runs the ring's loop meanwhile.
     void drain() noexcept
     {
 #ifdef ASYNC_SOCKET_HAS_IO_URING
@@ -231,6 +241,7 @@ public:
         slot_->wait_for_outstanding();
     }
 
+    /// Points one iovec at length bytes at memory.
     static void set_buffer(buffer_type& buffer, void* memory, std::uint32_t length) noexcept
     {
         buffer.iov_base = memory;
@@ -240,8 +251,8 @@ public:
 private:
     enum class attempt : std::uint8_t
     {
-        finished,    // done: io.error says how (0: success)
-        would_block, // the descriptor has no room or no data now
+        finished,    ///< done: io.error says how (0: success)
+        would_block, ///< the descriptor has no room or no data now
     };
 
     static std::uint32_t batch(const io_state& io) noexcept
@@ -249,7 +260,7 @@ private:
         return io.count < static_cast<std::uint32_t>(IOV_MAX) ? io.count : static_cast<std::uint32_t>(IOV_MAX);
     }
 
-    // A send moved `sent` more bytes: steps over whole buffers, then part of the next. True when all went.
+    /// A send moved `sent` more bytes: steps over whole buffers, then part of the next. True when all went.
     static bool advance(io_state& io, std::size_t sent) noexcept
     {
         io.bytes += static_cast<std::uint32_t>(sent);
@@ -268,7 +279,7 @@ private:
         return false;
     }
 
-    // What one system call of the IO asks for (the first IOV_MAX buffers).
+    /// What one system call of the IO asks for (the first IOV_MAX buffers).
     static std::size_t requested(const io_state& io) noexcept
     {
         std::size_t total = 0;
@@ -279,14 +290,14 @@ private:
         return total;
     }
 
-    // Records what a transfer says about the socket: a short one (or EAGAIN, moved == -1) means drained/full.
+    /// Records what a transfer says about the socket: a short one (or EAGAIN, moved == -1) means drained/full.
     static void note_transfer(detail::linux_slot& slot, bool is_send, long moved, std::size_t asked) noexcept
     {
         const bool more = slot.hung_up || (moved >= 0 && static_cast<std::size_t>(moved) == asked);
         (is_send ? slot.maybe_writable : slot.maybe_readable) = more;
     }
 
-    // One non-blocking try of the IO's system call (repeated while a send goes out in part). Under the lock.
+    /// One non-blocking try of the IO's system call (repeated while a send goes out in part). Under the lock.
     static attempt try_now(detail::linux_slot& slot, io_state& io) noexcept
     {
         for (;;)
@@ -325,8 +336,8 @@ private:
         }
     }
 
-    // io_uring: puts the IO (the head of its queue) on its ring, or hands it to the ring's worker when this
-    // thread is not that worker (io_uring_ring.hpp says why). Under the slot's lock. 0 or -errno.
+    /// io_uring: puts the IO (the head of its queue) on its ring, or hands it to the ring's worker when this
+    /// thread is not that worker (io_uring_ring.hpp says why). Under the slot's lock. 0 or -errno.
     static int start_in_kernel(linux_engine& engine, const detail::linux_slot& slot, io_state& io) noexcept
     {
 #ifdef ASYNC_SOCKET_HAS_IO_URING
@@ -417,7 +428,7 @@ private:
         return submit_result{submit_status::pending, 0};
     }
 
-    // Runs the completions of a list of IO taken off the queues, then takes them off the slot's count.
+    /// Runs the completions of a list of IO taken off the queues, then takes them off the slot's count.
     static void complete(detail::linux_slot& slot, io_state* list) noexcept
     {
         std::uint32_t count = 0;
@@ -461,7 +472,7 @@ private:
         return rest;
     }
 
-    // epoll: takes off each queue the IO that can finish now, in order, and completes them outside the lock.
+    /// epoll: takes off each queue the IO that can finish now, in order, and completes them outside the lock.
     static void on_ready(detail::linux_slot& slot, std::uint32_t generation, std::uint32_t events) noexcept
     {
         io_state* finished = nullptr;
@@ -498,9 +509,9 @@ private:
         complete(slot, finished);
     }
 
-    // io_uring: the completion of the head of a queue (res: bytes, or -errno), or (res == linux_start_request) a
-    // head handed over to be submitted here. A send with bytes left goes on unless close asked for a cancel;
-    // anything else finishes, and the next head goes to the kernel.
+    /// io_uring: the completion of the head of a queue (res: bytes, or -errno), or (res == linux_start_request) a
+    /// head handed over to be submitted here. A send with bytes left goes on unless close asked for a cancel;
+    /// anything else finishes, and the next head goes to the kernel.
     static void on_cqe(io_state& io, int res) noexcept
     {
         detail::linux_slot& slot = *io.slot.load(std::memory_order_acquire);
@@ -555,8 +566,8 @@ private:
         complete(slot, finished);
     }
 
-    // Takes the finished head off its queue and starts the next one; a next one that cannot start finishes too.
-    // Returns the finished IO, in order. Under the slot's lock.
+    /// Takes the finished head off its queue and starts the next one; a next one that cannot start finishes too.
+    /// Returns the finished IO, in order. Under the slot's lock.
     static io_state* finish_head(linux_engine& engine, const detail::linux_slot& slot,
                                  detail::linux_io_queue& queue) noexcept
     {

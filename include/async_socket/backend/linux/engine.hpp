@@ -1,38 +1,39 @@
-// async_socket: the Linux execution engine: worker threads that reap io_uring completions, or wait on epoll, and
-// run the callbacks.
-//
-// What it is. linux_engine owns N worker threads (default: one per core) and one of two mechanisms, picked when it
-// is made (linux_engine_parameters::io) and observable (mechanism()):
-// - io_uring: one ring per worker. A socket's IO goes to one ring (given out in turn at registration); the ring's
-//   worker reaps its completions and runs them. Submissions come from any thread under the ring's submit lock.
-// - epoll: one epoll instance that every worker waits on; for each ready socket a worker finishes what the
-//   socket's queued IO can now do and runs the completions on its own thread.
-// automatic (the default) tries io_uring and falls back to epoll when the kernel refuses it: EPERM (container
-// seccomp profiles, kernel.io_uring_disabled), ENOSYS (no io_uring in the kernel or a sandbox), EINVAL (flags the
-// kernel does not know); setting ASYNC_SOCKET_IO_URING=0 in the environment also picks epoll (the escape hatch
-// libuv offers as UV_USE_IO_URING=0). io_uring_refusal() says why io_uring was not used.
-//
-// Who submits (io_uring_ring.hpp): only a ring's own worker; other threads hand their IO over. A callback that
-// starts IO of a socket of its own ring, the common case, prepares it directly, and the worker submits all it
-// prepared and waits in one system call.
-//
-// Sockets made on an engine keep a reference to it; the last reference stops and joins the workers, so it must not be
-// dropped on one of them (it cannot be: a socket whose callback runs there holds a reference).
-//
-// Registrations. A socket is registered once, at its first open, for input and output together, edge-triggered
-// (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET). One registration for both directions, never modified per IO: a
-// send armed on a descriptor cannot replace the receive's interest (the starvation that EPOLL_CTL_MOD per IO
-// invites), and no system call is spent per IO on the registration.
-//
-// Why slots. epoll_wait may hand a worker an event of a socket that another thread is destroying at that very
-// moment; the event names whatever its data held, and a pointer to the socket would then point at freed memory.
-// So the data is a slot number and a generation: slots belong to the engine (allocated in chunks, never freed
-// while the engine lives), each with its lock, its two IO queues and its count of outstanding IO. A stale event
-// finds its generation changed under the slot's lock and is ignored; a count that reaches 0 wakes a waiter
-// through engine-owned memory, never through the socket's.
-//
-// Longer than 500 lines on purpose: the worker loop, the slot table and the epoll and io_uring paths share one
-// shutdown order (stop, wake every worker, join, then free the slots), which is read in one place.
+/// @file
+/// async_socket: the Linux execution engine: worker threads that reap io_uring completions, or wait on epoll, and
+/// run the callbacks.
+///
+/// What it is. linux_engine owns N worker threads (default: one per core) and one of two mechanisms, picked when it
+/// is made (linux_engine_parameters::io) and observable (mechanism()):
+/// - io_uring: one ring per worker. A socket's IO goes to one ring (given out in turn at registration); the ring's
+///   worker reaps its completions and runs them. Submissions come from any thread under the ring's submit lock.
+/// - epoll: one epoll instance that every worker waits on; for each ready socket a worker finishes what the
+///   socket's queued IO can now do and runs the completions on its own thread.
+/// automatic (the default) tries io_uring and falls back to epoll when the kernel refuses it: EPERM (container
+/// seccomp profiles, kernel.io_uring_disabled), ENOSYS (no io_uring in the kernel or a sandbox), EINVAL (flags the
+/// kernel does not know); setting ASYNC_SOCKET_IO_URING=0 in the environment also picks epoll (the escape hatch
+/// libuv offers as UV_USE_IO_URING=0). io_uring_refusal() says why io_uring was not used.
+///
+/// Who submits (io_uring_ring.hpp): only a ring's own worker; other threads hand their IO over. A callback that
+/// starts IO of a socket of its own ring, the common case, prepares it directly, and the worker submits all it
+/// prepared and waits in one system call.
+///
+/// Sockets made on an engine keep a reference to it; the last reference stops and joins the workers, so it must not be
+/// dropped on one of them (it cannot be: a socket whose callback runs there holds a reference).
+///
+/// Registrations. A socket is registered once, at its first open, for input and output together, edge-triggered
+/// (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET). One registration for both directions, never modified per IO: a
+/// send armed on a descriptor cannot replace the receive's interest (the starvation that EPOLL_CTL_MOD per IO
+/// invites), and no system call is spent per IO on the registration.
+///
+/// Why slots. epoll_wait may hand a worker an event of a socket that another thread is destroying at that very
+/// moment; the event names whatever its data held, and a pointer to the socket would then point at freed memory.
+/// So the data is a slot number and a generation: slots belong to the engine (allocated in chunks, never freed
+/// while the engine lives), each with its lock, its two IO queues and its count of outstanding IO. A stale event
+/// finds its generation changed under the slot's lock and is ignored; a count that reaches 0 wakes a waiter
+/// through engine-owned memory, never through the socket's.
+///
+/// Longer than 500 lines on purpose: the worker loop, the slot table and the epoll and io_uring paths share one
+/// shutdown order (stop, wake every worker, join, then free the slots), which is read in one place.
 #pragma once
 
 #include <async_socket/backend/linux/slot.hpp>
@@ -51,6 +52,8 @@
 #include <cstring>
 
 #if !defined(ASYNC_SOCKET_NO_IO_URING) && __has_include(<liburing.h>)
+/// Defined when the io_uring mechanism is built in: liburing's header is found and ASYNC_SOCKET_NO_IO_URING is not
+/// defined. Without it an engine runs on epoll only.
 #define ASYNC_SOCKET_HAS_IO_URING 1
 #include <async_socket/backend/linux/io_uring_ring.hpp>
 #endif
@@ -64,61 +67,65 @@
 namespace async_socket
 {
 
-// The IO mechanism an engine runs on (linux_engine::mechanism()).
+/// The IO mechanism an engine runs on (linux_engine::mechanism()).
 enum class linux_io_mechanism : std::uint8_t
 {
-    epoll,
-    io_uring,
+    epoll,    ///< edge-triggered readiness: workers try the system calls when a descriptor is ready
+    io_uring, ///< one ring per worker: the kernel does the queued IO
 };
 
-// What linux_engine::create is asked for.
+/// What linux_engine::create is asked for.
 enum class linux_io_choice : std::uint8_t
 {
-    automatic, // io_uring unless the kernel refuses it (or ASYNC_SOCKET_IO_URING=0); then epoll
-    io_uring,  // io_uring or fail
-    epoll,     // epoll
+    automatic, ///< io_uring unless the kernel refuses it (or ASYNC_SOCKET_IO_URING=0); then epoll
+    io_uring,  ///< io_uring or fail
+    epoll,     ///< epoll
 };
 
+/// The parameters of linux_engine::create.
 struct linux_engine_parameters
 {
-    // Worker threads, 0 (the default: one per core) to linux_engine::max_thread_count.
+    /// Worker threads, 0 (the default: one per core) to linux_engine::max_thread_count.
     std::uint32_t thread_count = 0;
-    linux_io_choice io = linux_io_choice::automatic;
+    linux_io_choice io = linux_io_choice::automatic; ///< the mechanism to run on
 };
 
 class linux_engine;
 
 namespace detail
 {
-// The engine whose worker this thread is, if any.
+/// The engine whose worker this thread is, if any.
 inline thread_local linux_engine* current_linux_engine = nullptr;
-// The ring whose worker this thread is (io_uring).
+/// The ring whose worker this thread is (io_uring).
 inline thread_local std::uint32_t current_linux_ring = 0;
 
 } // namespace detail
 
-// Worker threads over one epoll instance. Made by create(), shared by reference counting: the handle create()
-// returns holds one reference, each socket made on the engine another.
+/// Worker threads over io_uring (one ring per worker) or one epoll instance. Made by create(), shared by reference
+/// counting: the handle create() returns holds one reference, each socket made on the engine another.
 class linux_engine
 {
 public:
-    static constexpr std::uint32_t max_thread_count = 256;
-    static constexpr std::uint32_t slots_per_chunk = 1024;
-    static constexpr std::uint32_t max_chunks = 1024; // up to ~1M registered sockets per engine
+    static constexpr std::uint32_t max_thread_count = 256; ///< the most worker threads an engine may have
+    static constexpr std::uint32_t slots_per_chunk = 1024; ///< socket slots are allocated this many at a time
+    static constexpr std::uint32_t max_chunks = 1024;      ///< up to ~1M registered sockets per engine
 
+    /// The deleter of handle: drops the reference the handle holds (release).
     struct releaser
     {
+        /// release(engine).
         void operator()(linux_engine* engine) const noexcept
         {
             release(engine);
         }
     };
+    /// An owned reference to an engine.
     using handle = std::unique_ptr<linux_engine, releaser>;
 
-    // Makes an engine with one reference (the handle's) and starts its workers. Returns a null handle on
-    // failure, with errno saying why: EINVAL when thread_count is above max_thread_count, ENOMEM, the error
-    // of io_uring_queue_init when io_uring was asked for (ENOSYS when built without liburing), or the error of
-    // epoll_create1, eventfd or pthread_create.
+    /// Makes an engine with one reference (the handle's) and starts its workers. Returns a null handle on
+    /// failure, with errno saying why: EINVAL when thread_count is above max_thread_count, ENOMEM, the error
+    /// of io_uring_queue_init when io_uring was asked for (ENOSYS when built without liburing), or the error of
+    /// epoll_create1, eventfd or pthread_create.
     [[nodiscard]] static handle create(const linux_engine_parameters& parameters = {}) noexcept
     {
         std::uint32_t threads = parameters.thread_count;
@@ -148,6 +155,7 @@ public:
         return made;
     }
 
+    /// Takes one more reference. Does nothing for nullptr.
     static void add_ref(linux_engine* engine) noexcept
     {
         if (engine != nullptr)
@@ -156,7 +164,7 @@ public:
         }
     }
 
-    // Drops a reference; the last one stops and joins the workers and frees the engine.
+    /// Drops a reference; the last one stops and joins the workers and frees the engine.
     static void release(linux_engine* engine) noexcept
     {
         if (engine == nullptr || engine->references_.fetch_sub(1, std::memory_order_acq_rel) != 1)
@@ -168,33 +176,35 @@ public:
         errno = saved;
     }
 
+    /// The mechanism the engine runs on: io_uring, or epoll (asked for, or io_uring refused).
     [[nodiscard]] linux_io_mechanism mechanism() const noexcept
     {
         return mechanism_;
     }
 
-    // Why io_uring is not in use: the errno of the refused io_uring_queue_init, ENOSYS when built without
-    // liburing, -1 when epoll was asked for (by the parameters or ASYNC_SOCKET_IO_URING=0); 0 on io_uring.
+    /// Why io_uring is not in use: the errno of the refused io_uring_queue_init, ENOSYS when built without
+    /// liburing, -1 when epoll was asked for (by the parameters or ASYNC_SOCKET_IO_URING=0); 0 on io_uring.
     [[nodiscard]] int io_uring_refusal() const noexcept
     {
         return io_uring_refusal_;
     }
 
+    /// The number of worker threads (parameters.thread_count, or the core count for 0).
     [[nodiscard]] std::uint32_t thread_count() const noexcept
     {
         return thread_count_;
     }
 
-    // True on one of this engine's worker threads.
+    /// True on one of this engine's worker threads.
     [[nodiscard]] bool runs_this_thread() const noexcept
     {
         return detail::current_linux_engine == this;
     }
 
-    // Takes a free slot for `fd` and registers the descriptor; `ready` finishes the slot's IO when the
-    // descriptor is ready, and every IO of the slot completes through completion(owner, ...). Returns the slot, or
-    // nullptr with errno set (ENOMEM, or epoll_ctl's error: EBADF, EPERM for a descriptor epoll cannot watch, EEXIST
-    // when it is registered already).
+    /// Takes a free slot for `fd` and registers the descriptor; `ready` finishes the slot's IO when the
+    /// descriptor is ready, and every IO of the slot completes through completion(owner, ...). Returns the slot, or
+    /// nullptr with errno set (ENOMEM, or epoll_ctl's error: EBADF, EPERM for a descriptor epoll cannot watch, EEXIST
+    /// when it is registered already).
     detail::linux_slot* register_socket(int fd, detail::linux_ready_fn ready, detail::linux_cqe_fn on_cqe,
                                         io_completion_fn completion, void* owner) noexcept
     {
@@ -236,8 +246,8 @@ public:
         return slot;
     }
 
-    // Removes the descriptor from epoll and gives the slot back. The slot has no IO outstanding (the socket
-    // drained it). An event of the descriptor already taken by a worker then finds another generation.
+    /// Removes the descriptor from epoll and gives the slot back. The slot has no IO outstanding (the socket
+    /// drained it). An event of the descriptor already taken by a worker then finds another generation.
     void unregister_socket(detail::linux_slot& slot) noexcept
     {
         std::uint32_t index = 0;
@@ -300,12 +310,13 @@ private:
 
 public:
 #ifdef ASYNC_SOCKET_HAS_IO_URING
-    // True on the worker of `ring`, the one thread that submits to it.
+    /// True on the worker of `ring`, the one thread that submits to it.
     [[nodiscard]] bool owns_ring(std::uint32_t ring) const noexcept
     {
         return detail::current_linux_engine == this && detail::current_linux_ring == ring;
     }
 
+    /// The io_uring ring of that index (a socket's slot says which ring it is on).
     [[nodiscard]] detail::linux_ring& ring(std::uint32_t index) noexcept
     {
         return rings_[index];
@@ -313,7 +324,7 @@ public:
 #endif
 
 private:
-    // The data of the stop event: no slot has this number.
+    /// The data of the stop event: no slot has this number.
     static constexpr std::uint64_t stop_data = ~std::uint64_t{0};
 
     bool start(linux_io_choice choice) noexcept
@@ -362,7 +373,7 @@ private:
         return start_threads();
     }
 
-    // One ring per worker; returns 0 or the errno of the refusal.
+    /// One ring per worker; returns 0 or the errno of the refusal.
     int make_rings() noexcept
     {
 #ifdef ASYNC_SOCKET_HAS_IO_URING
@@ -412,7 +423,7 @@ private:
         return chunk == nullptr ? nullptr : &chunk[index % slots_per_chunk];
     }
 
-    // A free slot (its own index kept in next_free while taken), or nullptr when memory or numbers ran out.
+    /// A free slot (its own index kept in next_free while taken), or nullptr when memory or numbers ran out.
     detail::linux_slot* take_slot(std::uint32_t& index) noexcept
     {
         std::lock_guard<std::mutex> held(slots_lock_);

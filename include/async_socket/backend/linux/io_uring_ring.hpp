@@ -1,17 +1,18 @@
-// async_socket: one io_uring ring and the loop of the worker that owns it (used by linux_engine, engine.hpp).
-//
-// Only the worker touches the ring. The kernel cancels a thread's io_uring requests when that thread ends, so
-// socket IO put on a ring by a short-lived user thread would complete as cancelled; and a ring with one
-// submitter can be made IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN (completion work runs when the
-// worker asks for it, not by interrupting it), where the kernel has them. Other threads hand their requests over
-// instead: an IO to start (hand_over) or a slot whose heads close wants cancelled (hand_cancel), on lists under a
-// lock, and an eventfd write that wakes the worker (the worker keeps a read of the eventfd on the ring).
-//
-// The worker's loop (run_round) submits what it prepared and waits in one io_uring_enter
-// (io_uring_submit_and_wait), takes the completions into the ring's own batch and runs them one by one, then
-// starts what was handed over. The batch and its cursor live in the ring, not on the stack, so that a loop run
-// inside a callback (run_until, when close on the worker waits for IO of its own ring) goes on with the same
-// batch: no completion taken from the kernel is left behind in an outer frame.
+/// @file
+/// async_socket: one io_uring ring and the loop of the worker that owns it (used by linux_engine, engine.hpp).
+///
+/// Only the worker touches the ring. The kernel cancels a thread's io_uring requests when that thread ends, so
+/// socket IO put on a ring by a short-lived user thread would complete as cancelled; and a ring with one
+/// submitter can be made IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN (completion work runs when the
+/// worker asks for it, not by interrupting it), where the kernel has them. Other threads hand their requests over
+/// instead: an IO to start (hand_over) or a slot whose heads close wants cancelled (hand_cancel), on lists under a
+/// lock, and an eventfd write that wakes the worker (the worker keeps a read of the eventfd on the ring).
+///
+/// The worker's loop (run_round) submits what it prepared and waits in one io_uring_enter
+/// (io_uring_submit_and_wait), takes the completions into the ring's own batch and runs them one by one, then
+/// starts what was handed over. The batch and its cursor live in the ring, not on the stack, so that a loop run
+/// inside a callback (run_until, when close on the worker waits for IO of its own ring) goes on with the same
+/// batch: no completion taken from the kernel is left behind in an outer frame.
 #pragma once
 
 #include <async_socket/backend/linux/slot.hpp>
@@ -35,7 +36,7 @@ class linux_ring
 public:
     static constexpr unsigned entries = 256;
 
-    // Makes the ring, with the single-issuer flags where the kernel has them. 0 or the errno of the refusal.
+    /// Makes the ring, with the single-issuer flags where the kernel has them. 0 or the errno of the refusal.
     int init() noexcept
     {
         wake_fd_ = eventfd(0, EFD_CLOEXEC);
@@ -79,7 +80,7 @@ public:
         }
     }
 
-    // A free submission entry, on the worker only; nullptr when the ring is full even after a submit.
+    /// A free submission entry, on the worker only; nullptr when the ring is full even after a submit.
     io_uring_sqe* entry() noexcept
     {
         io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
@@ -91,7 +92,7 @@ public:
         return sqe;
     }
 
-    // From any thread but the worker: the worker starts `io` (its slot's on_cqe with linux_start_request).
+    /// From any thread but the worker: the worker starts `io` (its slot's on_cqe with linux_start_request).
     void hand_over(linux_io_state& io) noexcept
     {
         bool first = false;
@@ -107,8 +108,8 @@ public:
         }
     }
 
-    // From any thread: the worker asks the kernel to cancel every head of the slot's queues that has
-    // cancel_requested set (a head not yet started is completed as cancelled when the worker starts it).
+    /// From any thread: the worker asks the kernel to cancel every head of the slot's queues that has
+    /// cancel_requested set (a head not yet started is completed as cancelled when the worker starts it).
     void hand_cancel(linux_slot& slot) noexcept
     {
         bool first = false;
@@ -129,14 +130,14 @@ public:
         }
     }
 
-    // Makes the worker end its loop (the engine joins it).
+    /// Makes the worker end its loop (the engine joins it).
     void stop() noexcept
     {
         stopping_.store(true, std::memory_order_release);
         wake();
     }
 
-    // The worker's whole life: enables the ring (it becomes the single issuer), arms the wake-up read, loops.
+    /// The worker's whole life: enables the ring (it becomes the single issuer), arms the wake-up read, loops.
     void run() noexcept
     {
         if (disabled_)
@@ -151,7 +152,7 @@ public:
         }
     }
 
-    // On the worker, inside a callback: runs rounds until done() holds (close waiting for IO of this ring).
+    /// On the worker, inside a callback: runs rounds until done() holds (close waiting for IO of this ring).
     template <class Done>
     void run_until(Done done) noexcept
     {
@@ -168,7 +169,7 @@ private:
         int result;
     };
     static constexpr unsigned batch_size = 64;
-    static constexpr std::uint64_t wake_data = 1; // no IO block has address 1
+    static constexpr std::uint64_t wake_data = 1; ///< no IO block has address 1
 
     void wake() noexcept
     {

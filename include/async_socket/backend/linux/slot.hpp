@@ -1,7 +1,8 @@
-// async_socket: the per-socket state the Linux engine keeps for a backend: the IO block, the queues, the slot.
-//
-// A slot belongs to the engine (engine.hpp says why): the socket's lock, its two FIFO queues of IO, its count of
-// outstanding IO, and what its completions call. Only the head of a queue is ever being done by the OS.
+/// @file
+/// async_socket: the per-socket state the Linux engine keeps for a backend: the IO block, the queues, the slot.
+///
+/// A slot belongs to the engine (engine.hpp says why): the socket's lock, its two FIFO queues of IO, its count of
+/// outstanding IO, and what its completions call. Only the head of a queue is ever being done by the OS.
 #pragma once
 
 #include <async_socket/concepts.hpp>
@@ -16,28 +17,28 @@
 namespace async_socket::detail
 {
 
-// The backend's block of one IO (first in the IO context). The buffers are the context's iovec array; a send
-// that goes out in parts advances `buffers`/`count` (and the first iovec) past what has gone.
+/// The backend's block of one IO (first in the IO context). The buffers are the context's iovec array; a send
+/// that goes out in parts advances `buffers`/`count` (and the first iovec) past what has gone.
 struct linux_slot;
 struct linux_io_state
 {
     linux_io_state* next;
-    // The socket's slot, found again from a completion's user_data (io_uring). Atomic: the kernel hands the IO
-    // from the submitting thread to a worker, a hand-off no race detector sees; this store and load are the edge.
+    /// The socket's slot, found again from a completion's user_data (io_uring). Atomic: the kernel hands the IO
+    /// from the submitting thread to a worker, a hand-off no race detector sees; this store and load are the edge.
     std::atomic<linux_slot*> slot;
     bool is_send;
     ::iovec* buffers;
     std::uint32_t count;
-    std::uint32_t bytes; // bytes moved so far
-    int error;           // errno of the failed call; 0 on success
-    msghdr message;      // io_uring: the request's message header, which must live until its completion
-    // io_uring, for an IO handed to its ring's worker to submit (see linux_engine::hand_to_ring):
-    linux_io_state* handed_next; // the ring's list of IO to submit
-    bool cancel_requested;       // close or cancel_one asked: the worker cancels it (or, not started, completes it
-                                 // as cancelled instead)
+    std::uint32_t bytes; ///< bytes moved so far
+    int error;           ///< errno of the failed call; 0 on success
+    msghdr message;      ///< io_uring: the request's message header, which must live until its completion
+    /// io_uring, for an IO handed to its ring's worker to submit (see linux_engine::hand_to_ring):
+    linux_io_state* handed_next; ///< the ring's list of IO to submit
+    bool cancel_requested;       ///< close or cancel_one asked: the worker cancels it (or, not started, completes it
+                                 ///< as cancelled instead)
 };
 
-// A FIFO of queued IO of one direction; only its head can make progress.
+/// A FIFO of queued IO of one direction; only its head can make progress.
 struct linux_io_queue
 {
     linux_io_state* head = nullptr;
@@ -70,7 +71,7 @@ struct linux_io_queue
         }
         return io;
     }
-    // Takes `io` out wherever it is; false when it is not queued here.
+    /// Takes `io` out wherever it is; false when it is not queued here.
     bool remove(linux_io_state& io) noexcept
     {
         linux_io_state* before = nullptr;
@@ -90,7 +91,7 @@ struct linux_io_queue
         }
         return false;
     }
-    // Takes every item, leaving the queue empty.
+    /// Takes every item, leaving the queue empty.
     linux_io_state* take_all() noexcept
     {
         linux_io_state* all = head;
@@ -100,46 +101,46 @@ struct linux_io_queue
     }
 };
 
-// What a worker runs for a ready descriptor: the backend that owns the IO protocol finishes what the slot's
-// queued IO can now do. It checks `generation` under the slot's lock: an event of an earlier registration is
-// ignored (at worst it is a spurious wake-up of a later one, which finds nothing to do).
+/// What a worker runs for a ready descriptor: the backend that owns the IO protocol finishes what the slot's
+/// queued IO can now do. It checks `generation` under the slot's lock: an event of an earlier registration is
+/// ignored (at worst it is a spurious wake-up of a later one, which finds nothing to do).
 using linux_ready_fn = void (*)(linux_slot& slot, std::uint32_t generation, std::uint32_t events) noexcept;
 
-// What a worker runs for an io_uring completion of one IO: `result` is the completion's res (bytes, or -errno),
-// or linux_start_request for an IO handed to the worker to submit.
+/// What a worker runs for an io_uring completion of one IO: `result` is the completion's res (bytes, or -errno),
+/// or linux_start_request for an IO handed to the worker to submit.
 using linux_cqe_fn = void (*)(linux_io_state& io, int result) noexcept;
 inline constexpr int linux_start_request = INT32_MIN;
 
-// One socket's registration with the engine. Engine-owned memory: it outlives every socket that used it.
+/// One socket's registration with the engine. Engine-owned memory: it outlives every socket that used it.
 struct linux_slot
 {
-    // In `outstanding` beside the count: a drain waits for the count to reach 0.
+    /// In `outstanding` beside the count: a drain waits for the count to reach 0.
     static constexpr std::uint32_t waiter_flag = 0x80000000U;
 
     std::mutex lock;
-    std::uint32_t generation = 0; // changed (under lock) whenever the slot is taken or given back
-    int fd = -1;                  // -1 while free
+    std::uint32_t generation = 0; ///< changed (under lock) whenever the slot is taken or given back
+    int fd = -1;                  ///< -1 while free
     io_completion_fn completion = nullptr;
     void* owner = nullptr;
-    std::atomic<linux_ready_fn> ready{nullptr}; // epoll: read by workers without the lock
-    std::atomic<linux_cqe_fn> on_cqe{nullptr};  // io_uring: likewise
-    std::uint32_t ring = 0;                     // io_uring: the ring (and worker) the socket's IO goes to
-    // Hints, under the lock: false once a receive (send) found the socket drained (full): an EAGAIN or a short
-    // transfer. Then the next IO of that direction skips the try that would fail and waits for readiness
-    // (epoll: the next edge sets the hint again; io_uring: IORING_RECVSEND_POLL_FIRST).
+    std::atomic<linux_ready_fn> ready{nullptr}; ///< epoll: read by workers without the lock
+    std::atomic<linux_cqe_fn> on_cqe{nullptr};  ///< io_uring: likewise
+    std::uint32_t ring = 0;                     ///< io_uring: the ring (and worker) the socket's IO goes to
+    /// Hints, under the lock: false once a receive (send) found the socket drained (full): an EAGAIN or a short
+    /// transfer. Then the next IO of that direction skips the try that would fail and waits for readiness
+    /// (epoll: the next edge sets the hint again; io_uring: IORING_RECVSEND_POLL_FIRST).
     bool maybe_readable = true;
     bool maybe_writable = true;
-    // epoll: the peer hung up or the connection failed (EPOLLRDHUP, EPOLLHUP, EPOLLERR seen). Such a state raises
-    // no further edge, so from then on every IO tries its call (the hints above stay true).
+    /// epoll: the peer hung up or the connection failed (EPOLLRDHUP, EPOLLHUP, EPOLLERR seen). Such a state raises
+    /// no further edge, so from then on every IO tries its call (the hints above stay true).
     bool hung_up = false;
-    linux_slot* cancel_next = nullptr; // io_uring: the ring's list of slots whose heads close cancels
+    linux_slot* cancel_next = nullptr; ///< io_uring: the ring's list of slots whose heads close cancels
     bool cancel_handed = false;
     linux_io_queue sends;
     linux_io_queue receives;
-    std::atomic<std::uint32_t> outstanding{0}; // IO accepted and not yet completed, plus waiter_flag
+    std::atomic<std::uint32_t> outstanding{0}; ///< IO accepted and not yet completed, plus waiter_flag
     std::uint32_t next_free = 0;
 
-    // One IO is done (its completion returned, or it was never accepted). Touches only engine memory.
+    /// One IO is done (its completion returned, or it was never accepted). Touches only engine memory.
     void done(std::uint32_t count) noexcept
     {
         if (outstanding.fetch_sub(count, std::memory_order_acq_rel) == (waiter_flag | count))
@@ -148,7 +149,7 @@ struct linux_slot
         }
     }
 
-    // Blocks until no IO of the slot is outstanding (drain). Never called from one of its own completions.
+    /// Blocks until no IO of the slot is outstanding (drain). Never called from one of its own completions.
     void wait_for_outstanding() noexcept
     {
         std::uint32_t seen = outstanding.fetch_or(waiter_flag, std::memory_order_acq_rel) | waiter_flag;

@@ -1,13 +1,14 @@
-// async_socket: the Win32 execution engine of the async_socket contract.
-//
-// An execution engine owns one Win32 threadpool (PTP_POOL) with a minimum and an optional maximum number of
-// threads. Sockets made over an engine run their IO completions on its pool and keep a reference to it, so
-// the pool lives until the last socket and the last user reference are gone. The handle and parameters are
-// the C types of the contract (execution_engine.h); the functions are inline C++ (nothing to link but kernel32), or
-// C functions in the async_socket::c_api library.
-//
-// Thread safety: execution_engine_inc_ref, execution_engine_dec_ref and
-// execution_engine_win32_get_threadpool may be called concurrently on the same engine.
+/// @file
+/// async_socket: the Win32 execution engine of the async_socket contract.
+///
+/// An execution engine owns one Win32 threadpool (PTP_POOL) with a minimum and an optional maximum number of
+/// threads. Sockets made over an engine run their IO completions on its pool and keep a reference to it, so
+/// the pool lives until the last socket and the last user reference are gone. The handle and parameters are
+/// the C types of the contract (execution_engine.h); the functions are inline C++ (nothing to link but kernel32), or
+/// C functions in the async_socket::c_api library.
+///
+/// Thread safety: execution_engine_inc_ref, execution_engine_dec_ref and
+/// execution_engine_win32_get_threadpool may be called concurrently on the same engine.
 #pragma once
 
 #include <winsock2.h>
@@ -22,18 +23,19 @@
 #error "async_socket needs _WIN32_WINNT >= 0x0602 (Windows 8): threadpool IO and WaitOnAddress"
 #endif
 
+/// What an EXECUTION_ENGINE_HANDLE points at on Windows: a reference count over one Win32 threadpool.
 struct EXECUTION_ENGINE
 {
-    volatile LONG reference_count;
-    PTP_POOL pool;
-    EXECUTION_ENGINE_PARAMETERS parameters;
+    volatile LONG reference_count;          ///< execution_engine_inc_ref / dec_ref; the last one ends the engine
+    PTP_POOL pool;                          ///< the threadpool the sockets' IO completes on
+    EXECUTION_ENGINE_PARAMETERS parameters; ///< the parameters it was made with (the defaults filled in)
 };
 
-// Makes an engine with one reference and its own threadpool sized by `parameters` (NULL: minimum
-// EXECUTION_ENGINE_DEFAULT_MIN_THREAD_COUNT threads, no maximum).
-// Fails (NULL) when max_thread_count is not 0 and is below min_thread_count, when a count does not fit
-// in a DWORD the pool accepts, when memory or the pool cannot be had, or when the OS refuses the minimum
-// (SetThreadpoolThreadMinimum).
+/// Makes an engine with one reference and its own threadpool sized by `parameters` (NULL: minimum
+/// EXECUTION_ENGINE_DEFAULT_MIN_THREAD_COUNT threads, no maximum).
+/// Fails (NULL) when max_thread_count is not 0 and is below min_thread_count, when a count does not fit
+/// in a DWORD the pool accepts, when memory or the pool cannot be had, or when the OS refuses the minimum
+/// (SetThreadpoolThreadMinimum).
 ASYNC_SOCKET_C_FUNCTION EXECUTION_ENGINE_HANDLE
 execution_engine_create(const EXECUTION_ENGINE_PARAMETERS* parameters) noexcept
 {
@@ -86,7 +88,7 @@ execution_engine_create(const EXECUTION_ENGINE_PARAMETERS* parameters) noexcept
     return engine;
 }
 
-// Adds a reference. Does nothing when execution_engine is NULL.
+/// Adds a reference. Does nothing when execution_engine is NULL.
 ASYNC_SOCKET_C_FUNCTION void execution_engine_inc_ref(EXECUTION_ENGINE_HANDLE execution_engine) noexcept
 {
     if (execution_engine != NULL)
@@ -95,8 +97,8 @@ ASYNC_SOCKET_C_FUNCTION void execution_engine_inc_ref(EXECUTION_ENGINE_HANDLE ex
     }
 }
 
-// Drops a reference; the last one closes the threadpool (CloseThreadpool: callbacks already queued still
-// run) and frees the engine. Does nothing when execution_engine is NULL.
+/// Drops a reference; the last one closes the threadpool (CloseThreadpool: callbacks already queued still
+/// run) and frees the engine. Does nothing when execution_engine is NULL.
 ASYNC_SOCKET_C_FUNCTION void execution_engine_dec_ref(EXECUTION_ENGINE_HANDLE execution_engine) noexcept
 {
     if (execution_engine != NULL && InterlockedDecrement(&execution_engine->reference_count) == 0)
@@ -106,8 +108,8 @@ ASYNC_SOCKET_C_FUNCTION void execution_engine_dec_ref(EXECUTION_ENGINE_HANDLE ex
     }
 }
 
-// The engine's threadpool, valid while the caller holds a reference to the engine. NULL when
-// execution_engine is NULL.
+/// The engine's threadpool, valid while the caller holds a reference to the engine. NULL when
+/// execution_engine is NULL.
 inline PTP_POOL execution_engine_win32_get_threadpool(EXECUTION_ENGINE_HANDLE execution_engine) noexcept
 {
     return execution_engine == NULL ? NULL : execution_engine->pool;

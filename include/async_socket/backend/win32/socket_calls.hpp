@@ -1,7 +1,8 @@
-// async_socket, Win32 backend: the calls every Win32 ThreadpoolPolicy makes for one socket, whatever delivers
-// its completions (threadpool IO in threadpool.hpp, a plain completion port in iocp.hpp): the IO's event
-// (per IO, none, or recycled), skip-completion-on-success mode, WSASend/WSARecv and CancelIoEx. The options
-// (win32_event_mode, win32_options) are described in threadpool.hpp's header comment.
+/// @file
+/// async_socket, Win32 backend: the calls every Win32 ThreadpoolPolicy makes for one socket, whatever delivers
+/// its completions (threadpool IO in threadpool.hpp, a plain completion port in iocp.hpp): the IO's event
+/// (per IO, none, or recycled), skip-completion-on-success mode, WSASend/WSARecv and CancelIoEx. The options
+/// (win32_event_mode, win32_options) are described in threadpool.hpp's header comment.
 #pragma once
 
 #include <async_socket/detail/config.hpp>
@@ -24,40 +25,40 @@ namespace async_socket
 
 static_assert(sizeof(DWORD) == sizeof(std::uint32_t), "win32_threadpool needs DWORD to be 32 bits");
 
-// How a Win32 ThreadpoolPolicy gives each IO's OVERLAPPED an event (see threadpool.hpp's header comment).
+/// How a Win32 ThreadpoolPolicy gives each IO's OVERLAPPED an event (see threadpool.hpp's header comment).
 enum class win32_event_mode
 {
-    per_io,   // CreateEvent before each IO, CloseHandle after it: the spec's behaviour
-    none,     // no event: hEvent is NULL
-    recycled, // an event per IO, reused from a few kept by the socket's policy
+    per_io,   ///< CreateEvent before each IO, CloseHandle after it: the spec's behaviour
+    none,     ///< no event: hEvent is NULL
+    recycled, ///< an event per IO, reused from a few kept by the socket's policy
 };
 
-// The options of basic_win32_threadpool. The defaults are the spec's behaviour.
+/// The options of basic_win32_threadpool. The defaults are the spec's behaviour.
 struct win32_options
 {
-    win32_event_mode events = win32_event_mode::per_io;
-    bool skip_completion_on_success = false; // FILE_SKIP_COMPLETION_PORT_ON_SUCCESS on the socket
+    win32_event_mode events = win32_event_mode::per_io; ///< the event each IO's OVERLAPPED carries
+    bool skip_completion_on_success = false;            ///< FILE_SKIP_COMPLETION_PORT_ON_SUCCESS on the socket
 };
 
 namespace detail
 {
-// The events a recycled-events policy keeps for its next IOs: up to `capacity`, each slot an atomic HANDLE
-// (null when empty). take() and give_back() run concurrently from user threads and pool threads and never
-// block: a slot is claimed by an exchange and filled by a compare-exchange, so each event is owned by one
-// slot or one IO at a time.
-//
-// No ResetEvent is needed before an event is used again. Nothing waits on it (the completion reaches the
-// pool through the completion port, or the core completes the IO at once in skip mode), and the OS itself
-// resets the OVERLAPPED's event when an IO starts and sets it when the IO ends: an event given back
-// signalled is reset by the next WSASend/WSARecv that uses it.
+/// The events a recycled-events policy keeps for its next IOs: up to `capacity`, each slot an atomic HANDLE
+/// (null when empty). take() and give_back() run concurrently from user threads and pool threads and never
+/// block: a slot is claimed by an exchange and filled by a compare-exchange, so each event is owned by one
+/// slot or one IO at a time.
+///
+/// No ResetEvent is needed before an event is used again. Nothing waits on it (the completion reaches the
+/// pool through the completion port, or the core completes the IO at once in skip mode), and the OS itself
+/// resets the OVERLAPPED's event when an IO starts and sets it when the IO ends: an event given back
+/// signalled is reset by the next WSASend/WSARecv that uses it.
 class win32_event_cache
 {
 public:
-    // Enough for a send and a receive in flight, with room to spare; each kept event is a kernel handle.
+    /// Enough for a send and a receive in flight, with room to spare; each kept event is a kernel handle.
     static constexpr std::size_t capacity = 4;
 
     win32_event_cache() noexcept = default;
-    // Only made before the socket uses it (create moves the policy in); takes over the other's events.
+    /// Only made before the socket uses it (create moves the policy in); takes over the other's events.
     win32_event_cache(win32_event_cache&& other) noexcept
     {
         for (std::size_t i = 0; i < capacity; ++i)
@@ -69,7 +70,7 @@ public:
     win32_event_cache(const win32_event_cache&) = delete;
     win32_event_cache& operator=(const win32_event_cache&) = delete;
 
-    // CloseHandle on every kept event. Every IO has completed by then: the socket closes before it is freed.
+    /// CloseHandle on every kept event. Every IO has completed by then: the socket closes before it is freed.
     ~win32_event_cache()
     {
         for (std::atomic<HANDLE>& slot : slots_)
@@ -81,7 +82,7 @@ public:
         }
     }
 
-    // A kept event, or nullptr when none is left. No OS call.
+    /// A kept event, or nullptr when none is left. No OS call.
     HANDLE take() noexcept
     {
         for (std::atomic<HANDLE>& slot : slots_)
@@ -97,7 +98,7 @@ public:
         return nullptr;
     }
 
-    // Keeps `event` for a later IO; false (the caller closes it) when every slot is full. No OS call.
+    /// Keeps `event` for a later IO; false (the caller closes it) when every slot is full. No OS call.
     bool give_back(HANDLE event) noexcept
     {
         for (std::atomic<HANDLE>& slot : slots_)
@@ -116,13 +117,13 @@ private:
     std::atomic<HANDLE> slots_[capacity]{};
 };
 
-// What a policy that does not recycle events keeps instead: nothing.
+/// What a policy that does not recycle events keeps instead: nothing.
 struct win32_no_event_cache
 {
 };
-// The socket's own calls, the same for every Win32 ThreadpoolPolicy (threadpool IO here, a plain completion port
-// in backend/win32/iocp.hpp): the IO's event, skip mode, WSASend/WSARecv and CancelIoEx. The policies derive from it
-// and add how completions are delivered.
+/// The socket's own calls, the same for every Win32 ThreadpoolPolicy (threadpool IO here, a plain completion port
+/// in backend/win32/iocp.hpp): the IO's event, skip mode, WSASend/WSARecv and CancelIoEx. The policies derive from it
+/// and add how completions are delivered.
 template <win32_options Options>
 class win32_socket_calls
 {
@@ -133,11 +134,11 @@ public:
 
     static constexpr win32_options options = Options;
 
-    // false with events = none: the backend then never calls create_event/close_event and hEvent stays NULL.
+    /// false with events = none: the backend then never calls create_event/close_event and hEvent stays NULL.
     static constexpr bool uses_io_events = Options.events != win32_event_mode::none;
 
-    // true: the backend calls set_skip_completion_on_success at the first open and accepts
-    // win32_completed_at_once from send and receive.
+    /// true: the backend calls set_skip_completion_on_success at the first open and accepts
+    /// win32_completed_at_once from send and receive.
     static constexpr bool skip_completion_on_success = Options.skip_completion_on_success;
 
     win32_socket_calls() noexcept = default;
@@ -145,11 +146,11 @@ public:
     win32_socket_calls& operator=(win32_socket_calls&&) = delete;
     win32_socket_calls(const win32_socket_calls&) = delete;
     win32_socket_calls& operator=(const win32_socket_calls&) = delete;
-    ~win32_socket_calls() = default; // with events = recycled, closes the kept events
+    ~win32_socket_calls() = default; ///< with events = recycled, closes the kept events
 
-    // CreateEventW: a manual-reset, non-signalled, unnamed event. nullptr when the OS refuses.
-    // events = recycled: a kept event when there is one (no OS call), else a new one.
-    // events = none: never called by the core (present because the concept asks for it).
+    /// CreateEventW: a manual-reset, non-signalled, unnamed event. nullptr when the OS refuses.
+    /// events = recycled: a kept event when there is one (no OS call), else a new one.
+    /// events = none: never called by the core (present because the concept asks for it).
     HANDLE create_event() noexcept
     {
         if constexpr (Options.events == win32_event_mode::recycled)
@@ -162,14 +163,14 @@ public:
         return CreateEventW(nullptr, TRUE, FALSE, nullptr);
     }
 
-    // GetLastError: why create_event failed.
+    /// GetLastError: why create_event failed.
     win32_error last_error() const noexcept
     {
         return static_cast<win32_error>(GetLastError());
     }
 
-    // CloseHandle. Cannot fail on an event made by create_event.
-    // events = recycled: keeps the event for a later IO (no OS call) unless enough are kept already.
+    /// CloseHandle. Cannot fail on an event made by create_event.
+    /// events = recycled: keeps the event for a later IO (no OS call) unless enough are kept already.
     void close_event(HANDLE event) noexcept
     {
         if constexpr (Options.events == win32_event_mode::recycled)
@@ -182,17 +183,17 @@ public:
         (void)CloseHandle(event);
     }
 
-    // SetFileCompletionNotificationModes(socket, FILE_SKIP_COMPLETION_PORT_ON_SUCCESS |
-    // FILE_SKIP_SET_EVENT_ON_HANDLE), after checking that the socket's provider makes IFS handles. Only with
-    // skip_completion_on_success; the core calls it once, at the first open. Fails (and the open with it) when
-    // the OS refuses, or when the socket comes from a non-IFS layered service provider: such a provider may
-    // still post a completion for an IO that succeeded at once (the SetFileCompletionNotificationModes
-    // documentation), which would complete that IO twice.
-    //
-    // FILE_SKIP_SET_EVENT_ON_HANDLE: the OS no longer signals the socket handle itself when an IO ends. Only a
-    // wait on the handle (GetOverlappedResult with a NULL hEvent) needs that signal; nothing waits on it here,
-    // since completions come through the port or at once. The OVERLAPPED's own event (events = per_io or
-    // recycled) is still set.
+    /// SetFileCompletionNotificationModes(socket, FILE_SKIP_COMPLETION_PORT_ON_SUCCESS |
+    /// FILE_SKIP_SET_EVENT_ON_HANDLE), after checking that the socket's provider makes IFS handles. Only with
+    /// skip_completion_on_success; the core calls it once, at the first open. Fails (and the open with it) when
+    /// the OS refuses, or when the socket comes from a non-IFS layered service provider: such a provider may
+    /// still post a completion for an IO that succeeded at once (the SetFileCompletionNotificationModes
+    /// documentation), which would complete that IO twice.
+    ///
+    /// FILE_SKIP_SET_EVENT_ON_HANDLE: the OS no longer signals the socket handle itself when an IO ends. Only a
+    /// wait on the handle (GetOverlappedResult with a NULL hEvent) needs that signal; nothing waits on it here,
+    /// since completions come through the port or at once. The OVERLAPPED's own event (events = per_io or
+    /// recycled) is still set.
     bool set_skip_completion_on_success(SOCKET_HANDLE socket) noexcept requires(Options.skip_completion_on_success)
     {
         WSAPROTOCOL_INFOW provider{};
@@ -207,24 +208,24 @@ public:
                                                                          FILE_SKIP_SET_EVENT_ON_HANDLE) != FALSE;
     }
 
-    // Zeroes the OVERLAPPED and sets its hEvent. No OS call.
+    /// Zeroes the OVERLAPPED and sets its hEvent. No OS call.
     static void set_overlapped_event(OVERLAPPED& overlapped, HANDLE event) noexcept
     {
         overlapped = OVERLAPPED{};
         overlapped.hEvent = event;
     }
 
-    // Points the WSABUF at `length` bytes at `memory`. No OS call.
+    /// Points the WSABUF at `length` bytes at `memory`. No OS call.
     static void set_buffer(WSABUF& buffer, void* memory, std::uint32_t length) noexcept
     {
         buffer.buf = static_cast<CHAR*>(memory);
         buffer.len = static_cast<ULONG>(length);
     }
 
-    // WSASend without a completion routine. Returns win32_no_error when the IO was accepted and its completion
-    // will come through the completion port (WSA_IO_PENDING, or done at once without skip mode), else the WSA error
-    // code. With skip_completion_on_success, an IO done at once returns win32_completed_at_once with its
-    // byte count in *bytes_sent (never null then): no completion will come for it.
+    /// WSASend without a completion routine. Returns win32_no_error when the IO was accepted and its completion
+    /// will come through the completion port (WSA_IO_PENDING, or done at once without skip mode), else the WSA error
+    /// code. With skip_completion_on_success, an IO done at once returns win32_completed_at_once with its
+    /// byte count in *bytes_sent (never null then): no completion will come for it.
     win32_error send(SOCKET_HANDLE socket, WSABUF* buffers, std::uint32_t count, std::uint32_t* bytes_sent,
                      std::uint32_t flags, OVERLAPPED* overlapped) noexcept
     {
@@ -239,7 +240,7 @@ public:
         return accepted_or_error(result);
     }
 
-    // WSARecv without a completion routine; *flags is passed in and read back. Returns as send does.
+    /// WSARecv without a completion routine; *flags is passed in and read back. Returns as send does.
     win32_error receive(SOCKET_HANDLE socket, WSABUF* buffers, std::uint32_t count, std::uint32_t* bytes_received,
                         std::uint32_t* flags, OVERLAPPED* overlapped) noexcept
     {
@@ -255,22 +256,22 @@ public:
         return accepted_or_error(result);
     }
 
-    // CancelIoEx(socket, NULL): every IO outstanding on the socket, from any thread, completes with
-    // ERROR_OPERATION_ABORTED (995). Finding nothing to cancel (ERROR_NOT_FOUND) is not a failure.
+    /// CancelIoEx(socket, NULL): every IO outstanding on the socket, from any thread, completes with
+    /// ERROR_OPERATION_ABORTED (995). Finding nothing to cancel (ERROR_NOT_FOUND) is not a failure.
     void cancel_socket_io(SOCKET_HANDLE socket) noexcept
     {
         (void)CancelIoEx(to_handle(socket), nullptr);
     }
 
-    // CancelIoEx(socket, overlapped): that one IO completes with ERROR_OPERATION_ABORTED if still outstanding;
-    // ERROR_NOT_FOUND (it has completed) is not a failure. Never runs the completion on this thread.
+    /// CancelIoEx(socket, overlapped): that one IO completes with ERROR_OPERATION_ABORTED if still outstanding;
+    /// ERROR_NOT_FOUND (it has completed) is not a failure. Never runs the completion on this thread.
     void cancel_overlapped_io(SOCKET_HANDLE socket, OVERLAPPED* overlapped) noexcept
     {
         (void)CancelIoEx(to_handle(socket), overlapped);
     }
 
 protected:
-    // 0 from WSASend/WSARecv: done at once. In skip mode no completion is queued for it.
+    /// 0 from WSASend/WSARecv: done at once. In skip mode no completion is queued for it.
     static win32_error accepted_or_error(int result) noexcept
     {
         if (result == 0)

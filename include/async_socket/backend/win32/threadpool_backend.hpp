@@ -1,19 +1,20 @@
-// async_socket, Win32 backend: the protocol of one IO over threadpool IO, written against a layer of Win32 calls.
-//
-// win32_threadpool_backend<Calls> models the backend concept (concepts.hpp). It owns the spec's whole Win32
-// sequence: at the first open InitializeThreadpoolEnvironment, SetThreadpoolCallbackPool,
-// CreateThreadpoolCleanupGroup, CreateThreadpoolIo (and skip mode); per IO CreateEvent, StartThreadpoolIo,
-// WSASend/WSARecv, CancelThreadpoolIo on failure, CloseHandle; at close CancelIoEx and
-// WaitForThreadpoolIoCallbacks; at destroy CloseThreadpoolIo, CloseThreadpoolCleanupGroup,
-// DestroyThreadpoolEnvironment. Each of those is one member of Calls and keeps no logic:
-//   - detail::win32_threadpool_calls (threadpool.hpp) makes the real calls;
-//   - detail::win32_iocp_calls (iocp.hpp) binds to a plain completion port instead of a threadpool IO;
-//   - testing::basic_fake_threadpool_calls (testing/fake_threadpool.hpp) records them and models the OS, so
-//     that the order of the calls is tested natively, without Windows.
-// This header includes no Windows header for that reason: the types come from Calls.
-//
-// A Win32 result is classified here, once (classify_win32_error); the core never sees a Win32 number other than
-// as io_result::os_code.
+/// @file
+/// async_socket, Win32 backend: the protocol of one IO over threadpool IO, written against a layer of Win32 calls.
+///
+/// win32_threadpool_backend<Calls> models the backend concept (concepts.hpp). It owns the spec's whole Win32
+/// sequence: at the first open InitializeThreadpoolEnvironment, SetThreadpoolCallbackPool,
+/// CreateThreadpoolCleanupGroup, CreateThreadpoolIo (and skip mode); per IO CreateEvent, StartThreadpoolIo,
+/// WSASend/WSARecv, CancelThreadpoolIo on failure, CloseHandle; at close CancelIoEx and
+/// WaitForThreadpoolIoCallbacks; at destroy CloseThreadpoolIo, CloseThreadpoolCleanupGroup,
+/// DestroyThreadpoolEnvironment. Each of those is one member of Calls and keeps no logic:
+///   - detail::win32_threadpool_calls (threadpool.hpp) makes the real calls;
+///   - detail::win32_iocp_calls (iocp.hpp) binds to a plain completion port instead of a threadpool IO;
+///   - testing::basic_fake_threadpool_calls (testing/fake_threadpool.hpp) records them and models the OS, so
+///     that the order of the calls is tested natively, without Windows.
+/// This header includes no Windows header for that reason: the types come from Calls.
+///
+/// A Win32 result is classified here, once (classify_win32_error); the core never sees a Win32 number other than
+/// as io_result::os_code.
 #pragma once
 
 #include <async_socket/concepts.hpp>
@@ -30,21 +31,24 @@
 namespace async_socket
 {
 
-// A Win32 error code as the OS reports it for an IO: 0 (NO_ERROR) is success.
+/// A Win32 error code as the OS reports it for an IO: 0 (NO_ERROR) is success.
 using win32_error = std::uint32_t;
-inline constexpr win32_error win32_no_error = 0;
-inline constexpr win32_error win32_operation_aborted = 995;   // ERROR_OPERATION_ABORTED: cancelled (CancelIoEx)
-inline constexpr win32_error win32_netname_deleted = 64;      // ERROR_NETNAME_DELETED: a reset, as a completion says
-inline constexpr win32_error win32_connection_aborted = 1236; // ERROR_CONNECTION_ABORTED
-inline constexpr win32_error wsa_connection_reset = 10054;    // WSAECONNRESET
-inline constexpr win32_error wsa_connection_aborted = 10053;  // WSAECONNABORTED
-// What Calls::send/receive answer, in skip mode, for an IO that finished during the call; never a Win32 code.
+inline constexpr win32_error win32_no_error = 0;              ///< NO_ERROR: the IO succeeded
+inline constexpr win32_error win32_operation_aborted = 995;   ///< ERROR_OPERATION_ABORTED: cancelled (CancelIoEx)
+inline constexpr win32_error win32_netname_deleted = 64;      ///< ERROR_NETNAME_DELETED: a reset, as a completion says
+inline constexpr win32_error win32_connection_aborted = 1236; ///< ERROR_CONNECTION_ABORTED
+inline constexpr win32_error wsa_connection_reset = 10054;    ///< WSAECONNRESET
+inline constexpr win32_error wsa_connection_aborted = 10053;  ///< WSAECONNABORTED
+/// What Calls::send/receive answer, in skip mode, for an IO that finished during the call; never a Win32 code.
 inline constexpr win32_error win32_completed_at_once = 0xFFFFFFFFu;
 
-// The routine a Calls layer's create_io registers: the OS's completion of one IO, before classification.
+/// The routine a Calls layer's create_io registers: the OS's completion of one IO, before classification.
 using win32_completion_routine = void (*)(void* context, void* overlapped, win32_error io_result,
                                           std::size_t bytes_transferred) noexcept;
 
+/// The io_outcome of a Win32 IO result: success for NO_ERROR, cancelled for ERROR_OPERATION_ABORTED, reset for a
+/// reset or aborted connection (ERROR_NETNAME_DELETED, ERROR_CONNECTION_ABORTED, WSAECONNRESET, WSAECONNABORTED),
+/// other for anything else.
 [[nodiscard]] constexpr io_outcome classify_win32_error(win32_error code) noexcept
 {
     if (code == win32_no_error) [[likely]]
@@ -67,36 +71,40 @@ using win32_completion_routine = void (*)(void* context, void* overlapped, win32
 
 namespace detail
 {
-void probe_win32_completion(void*, void*, win32_error, std::size_t) noexcept; // never defined
+void probe_win32_completion(void*, void*, win32_error, std::size_t) noexcept; ///< never defined
 } // namespace detail
 
 // ---------------------------------------------------------------------------------------------------
-// The Win32 calls a win32_threadpool_backend makes (Calls). One object per socket, holding that socket's OS
-// state; each member is one Win32 call:
-//   acquire_pool(engine) -> bool        execution_engine_win32_get_threadpool
-//   initialize_environment()            InitializeThreadpoolEnvironment
-//   set_callback_pool()                 SetThreadpoolCallbackPool (the pool from acquire_pool)
-//   create_cleanup_group() -> bool      CreateThreadpoolCleanupGroup
-//   create_io<Fn>(socket, ctx) -> bool  CreateThreadpoolIo; Fn(ctx, overlapped, error, bytes) per completion
-//   start_io() / cancel_io()            StartThreadpoolIo / CancelThreadpoolIo
-//   wait_for_io_callbacks(cancel)       WaitForThreadpoolIoCallbacks
-//   close_io()                          CloseThreadpoolIo
-//   close_cleanup_group()               CloseThreadpoolCleanupGroup
-//   destroy_environment()               DestroyThreadpoolEnvironment
-//   create_event() -> event_type        CreateEvent (value-initialised on failure; last_error() says why)
-//   close_event(event)                  CloseHandle
-//   last_error() -> win32_error         GetLastError, after a failed create_event
-//   static set_overlapped_event(ov, e)  zero the OVERLAPPED and set its hEvent (no OS call)
-//   static set_buffer(buf, p, len)      fill one WSABUF (no OS call)
-//   send(s, bufs, n, bytes, flags, ov)  WSASend without completion routine; receive(s, ..., &flags, ov) WSARecv.
-//                                       win32_no_error when the IO was accepted (WSA_IO_PENDING is not an
-//                                       error), win32_completed_at_once in skip mode for an IO done at once
-//                                       (its byte count in *bytes), else the error code.
-//   cancel_socket_io(s)                 CancelIoEx(s, NULL)
-//   cancel_overlapped_io(s, ov)         optional: CancelIoEx(s, ov), for per-IO cancellation (cancel_one)
-// Traits: static constexpr bool uses_io_events (false: no event per IO, hEvent stays NULL) and
-// skip_completion_on_success (true: set_skip_completion_on_success(socket) -> bool is called at the first open,
-// SetFileCompletionNotificationModes, and send/receive may answer win32_completed_at_once).
+/// The member types and traits of a Win32 calls layer: engine_type, overlapped_type (standard layout), buffer_type,
+/// event_type (regular), uses_io_events and skip_completion_on_success. The first part of win32_threadpool_calls,
+/// which this text describes whole.
+///
+/// The Win32 calls a win32_threadpool_backend makes (Calls). One object per socket, holding that socket's OS
+/// state; each member is one Win32 call:
+///   acquire_pool(engine) -> bool        execution_engine_win32_get_threadpool
+///   initialize_environment()            InitializeThreadpoolEnvironment
+///   set_callback_pool()                 SetThreadpoolCallbackPool (the pool from acquire_pool)
+///   create_cleanup_group() -> bool      CreateThreadpoolCleanupGroup
+///   create_io<Fn>(socket, ctx) -> bool  CreateThreadpoolIo; Fn(ctx, overlapped, error, bytes) per completion
+///   start_io() / cancel_io()            StartThreadpoolIo / CancelThreadpoolIo
+///   wait_for_io_callbacks(cancel)       WaitForThreadpoolIoCallbacks
+///   close_io()                          CloseThreadpoolIo
+///   close_cleanup_group()               CloseThreadpoolCleanupGroup
+///   destroy_environment()               DestroyThreadpoolEnvironment
+///   create_event() -> event_type        CreateEvent (value-initialised on failure; last_error() says why)
+///   close_event(event)                  CloseHandle
+///   last_error() -> win32_error         GetLastError, after a failed create_event
+///   static set_overlapped_event(ov, e)  zero the OVERLAPPED and set its hEvent (no OS call)
+///   static set_buffer(buf, p, len)      fill one WSABUF (no OS call)
+///   send(s, bufs, n, bytes, flags, ov)  WSASend without completion routine; receive(s, ..., &flags, ov) WSARecv.
+///                                       win32_no_error when the IO was accepted (WSA_IO_PENDING is not an
+///                                       error), win32_completed_at_once in skip mode for an IO done at once
+///                                       (its byte count in *bytes), else the error code.
+///   cancel_socket_io(s)                 CancelIoEx(s, NULL)
+///   cancel_overlapped_io(s, ov)         optional: CancelIoEx(s, ov), for per-IO cancellation (cancel_one)
+/// Traits: static constexpr bool uses_io_events (false: no event per IO, hEvent stays NULL) and
+/// skip_completion_on_success (true: set_skip_completion_on_success(socket) -> bool is called at the first open,
+/// SetFileCompletionNotificationModes, and send/receive may answer win32_completed_at_once).
 // ---------------------------------------------------------------------------------------------------
 template <class T>
 concept win32_calls_types = requires
@@ -114,6 +122,9 @@ concept win32_calls_types = requires
 }
 &&std::is_standard_layout_v<typename T::overlapped_type>&& std::regular<typename T::event_type>;
 
+/// A Win32 calls layer (Calls of win32_threadpool_backend): the types of win32_calls_types, a noexcept move
+/// constructor and every call listed at win32_calls_types, each noexcept and with the result type shown there;
+/// set_skip_completion_on_success too when skip_completion_on_success is true.
 template <class T>
 concept win32_threadpool_calls = win32_calls_types<T> && std::is_nothrow_move_constructible_v<T> &&
     requires(T& calls, typename T::engine_type engine, SOCKET_HANDLE socket, void* context, bool cancel_pending,
@@ -148,44 +159,48 @@ concept win32_threadpool_calls = win32_calls_types<T> && std::is_nothrow_move_co
     noexcept->std::same_as<bool>;
 });
 
-// The backend over threadpool IO (or a completion port), given its layer of Win32 calls.
+/// The backend over threadpool IO (or a completion port), given its layer of Win32 calls.
 template <class Calls>
 class win32_threadpool_backend
 {
     static_assert(win32_threadpool_calls<Calls>, "Calls must model win32_threadpool_calls (threadpool_backend.hpp)");
 
 public:
-    using calls_type = Calls;
-    using engine_type = typename Calls::engine_type;
-    using buffer_type = typename Calls::buffer_type;
-    using overlapped_type = typename Calls::overlapped_type;
-    using event_type = typename Calls::event_type;
+    using calls_type = Calls;                                ///< the layer of Win32 calls
+    using engine_type = typename Calls::engine_type;         ///< what create takes (EXECUTION_ENGINE_HANDLE, ...)
+    using buffer_type = typename Calls::buffer_type;         ///< one scatter/gather item (WSABUF)
+    using overlapped_type = typename Calls::overlapped_type; ///< the OS's per-IO block (OVERLAPPED)
+    using event_type = typename Calls::event_type;           ///< the event an IO may carry (HANDLE)
 
-    // The OVERLAPPED first: the completion's OVERLAPPED* is the io_state's address.
+    /// The OVERLAPPED first: the completion's OVERLAPPED* is the io_state's address.
     struct io_state
     {
-        overlapped_type overlapped;
-        event_type event;
+        overlapped_type overlapped; ///< what WSASend/WSARecv are given
+        event_type event;           ///< the IO's event, when Calls::uses_io_events; else unused
     };
 
+    /// Whether each IO carries an event (the calls layer's trait).
     static constexpr bool uses_io_events = Calls::uses_io_events;
+    /// Whether an IO done at once is completed by the core (FILE_SKIP_COMPLETION_PORT_ON_SUCCESS is set).
     static constexpr bool completes_at_once = Calls::skip_completion_on_success;
 
     win32_threadpool_backend() noexcept = default;
+    /// A backend over this calls layer (a fake one in tests).
     explicit win32_threadpool_backend(Calls calls) noexcept : calls_(std::move(calls)) {}
-    // Only moved before the socket binds (create moves it in): the completion context is `this`.
+    /// Only moved before the socket binds (create moves it in): the completion context is `this`.
     win32_threadpool_backend(win32_threadpool_backend&& other) noexcept
         : calls_(std::move(other.calls_)), socket_(other.socket_), owner_(other.owner_)
     {
     }
     win32_threadpool_backend& operator=(win32_threadpool_backend&&) = delete;
 
-    // The calls layer, for tests (the fake's fake_os) and for statistics.
+    /// The calls layer, for tests (the fake's fake_os) and for statistics.
     [[nodiscard]] Calls& calls() noexcept
     {
         return calls_;
     }
 
+    /// Takes the threadpool (and a reference) from the engine; false when it has none.
     bool attach(engine_type engine) noexcept
     {
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_035: [ Otherwise, async_socket_open_async shall obtain the PTP_POOL from
@@ -193,7 +208,7 @@ public:
         return calls_.acquire_pool(engine);
     }
 
-    // Made once, at the first open, and kept until destroy: a SOCKET binds to one completion port for life.
+    /// Made once, at the first open, and kept until destroy: a SOCKET binds to one completion port for life.
     template <io_completion_fn Completion>
     bool bind(SOCKET_HANDLE socket, void* owner) noexcept
     {
@@ -235,6 +250,7 @@ public:
         return true;
     }
 
+    /// Closes the threadpool IO, the cleanup group and the environment that bind made.
     void unbind() noexcept
     {
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_059: [ async_socket_close shall close the threadpool IO created in
@@ -248,24 +264,26 @@ public:
         calls_.destroy_environment();
     }
 
+    /// Starts one WSASend of the count buffers.
     submit_result submit_send(io_state& io, buffer_type* buffers, std::uint32_t count) noexcept
     {
         return submit<detail::io_kind::send>(io, buffers, count);
     }
 
+    /// Starts one WSARecv into the count buffers.
     submit_result submit_receive(io_state& io, buffer_type* buffers, std::uint32_t count) noexcept
     {
         return submit<detail::io_kind::receive>(io, buffers, count);
     }
 
-    // CancelIoEx: every outstanding IO of the socket completes, aborted (reported BECAUSE_CLOSE by the core).
+    /// CancelIoEx: every outstanding IO of the socket completes, aborted (reported BECAUSE_CLOSE by the core).
     void cancel_all() noexcept
     {
         calls_.cancel_socket_io(socket_);
     }
 
-    // Per-IO cancellation (a calls layer that has cancel_overlapped_io): CancelIoEx with the IO's OVERLAPPED. The
-    // IO completes through the pool as aborted (995), or as it was going to if it had finished already.
+    /// Per-IO cancellation (a calls layer that has cancel_overlapped_io): CancelIoEx with the IO's OVERLAPPED. The
+    /// IO completes through the pool as aborted (995), or as it was going to if it had finished already.
     void cancel_one(io_state& io) noexcept requires
         requires(Calls& calls, SOCKET_HANDLE socket, overlapped_type* overlapped)
     {
@@ -278,6 +296,7 @@ public:
         calls_.cancel_overlapped_io(socket_, &io.overlapped);
     }
 
+    /// WaitForThreadpoolIoCallbacks: returns once no completion of the socket is outstanding or running.
     void drain() noexcept
     {
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_040: [ async_socket_close shall wait for any executing callbacks by
@@ -285,6 +304,7 @@ public:
         calls_.wait_for_io_callbacks(false);
     }
 
+    /// Points one WSABUF at length bytes at memory.
     static void set_buffer(buffer_type& buffer, void* memory, std::uint32_t length) noexcept
     {
         // Codes_SRS_ASYNC_SOCKET_WIN32_01_056: [ async_socket_send_async shall set the WSABUF items to point to the
@@ -367,8 +387,8 @@ private:
         }
     }
 
-    // The completion every IO of this socket gets from the OS (registered by create_io with this backend as
-    // context): the event is closed before the core frees the context and runs the user's callback.
+    /// The completion every IO of this socket gets from the OS (registered by create_io with this backend as
+    /// context): the event is closed before the core frees the context and runs the user's callback.
     template <io_completion_fn Completion>
     static void on_io_complete(void* context, void* overlapped, win32_error io_result,
                                std::size_t bytes_transferred) noexcept
