@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Counts the instructions one IO costs in bench_native, with callgrind: the inclusive instruction count of
-# the benchmark's function divided by the number of user callbacks it ran (one per IO). Instruction counts
+# the benchmark's function divided by the number of IO completions it ran (calls of the backend's completion
+# routine, on_io_complete, or the baseline's; one per IO, whatever kind of handler the user gave). Instruction counts
 # do not depend on the load of the machine, unlike times. Setup (create, open, close) is included and
 # amortised over the run's IOs; it adds well under one instruction per IO.
 #
@@ -27,7 +28,7 @@ command -v valgrind >/dev/null || {
     exit 1
 }
 
-# The calls of the user callbacks: the calls= lines that follow a cfn= line naming tally::on_send/on_receive.
+# The IO completions: the calls= lines that follow a cfn= line naming the completion routine.
 count_callbacks='
 import re, sys
 names, callee, count = {}, "", 0
@@ -41,7 +42,7 @@ for line in open(sys.argv[1]):
             callee = names.get(m.group(2), "")
         continue
     m = re.match(r"calls=(\d+)", line)
-    if m and re.search(r"tally::on_(send|receive)", callee):
+    if m and re.search(r"::on_io_complete<|baseline_complete", callee):
         count += int(m.group(1))
 print(count)
 '

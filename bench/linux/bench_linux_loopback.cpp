@@ -32,10 +32,10 @@
 //     32 connections each. Each server connection: receive, send back what came, receive again when the send
 //     is done. The machine has 2 cores: client and servers share them alike in every row.
 //
-// Heap allocations per IO: this executable replaces malloc, calloc, realloc, free, memalign, aligned_alloc and
-// posix_memalign (forwarding to glibc's __libc_* functions) and counts every allocation on every thread;
-// operator new goes through malloc, so it is counted once. Each row runs untimed warm-up batches until 3 in a
-// row allocate nothing (at most 40; counters warmup_batches, warmup_allocs; the set-up's allocations are not
+// Heap allocations per IO: this executable (bench/common/alloc_counter.hpp) replaces malloc, calloc, realloc, free,
+// memalign, aligned_alloc and posix_memalign (forwarding to glibc's __libc_* functions) and counts every allocation on
+// every thread; operator new goes through malloc, so it is counted once. Each row runs untimed warm-up batches until 3
+// in a row allocate nothing (at most 40; counters warmup_batches, warmup_allocs; the set-up's allocations are not
 // counted), then counts the allocations of the timed batches: allocs_per_io = allocations / IOs of the system
 // under test (pingpong64: 4 per round trip, 2 sends and 2 receives; stream64k: 2 per 64 KiB, one send and at
 // least one receive; echo64x64: 2 per message, the server's receive and send: the raw client driver does not
@@ -48,6 +48,7 @@
 // tear-down of a row, takes more than 30 s.
 #include <async_socket/async_socket.hpp>
 #include <async_socket/testing/linux_loopback.hpp>
+#include "../common/alloc_counter.hpp"
 #include "../common/bench_main.hpp"
 
 #include <asio.hpp>
@@ -70,93 +71,13 @@
 #include <thread>
 #include <vector>
 
-#include <execinfo.h>
+#include <execinfo.h> // backtrace: loads the unwinder before the counted loops
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-// ------------------------------------------------------------------------------------------------
-// Allocation counting (see the top of the file).
-extern "C"
-{
-    void* __libc_malloc(std::size_t size);
-    void* __libc_calloc(std::size_t count, std::size_t size);
-    void* __libc_realloc(void* memory, std::size_t size);
-    void* __libc_memalign(std::size_t alignment, std::size_t size);
-    void __libc_free(void* memory);
-}
-
-namespace alloc_counter
-{
-std::atomic<std::uint64_t> allocations{0};
-std::atomic<int> traces_left{0}; // > 0 while a timed loop runs with ASYNC_SOCKET_BENCH_ALLOC_TRACE set
-thread_local bool in_trace = false;
-
-void note() noexcept
-{
-    allocations.fetch_add(1, std::memory_order_relaxed);
-    if (traces_left.load(std::memory_order_relaxed) > 0 && !in_trace)
-    {
-        in_trace = true;
-        if (traces_left.fetch_sub(1, std::memory_order_relaxed) > 0)
-        {
-            void* frames[32];
-            const int depth = backtrace(frames, 32);
-            static const char header[] = "---- allocation in a timed loop:\n";
-            (void)!write(2, header, sizeof header - 1);
-            backtrace_symbols_fd(frames, depth, 2);
-        }
-        in_trace = false;
-    }
-}
-} // namespace alloc_counter
-
-extern "C"
-{
-    void* malloc(std::size_t size)
-    {
-        alloc_counter::note();
-        return __libc_malloc(size);
-    }
-    void* calloc(std::size_t count, std::size_t size)
-    {
-        alloc_counter::note();
-        return __libc_calloc(count, size);
-    }
-    void* realloc(void* memory, std::size_t size)
-    {
-        alloc_counter::note();
-        return __libc_realloc(memory, size);
-    }
-    void* memalign(std::size_t alignment, std::size_t size)
-    {
-        alloc_counter::note();
-        return __libc_memalign(alignment, size);
-    }
-    void* aligned_alloc(std::size_t alignment, std::size_t size)
-    {
-        alloc_counter::note();
-        return __libc_memalign(alignment, size);
-    }
-    int posix_memalign(void** result, std::size_t alignment, std::size_t size)
-    {
-        alloc_counter::note();
-        void* memory = __libc_memalign(alignment, size);
-        if (memory == nullptr)
-        {
-            return ENOMEM;
-        }
-        *result = memory;
-        return 0;
-    }
-    void free(void* memory)
-    {
-        __libc_free(memory);
-    }
-}
 
 namespace
 {

@@ -4,6 +4,15 @@
 // pair of an IO context's size for recycling_pool_alloc, its shared lists alone (spin lock or std::mutex) and
 // a per-thread sketch, and the per-IO event path once.
 //
+// The same IO three ways, for the C++ API's cost: send/ and receive/ rows call the C callback (a function
+// pointer and a void*), send_lambda/ and receive_lambda/ give a lambda handler (send_async(span, lambda)),
+// send_coroutine/ and receive_coroutine/ run the benchmark's loop inside a coroutine that co_awaits
+// async_send/async_receive (every IO completes during the call, so the coroutine never suspends: what is measured
+// is the awaiter's own work per IO). Every row counts heap allocations in its timed loop (allocs_per_io,
+// bench/common/alloc_counter.hpp): heap_alloc rows show the context's 1 per IO; recycling rows show 1 in the whole
+// timed loop, whatever its length: the first IO of the row's new socket, whose pool starts empty (a backtrace
+// shows recycling_pool_alloc::allocate_slow), then none. harness/empty_loop shows that the harness adds none.
+//
 // Run (docs/benchmarks.md, "Native"):
 //   cmake --preset release && cmake --build --preset release -j2 --target bench_native
 //   build/release/bench/bench_native --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
@@ -15,16 +24,20 @@
 #include <async_socket/alloc/std_allocator_alloc.hpp>
 #include <async_socket/sync/std_sync.hpp>
 #include "inline_threadpool.hpp"
+#include "../common/alloc_counter.hpp"
 #include "../common/bench_main.hpp"
 
 #include <benchmark/benchmark.h>
 
+#include <coroutine>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
+#include <utility>
 
 namespace
 {
@@ -89,7 +102,105 @@ enum class io_direction
     receive
 };
 
-template <class Threadpool, class Alloc, io_direction Direction>
+// How the user is told of the IO's end: the spec's C callback, a lambda, a coroutine.
+enum class handler_kind
+{
+    function_pointer,
+    lambda,
+    coroutine
+};
+
+// The benchmarks' coroutine: starts at once, and keeps its frame at the end so that the caller can see that it
+// ran to its end (done()) before destroying it.
+struct bench_task
+{
+    struct promise_type
+    {
+        bench_task get_return_object() noexcept
+        {
+            return bench_task{std::coroutine_handle<promise_type>::from_promise(*this)};
+        }
+        std::suspend_never initial_suspend() noexcept
+        {
+            return {};
+        }
+        std::suspend_always final_suspend() noexcept
+        {
+            return {};
+        }
+        void return_void() noexcept {}
+        void unhandled_exception() noexcept
+        {
+            std::abort();
+        }
+    };
+    explicit bench_task(std::coroutine_handle<promise_type> handle) noexcept : coroutine(handle) {}
+    bench_task(bench_task&& other) noexcept : coroutine(std::exchange(other.coroutine, nullptr)) {}
+    bench_task& operator=(bench_task&&) = delete;
+    ~bench_task()
+    {
+        if (coroutine)
+        {
+            coroutine.destroy();
+        }
+    }
+    std::coroutine_handle<promise_type> coroutine;
+};
+
+// One IO by the function pointer or the lambda path.
+template <io_direction Direction, handler_kind Handler, class Socket>
+status start_io(Socket& socket, payload& data, tally& seen) noexcept
+{
+    const std::span<const ASYNC_SOCKET_BUFFER> buffers(data.buffers, data.count);
+    if constexpr (Handler == handler_kind::function_pointer)
+    {
+        if constexpr (Direction == io_direction::send)
+        {
+            return socket.send_async(data.buffers, data.count, &tally::on_send, &seen);
+        }
+        else
+        {
+            return socket.receive_async(data.buffers, data.count, &tally::on_receive, &seen);
+        }
+    }
+    else if constexpr (Direction == io_direction::send)
+    {
+        return socket.send_async(buffers, [&seen](async_socket::send_result r) noexcept { seen.ok += r.ok() ? 1 : 0; });
+    }
+    else
+    {
+        return socket.receive_async(buffers, [&seen](async_socket::receive_result r) noexcept
+                                    { seen.ok += (r.ok() && r.bytes != 0) ? 1 : 0; });
+    }
+}
+
+// The timed loop inside a coroutine: each IO is a co_await. allocations: those of the timed loop alone (the
+// frame is made before it). No warm-up of its own in any row (a second call site changes what g++ inlines): the
+// pools are warm from Google Benchmark's earlier calls of the same row before the run it reports.
+template <io_direction Direction, class Socket>
+bench_task coroutine_loop(benchmark::State& state, Socket& socket, payload& data, tally& seen,
+                          std::uint64_t& allocations)
+{
+    const std::span<const ASYNC_SOCKET_BUFFER> buffers(data.buffers, data.count);
+    const std::uint64_t before = alloc_counter::allocations.load();
+    for (auto _ : state)
+    {
+        if constexpr (Direction == io_direction::send)
+        {
+            const async_socket::send_result r = co_await socket.async_send(buffers);
+            seen.ok += r.ok() ? 1 : 0;
+        }
+        else
+        {
+            const async_socket::receive_result r = co_await socket.async_receive(buffers);
+            seen.ok += (r.ok() && r.bytes != 0) ? 1 : 0;
+        }
+        benchmark::ClobberMemory();
+    }
+    allocations = alloc_counter::allocations.load() - before;
+}
+
+template <class Threadpool, class Alloc, io_direction Direction, handler_kind Handler = handler_kind::function_pointer>
 void bm_socket(benchmark::State& state)
 {
     using socket_type = async_socket::basic_async_socket<Threadpool, Alloc, async_socket::std_sync>;
@@ -102,22 +213,37 @@ void bm_socket(benchmark::State& state)
     }
     payload data(static_cast<std::uint32_t>(state.range(0)));
     tally seen;
-    for (auto _ : state)
+    std::uint64_t allocations = 0;
+    if constexpr (Handler == handler_kind::coroutine)
     {
-        status result;
-        if constexpr (Direction == io_direction::send)
+        const bench_task loop = coroutine_loop<Direction>(state, *socket, data, seen, allocations);
+        if (!loop.coroutine.done())
         {
-            result = socket->send_async(data.buffers, data.count, &tally::on_send, &seen);
+            // Every IO here completes during its call; a suspended loop would mean one never completed.
+            state.SkipWithError("the coroutine did not run to its end");
+            (void)socket->close();
+            return;
         }
-        else
+    }
+    else
+    {
+        const std::uint64_t before = alloc_counter::allocations.load();
+        for (auto _ : state)
         {
-            result = socket->receive_async(data.buffers, data.count, &tally::on_receive, &seen);
+            status result = start_io<Direction, Handler>(*socket, data, seen);
+            benchmark::DoNotOptimize(result);
+            benchmark::ClobberMemory();
         }
-        benchmark::DoNotOptimize(result);
-        benchmark::ClobberMemory();
+        allocations = alloc_counter::allocations.load() - before;
     }
     check_all_completed(state, seen);
     state.SetItemsProcessed(state.iterations());
+    if constexpr (alloc_counter::available)
+    {
+        state.counters["allocs_in_loop"] = static_cast<double>(allocations);
+        state.counters["allocs_per_io"] =
+            static_cast<double>(allocations) / static_cast<double>(state.iterations() == 0 ? 1 : state.iterations());
+    }
     (void)socket->close();
 }
 
@@ -334,6 +460,29 @@ void register_socket(const std::string& name)
     }
 }
 
+// The allocation counter around a timed loop that does nothing: what Google Benchmark itself allocates in a timed
+// loop (0 with benchmark 1.7.1), so that the rows' allocs_in_loop are the library's alone.
+void bm_empty_loop(benchmark::State& state)
+{
+    const std::uint64_t before = alloc_counter::allocations.load();
+    for (auto _ : state)
+    {
+        benchmark::ClobberMemory();
+    }
+    state.counters["allocs_in_loop"] = static_cast<double>(alloc_counter::allocations.load() - before);
+}
+
+template <class Alloc>
+void register_handler_rows(const std::string& alloc_name)
+{
+    const auto add = [&](const char* row, void (*function)(benchmark::State&))
+    { benchmark::RegisterBenchmark((std::string(row) + "/" + alloc_name).c_str(), function)->Arg(1)->Arg(16); };
+    add("send_lambda", &bm_socket<inline_threadpool, Alloc, io_direction::send, handler_kind::lambda>);
+    add("receive_lambda", &bm_socket<inline_threadpool, Alloc, io_direction::receive, handler_kind::lambda>);
+    add("send_coroutine", &bm_socket<inline_threadpool, Alloc, io_direction::send, handler_kind::coroutine>);
+    add("receive_coroutine", &bm_socket<inline_threadpool, Alloc, io_direction::receive, handler_kind::coroutine>);
+}
+
 void register_all()
 {
     benchmark::RegisterBenchmark("send/baseline", &bm_baseline<io_direction::send>)->Arg(1)->Arg(4)->Arg(16)->Arg(64);
@@ -348,6 +497,11 @@ void register_all()
     register_socket<inline_threadpool, shared_only_pool_alloc>("recycling_pool_alloc_shared_only");
     register_socket<inline_threadpool, mutex_pool_alloc>("recycling_pool_alloc_mutex");
     register_socket<inline_threadpool, per_thread_sketch_alloc>("per_thread_sketch");
+
+    // The C++ API beside the function pointer rows above (send/<alloc>/1): lambda handlers and coroutines.
+    register_handler_rows<async_socket::recycling_pool_alloc>("recycling_pool_alloc");
+    benchmark::RegisterBenchmark("harness/empty_loop", &bm_empty_loop);
+    register_handler_rows<async_socket::heap_alloc>("heap_alloc");
 
     // The spec's per-IO event (create_event/close_event, which do nothing here: the core's cost of the path).
     benchmark::RegisterBenchmark("send_with_event/heap_alloc",

@@ -26,6 +26,7 @@
 #pragma once
 
 #include <async_socket/detail/config.hpp>
+#include <async_socket/detail/no_error.hpp>
 
 #include <async_socket/detail/io_awaiter.hpp>
 #include <async_socket/detail/io_context.hpp>
@@ -1117,7 +1118,7 @@ private:
     static void run_handler(Handler& handler, io_result result, std::uint32_t total_length, bool closing,
                             bool cancelled) noexcept
     {
-        std::error_code error;
+        std::error_code error = detail::no_error(); // not `error;`: that calls std::system_category() per IO
         if (result.outcome != io_outcome::success && result.os_code != 0)
         {
             error = std::error_code(static_cast<int>(result.os_code), detail::os_error_category<Backend>());

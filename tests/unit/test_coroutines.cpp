@@ -14,6 +14,7 @@
 #include <doctest/doctest.h>
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <optional>
 #include <thread>
@@ -177,4 +178,110 @@ TEST_CASE("a coroutine loop of 1,000,000 sends that finish during the call does 
     // The same depth in every round: no frame was left on the stack by a resume from inside a send.
     CHECK(figures.deepest == figures.first_depth);
     CHECK(figures.shallowest == figures.first_depth);
+}
+
+namespace
+{
+example::task receive_recording(fake_socket_type& socket, std::span<const ASYNC_SOCKET_BUFFER> buffers,
+                                std::optional<receive_result>& received, std::thread::id& resumed_on)
+{
+    received = co_await socket.async_receive(buffers);
+    resumed_on = std::this_thread::get_id();
+}
+} // namespace
+
+TEST_CASE_FIXTURE(fixture, "an IO completed during the call goes on without suspending, on this thread or another")
+{
+    char data[8] = {};
+    std::array<ASYNC_SOCKET_BUFFER, 1> buffers{{{data, sizeof data}}};
+    std::optional<receive_result> received;
+    std::thread::id resumed_on;
+    SUBCASE("completed on the calling thread, inside the call")
+    {
+        os.on_issue([&](const pending_io& io) { (void)os.complete(io.overlapped, win32_no_error, 3); });
+    }
+    SUBCASE("completed on another thread, before the call returns")
+    {
+        // The handler sees no awaiter of its own thread's: it takes the word first, so await_suspend must not
+        // suspend (no thread would resume it).
+        os.on_issue([&](const pending_io& io)
+                    { std::thread([&] { (void)os.complete(io.overlapped, win32_no_error, 3); }).join(); });
+    }
+    example::task running = receive_recording(*socket, buffers, received, resumed_on);
+    running.start();
+    REQUIRE(running.wait_for(0.0)); // ended inside start(): never suspended
+    REQUIRE(received.has_value());
+    CHECK(received->ok());
+    CHECK(received->bytes == 3);
+    CHECK(resumed_on == std::this_thread::get_id());
+    CHECK(os.pending_count() == 0);
+    CHECK(ledger.live_blocks() == 1);
+    CHECK(os.violations().empty());
+}
+
+TEST_CASE("completions on another thread racing the suspension: every co_await resumes once, 3000 rounds")
+{
+    fake_os os;
+    alloc_ledger ledger;
+    int went_on_here = 0;
+    int resumed_there = 0;
+    int wrong = 0;
+    {
+        auto socket = fake_socket_type::create(&os, fake_socket(9), {}, fault_alloc{&ledger});
+        REQUIRE(socket);
+        REQUIRE(socket->open_async([](ASYNC_SOCKET_OPEN_RESULT) noexcept {}) == status::ok);
+        char data[8] = {};
+        std::array<ASYNC_SOCKET_BUFFER, 1> buffers{{{data, sizeof data}}};
+        for (int round = 0; round < 3000; ++round)
+        {
+            std::atomic<void*> issued{nullptr};
+            // The issuing thread lingers a little longer in the call each round, so that the completion lands
+            // anywhere from inside the call to after the suspension.
+            const int linger = (round % 100) * 400;
+            os.on_issue(
+                [&](const pending_io& io)
+                {
+                    issued.store(io.overlapped);
+                    for (int spin = 0; spin < linger; ++spin)
+                    {
+                        (void)issued.load();
+                    }
+                });
+            // Completes the receive as soon as it is issued: while its call returns, or after the suspension.
+            std::thread completer(
+                [&]
+                {
+                    void* overlapped = nullptr;
+                    for (int spin = 0; overlapped == nullptr && spin < 10'000'000; ++spin)
+                    {
+                        overlapped = issued.load();
+                    }
+                    if (overlapped != nullptr)
+                    {
+                        (void)os.complete(overlapped, win32_no_error, 5);
+                    }
+                });
+            const std::thread::id completer_id = completer.get_id();
+            std::optional<receive_result> received;
+            std::thread::id resumed_on;
+            example::task running = receive_recording(*socket, buffers, received, resumed_on);
+            running.start();
+            const bool ended = running.wait_for(deadline_seconds);
+            completer.join();
+            REQUIRE(ended);
+            if (!received || !received->ok() || received->bytes != 5)
+            {
+                ++wrong;
+            }
+            (resumed_on == completer_id ? resumed_there : went_on_here) += 1;
+        }
+        CHECK(os.pending_count() == 0);
+    }
+    MESSAGE("3000 completions racing the suspension: " << went_on_here << " went on without suspending, "
+                                                       << resumed_there << " resumed on the completing thread");
+    CHECK(went_on_here + resumed_there == 3000);
+    CHECK(resumed_there > 0); // the other way is checked for certain by the test case above
+    CHECK(wrong == 0);
+    CHECK(ledger.live_blocks() == 0);
+    CHECK(os.violations().empty());
 }
