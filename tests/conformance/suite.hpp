@@ -14,6 +14,7 @@
 //   static long peer_send(const raw_pair&, const void*, std::size_t)     blocking; bytes sent or -1
 //   static long peer_receive(const raw_pair&, void*, std::size_t)        blocking; bytes, 0 at end, -1
 //   static void peer_shutdown_send(const raw_pair&), peer_reset(raw_pair&)  (reset: SO_LINGER 0, close)
+//   static void peer_shutdown_both(const raw_pair&)   ends a peer_receive blocked on another thread (it returns)
 // and may provide:
 //   static const char* skip_reason(const char* test_id)  null to run the case; else the case is skipped with a
 //                            doctest MESSAGE naming the reason (the host refuses the platform, e.g. no IPv6,
@@ -208,7 +209,8 @@ struct peer_reader
     std::atomic<std::size_t> got{0};
     std::thread thread;
 
-    peer_reader(const typename P::raw_pair& pair, std::size_t count, std::size_t chunk = 65536) : bytes(count)
+    peer_reader(const typename P::raw_pair& pair, std::size_t count, std::size_t chunk = 65536)
+        : bytes(count), pair_(&pair)
     {
         thread = std::thread(
             [this, &pair, count, chunk]
@@ -227,8 +229,14 @@ struct peer_reader
                 }
             });
     }
+    // Still reading here only when the test ended early (a failed REQUIRE): the bytes it waits for will not come,
+    // so its blocking receive is ended rather than left to the watchdog.
     ~peer_reader()
     {
+        if (thread.joinable() && got.load() < bytes.size())
+        {
+            P::peer_shutdown_both(*pair_);
+        }
         join();
     }
     void join()
@@ -238,6 +246,9 @@ struct peer_reader
             thread.join();
         }
     }
+
+private:
+    const typename P::raw_pair* pair_;
 };
 
 TEST_CASE_TEMPLATE_DEFINE("a send and a receive complete once each, with every byte", P, conformance_round_trip)

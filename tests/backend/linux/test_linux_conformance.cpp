@@ -35,6 +35,10 @@ struct linux_peer
     {
         (void)shutdown(pair.server, SHUT_WR);
     }
+    static void peer_shutdown_both(const raw_pair& pair)
+    {
+        (void)shutdown(pair.server, SHUT_RDWR);
+    }
     static void peer_reset(raw_pair& pair)
     {
         const linger abortive{1, 0};

@@ -177,6 +177,10 @@ struct win32_peer
     {
         (void)shutdown(pair.server, SD_SEND);
     }
+    static void peer_shutdown_both(const raw_pair& pair)
+    {
+        (void)shutdown(pair.server, SD_BOTH);
+    }
     static void peer_reset(raw_pair& pair)
     {
         const linger abortive{1, 0};
