@@ -14,14 +14,17 @@
 //     receive of 64 KiB outstanding and starts the next when it completes; sender and receiver run on the SAME
 //     one thread (as above). What differs is only how each row schedules that work: Asio runs a completed
 //     write's handler from its queue, so between two 64 KiB writes its reactor looks for the read (the receive
-//     follows each send while the bytes are still in the cache); the library completes a send that went out at
-//     once inline, so the next send starts at once and the sender runs ahead: with autotuned buffers the whole
-//     16 MiB batch went into the kernel without one EAGAIN (strace of the epoll row: 256 sendmsg per batch, none
-//     refused) before the receiver ran, so the bytes go through memory rather than the cache; libuv runs write
-//     callbacks on the next loop turn (like Asio). The raw epoll loop sends one chunk and then drains the
-//     receiver of what is in flight (the cache-friendly order: a good raw loop, not the "send until EAGAIN" of the
-//     first run, which moved less than half of what Asio did); the raw liburing loop has one send and one
-//     receive in flight on one ring and reaps both per submit_and_wait.
+//     follows each send while the bytes are still in the cache); libuv runs write callbacks on the next loop turn
+//     (like Asio); the library on io_uring puts every IO a callback starts on the worker's ring and runs its
+//     callback on a later turn (the same order), and hands an IO the benchmark thread's try finished to the
+//     worker to complete, so both ends run on the worker. The library on epoll completes a send that went out at
+//     once inline, on the thread that started it: the benchmark thread's first send of a batch then runs the
+//     whole chain of sends there, ahead of the receiver on the worker (before the io_uring path deferred them,
+//     strace showed 256 sendmsg per batch and not one EAGAIN: the whole 16 MiB went into the kernel before the
+//     receiver ran, so the bytes go through memory rather than the cache). The raw epoll loop sends one chunk and
+//     then drains the receiver of what is in flight (the cache-friendly order: a good raw loop, not the "send
+//     until EAGAIN" of the first run, which moved less than half of what Asio did); the raw liburing loop has one send
+//     and one receive in flight on one ring and reaps both per submit_and_wait.
 //   echo64x64: 64 connections echoing at once. The client side is the same for every row: a raw epoll loop on
 //     the benchmark thread over the 64 client descriptors, 64-byte messages, one outstanding per connection, 100
 //     per connection per batch (6,400 messages; items/s = messages/s). The system under test is the echo server

@@ -3,11 +3,19 @@
 ///
 /// The whole protocol of one IO:
 /// - submit: when no IO of that direction is queued, the system call is tried at once (sendmsg/recvmsg with
-///   MSG_DONTWAIT; sends with MSG_NOSIGNAL, so a reset peer never raises SIGPIPE). An IO that finishes there is
-///   answered completed_at_once and the core completes it on the calling thread; one that would block is queued.
+///   MSG_DONTWAIT; sends with MSG_NOSIGNAL, so a reset peer never raises SIGPIPE); one that would block is queued.
 ///   A queued IO never lets a later one of the same direction pass it: only the head of a queue is being done.
-/// - io_uring: the head of each queue is one request in the kernel (IORING_OP_SENDMSG/RECVMSG on the socket's
-///   ring, put there by the ring's worker only: io_uring_ring.hpp); its completion finishes it or (a send that went
+///   epoll: an IO that finishes there is answered completed_at_once and the core completes it on the calling
+///   thread. io_uring: on the ring's own worker (a callback starting IO) nothing is tried, the request goes on the
+///   ring and joins the worker's next io_uring_enter (one system call for the round instead of one per IO, and a
+///   receive's try mostly finds nothing); on another thread an IO that finishes at once stays the head of its
+///   queue and is handed to the worker to complete. So on io_uring a callback never runs inside the call that
+///   started its IO, and the IO a callback starts runs on the worker: a sender cannot run ahead of a receiver on
+///   the same worker (measured: 64 KiB streaming went from 0.5 to about 0.9 of a raw liburing loop).
+/// - io_uring requests of one buffer are IORING_OP_SEND/RECV (no message header for the kernel to copy); of more,
+///   SENDMSG/RECVMSG.
+/// - io_uring: the head of each queue is one request in the kernel (on the socket's ring, put there by the ring's
+///   worker only: io_uring_ring.hpp); its completion finishes it or (a send that went
 ///   out in part) submits the rest, then submits the next head. Sends never overlap, so parts of two sends cannot
 ///   interleave on the wire.
 /// - readiness hints (slot.hpp): after an EAGAIN or a short transfer the next IO of that direction does not try
@@ -81,7 +89,7 @@ public:
     using io_state = detail::linux_io_state; ///< the per-IO block: queue links, iovecs left, bytes, errno
     using buffer_type = ::iovec;             ///< one scatter/gather item
 
-    /// An IO the system call finishes during submit is answered completed_at_once.
+    /// On epoll an IO the system call finishes during submit is answered completed_at_once (io_uring: never).
     static constexpr bool completes_at_once = true;
 
     /// io_result::os_code holds errno values: a C++ handler's std::error_code is in this category.
@@ -352,16 +360,31 @@ private:
         {
             return -EBUSY;
         }
-        io.message = msghdr{};
-        io.message.msg_iov = io.buffers;
-        io.message.msg_iovlen = batch(io);
-        if (io.is_send)
+        if (io.count == 1)
         {
-            io_uring_prep_sendmsg(sqe, slot.fd, &io.message, MSG_NOSIGNAL);
+            // One buffer: IORING_OP_SEND/RECV, which spare the kernel copying and checking a message header.
+            if (io.is_send)
+            {
+                io_uring_prep_send(sqe, slot.fd, io.buffers->iov_base, io.buffers->iov_len, MSG_NOSIGNAL);
+            }
+            else
+            {
+                io_uring_prep_recv(sqe, slot.fd, io.buffers->iov_base, io.buffers->iov_len, 0);
+            }
         }
         else
         {
-            io_uring_prep_recvmsg(sqe, slot.fd, &io.message, 0);
+            io.message = msghdr{};
+            io.message.msg_iov = io.buffers;
+            io.message.msg_iovlen = batch(io);
+            if (io.is_send)
+            {
+                io_uring_prep_sendmsg(sqe, slot.fd, &io.message, MSG_NOSIGNAL);
+            }
+            else
+            {
+                io_uring_prep_recvmsg(sqe, slot.fd, &io.message, 0);
+            }
         }
         // The socket was found drained (full): skip the kernel's first try, arm its poll at once.
         if (!(io.is_send ? slot.maybe_writable : slot.maybe_readable))
@@ -390,6 +413,7 @@ private:
         io.error = 0;
         io.handed_next = nullptr;
         io.cancel_requested = false;
+        io.finished_at_submit = false;
         detail::linux_slot& slot = *slot_;
         {
             std::lock_guard<std::mutex> held(slot.lock);
@@ -400,7 +424,13 @@ private:
                 queue.push(io);
                 return submit_result{submit_status::pending, 0};
             }
-            const bool worth_a_try = IsSend ? slot.maybe_writable : slot.maybe_readable;
+            // On the ring's own worker (a callback starting IO) the request goes straight on the ring: the
+            // worker's next io_uring_enter submits it with everything else prepared in this round and waits, one
+            // system call where a try would cost one more (and a receive's try mostly finds nothing). The
+            // completion then runs on a later turn, so a sender cannot run ahead of a receiver on the same worker.
+            const bool worth_a_try =
+                (IsSend ? slot.maybe_writable : slot.maybe_readable) && !(uring_ && engine_->owns_ring(slot.ring));
+            const bool tried = worth_a_try;
             if (!worth_a_try || try_now(slot, io) == attempt::would_block)
             {
                 const int started = uring_ ? start_in_kernel(*engine_, slot, io) : 0;
@@ -412,6 +442,20 @@ private:
                 }
                 io.error = -started;
             }
+#ifdef ASYNC_SOCKET_HAS_IO_URING
+            else if (uring_ && tried && io.error == 0)
+            {
+                // Finished here, on a thread that is not the ring's worker: its completion is handed to the
+                // worker instead of running inside this call, so the callback (and the IO it starts) runs there,
+                // where the next request joins the worker's batch; the IO stays the head of its queue until then,
+                // so a later one of its direction still waits behind it.
+                io.finished_at_submit = true;
+                slot.outstanding.fetch_add(1, std::memory_order_relaxed);
+                queue.push(io);
+                engine_->ring(slot.ring).hand_over(io);
+                return submit_result{submit_status::pending, 0};
+            }
+#endif
         }
         if (io.error == 0)
         {
@@ -521,7 +565,11 @@ private:
             std::lock_guard<std::mutex> held(slot.lock);
             if (res == detail::linux_start_request)
             {
-                if (!io.cancel_requested)
+                if (io.finished_at_submit)
+                {
+                    // Done before it was handed over (submit): completes with what it moved, cancel or not.
+                }
+                else if (!io.cancel_requested)
                 {
                     const int started = start_in_kernel(engine, slot, io);
                     if (started == 0)

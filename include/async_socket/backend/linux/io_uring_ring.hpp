@@ -5,8 +5,9 @@
 /// socket IO put on a ring by a short-lived user thread would complete as cancelled; and a ring with one
 /// submitter can be made IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN (completion work runs when the
 /// worker asks for it, not by interrupting it), where the kernel has them. Other threads hand their requests over
-/// instead: an IO to start (hand_over) or a slot whose heads close wants cancelled (hand_cancel), on lists under a
-/// lock, and an eventfd write that wakes the worker (the worker keeps a read of the eventfd on the ring).
+/// instead: an IO to start, or one their try finished that is to complete here (hand_over), or a slot whose heads close
+/// wants cancelled (hand_cancel), on lists under a lock, and an eventfd write that wakes the worker (the worker keeps a
+/// read of the eventfd on the ring).
 ///
 /// The worker's loop (run_round) submits what it prepared and waits in one io_uring_enter
 /// (io_uring_submit_and_wait), takes the completions into the ring's own batch and runs them one by one, then

@@ -36,6 +36,7 @@ struct linux_io_state
     linux_io_state* handed_next; ///< the ring's list of IO to submit
     bool cancel_requested;       ///< close or cancel_one asked: the worker cancels it (or, not started, completes it
                                  ///< as cancelled instead)
+    bool finished_at_submit;     ///< done by the try in submit on another thread; handed over only to complete
 };
 
 /// A FIFO of queued IO of one direction; only its head can make progress.
