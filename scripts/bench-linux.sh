@@ -3,7 +3,10 @@
 # 64 connections echoing on 2 threads; the library on io_uring and epoll, raw epoll and raw liburing loops, Asio,
 # libuv) and prints the medians of the repetitions, the ratios the issues ask about and the heap allocations per
 # IO, all rows of one run side by side.
-#   scripts/bench-linux.sh [repetitions]     default 5; results in build/bench-results/linux.json
+#   scripts/bench-linux.sh [repetitions]     default 5; results in build/bench-results/linux.json, the chart in
+#                                            build/bench-results/benchmarks-linux.svg (docs/ keeps a copy)
+# The repetitions of all rows are interleaved in random order (Google Benchmark), so a slow spell of the machine
+# spreads over every row instead of landing on one.
 # Installs what is missing first (scripts/install-deps.sh). Wall-clock time on a noisy 2-core machine: the
 # load average before and after is printed; quote medians and ratios, never single runs.
 set -euo pipefail
@@ -15,7 +18,7 @@ cmake --build build/release --target bench_linux_loopback -j "$(nproc)" >/dev/nu
 mkdir -p build/bench-results
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs; kernel $(uname -r)"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-build/release/bench/bench_linux_loopback --benchmark_repetitions="$repetitions" \
+build/release/bench/bench_linux_loopback --benchmark_repetitions="$repetitions" --benchmark_enable_random_interleaving=true \
     --benchmark_report_aggregates_only=true --benchmark_out=build/bench-results/linux.json \
     --benchmark_out_format=json >/dev/null
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -62,3 +65,4 @@ for v in ("library/io_uring", "library/epoll"):
     print(f"64 connections, {v} / Asio:          {ratio(get('echo64x64', v), get('echo64x64', 'asio'))}")
 print(f"64 connections, best raw / Asio:                 {ratio(best('echo64x64', ['raw_epoll', 'raw_uring'])[0], get('echo64x64', 'asio'))}")
 PY
+python3 scripts/bench_linux_chart.py build/bench-results/linux.json build/bench-results/benchmarks-linux.svg

@@ -15,11 +15,11 @@
 /// - io_uring requests of one buffer are IORING_OP_SEND/RECV (no message header for the kernel to copy); of more,
 ///   SENDMSG/RECVMSG.
 /// - io_uring: the head of each queue is one request in the kernel (on the socket's ring, put there by the ring's
-///   worker only: io_uring_ring.hpp); its completion finishes it or (a send that went
-///   out in part) submits the rest, then submits the next head. Sends never overlap, so parts of two sends cannot
-///   interleave on the wire.
+///   worker only: io_uring_ring.hpp); its completion finishes it or (a send that went out in part) submits the rest,
+///   then submits the next head. Sends never overlap, so parts of two sends cannot interleave on the wire.
 /// - readiness hints (slot.hpp): after an EAGAIN or a short transfer the next IO of that direction does not try
-///   the call that would fail; epoll waits for the next edge, io_uring asks IORING_RECVSEND_POLL_FIRST.
+///   the call that would fail; epoll waits for the next edge. (On io_uring the worker's requests skip the try
+///   anyway and the kernel makes its own first try.)
 /// - epoll: a worker woken for the descriptor (edge-triggered, both directions registered once) tries the head of
 ///   each queue until it would block. Receives are tried before sends.
 /// - Either way the completions run on the worker outside the socket's lock (so a callback may submit again);
@@ -386,11 +386,9 @@ private:
                 io_uring_prep_recvmsg(sqe, slot.fd, &io.message, 0);
             }
         }
-        // The socket was found drained (full): skip the kernel's first try, arm its poll at once.
-        if (!(io.is_send ? slot.maybe_writable : slot.maybe_readable))
-        {
-            sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
-        }
+        // No IORING_RECVSEND_POLL_FIRST after a short transfer: a short receive of a stream mostly means more is
+        // on its way by the time the request runs, and skipping the kernel's first try cost 20% of streaming and
+        // 15% of ping-pong in the benchmarks (docs/benchmarks.md).
         io_uring_sqe_set_data(sqe, &io);
         return 0;
 #else

@@ -128,7 +128,7 @@ struct linux_slot
     std::uint32_t ring = 0;                     ///< io_uring: the ring (and worker) the socket's IO goes to
     /// Hints, under the lock: false once a receive (send) found the socket drained (full): an EAGAIN or a short
     /// transfer. Then the next IO of that direction skips the try that would fail and waits for readiness
-    /// (epoll: the next edge sets the hint again; io_uring: IORING_RECVSEND_POLL_FIRST).
+    /// (epoll: the next edge sets the hint again; io_uring: the kernel's own try of the request).
     bool maybe_readable = true;
     bool maybe_writable = true;
     /// epoll: the peer hung up or the connection failed (EPOLLRDHUP, EPOLLHUP, EPOLLERR seen). Such a state raises
