@@ -6,6 +6,8 @@
 ///   ledger.fail_nth(2);                 // the second allocation from now returns nullptr
 ///   ... socket::create(&os, s, {}, fault_alloc{&ledger}) ...
 ///   CHECK(ledger.live_blocks() == 0);   // nothing leaked
+/// or, for a soak, now and then:
+///   ledger.fail_at_rate(0.02, seed);    // about 2 allocations in 100 fail, the same ones for the same seed
 /// Each block carries a header with its size, so a deallocate with the wrong size, a double free or a
 /// pointer that did not come from allocate is counted in misuse().
 #pragma once
@@ -17,6 +19,38 @@
 
 namespace async_socket::testing
 {
+
+/// splitmix64 (Steele, Lea, Flood): a cheap, well-mixed function of a 64-bit counter. The n-th value of a seeded
+/// stream is splitmix64(seed + n * 0x9E3779B97F4A7C15), so that any thread can draw the n-th value alone from an
+/// atomic counter, with no shared generator state; the fault injectors of testing/ draw their decisions so.
+[[nodiscard]] constexpr std::uint64_t splitmix64(std::uint64_t x) noexcept
+{
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+/// The threshold below which a splitmix64 draw means "fail" for a probability `rate`: 0 for rate <= 0 (never),
+/// UINT64_MAX for rate >= 1 (always: see fault_drawn), rate * 2^64 in between.
+[[nodiscard]] constexpr std::uint64_t fault_threshold(double rate) noexcept
+{
+    if (!(rate > 0.0))
+    {
+        return 0;
+    }
+    if (rate >= 1.0)
+    {
+        return UINT64_MAX;
+    }
+    return static_cast<std::uint64_t>(rate * 18446744073709551616.0);
+}
+
+/// Whether the draw `r` (a splitmix64 value) falls under `threshold` (from fault_threshold); UINT64_MAX always does.
+[[nodiscard]] constexpr bool fault_drawn(std::uint64_t r, std::uint64_t threshold) noexcept
+{
+    return threshold == UINT64_MAX || r < threshold;
+}
 
 /// What every fault_alloc sharing it counts (blocks, bytes, attempts, failures, misuse) and the failures it is told
 /// to make. Owned by the test; thread-safe.
@@ -35,6 +69,15 @@ public:
         fail_all_.store(on);
     }
 
+    /// From now on each allocation fails with probability `rate` (0: never, which ends the mode; 1: always),
+    /// decided by splitmix64 of `seed` and the allocation's number (allocations()), so the same seed fails the
+    /// same allocations of a run whatever thread makes them. Thread-safe; adds to fail_nth and fail_all.
+    void fail_at_rate(double rate, std::uint64_t seed = 1) noexcept
+    {
+        rate_seed_.store(seed);
+        rate_threshold_.store(fault_threshold(rate));
+    }
+
     /// Blocks allocated and not yet freed.
     [[nodiscard]] std::int64_t live_blocks() const noexcept
     {
@@ -50,7 +93,7 @@ public:
     {
         return allocations_.load();
     }
-    /// Allocations that returned nullptr because the ledger said so (fail_nth, fail_all).
+    /// Allocations that returned nullptr because the ledger said so (fail_nth, fail_all, fail_at_rate).
     [[nodiscard]] std::uint64_t failed_allocations() const noexcept
     {
         return failed_.load();
@@ -67,6 +110,8 @@ private:
     std::atomic<std::uint64_t> allocations_{0};
     std::atomic<std::uint64_t> fail_at_{0};
     std::atomic<bool> fail_all_{false};
+    std::atomic<std::uint64_t> rate_threshold_{0};
+    std::atomic<std::uint64_t> rate_seed_{1};
     std::atomic<std::uint64_t> failed_{0};
     std::atomic<std::int64_t> live_blocks_{0};
     std::atomic<std::int64_t> live_bytes_{0};
@@ -89,7 +134,10 @@ public:
         if (ledger_ != nullptr)
         {
             const std::uint64_t n = ledger_->allocations_.fetch_add(1) + 1;
-            if (ledger_->fail_all_.load() || n == ledger_->fail_at_.load())
+            const std::uint64_t threshold = ledger_->rate_threshold_.load();
+            if (ledger_->fail_all_.load() || n == ledger_->fail_at_.load() ||
+                (threshold != 0 &&
+                 fault_drawn(splitmix64(ledger_->rate_seed_.load() + n * 0x9E3779B97F4A7C15ull), threshold)))
             {
                 ledger_->failed_.fetch_add(1);
                 return nullptr;
