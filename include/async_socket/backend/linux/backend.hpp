@@ -40,6 +40,7 @@
 /// drain) under one lock discipline, for both mechanisms; split, the lock's rules would be read in two files.
 #pragma once
 
+#include <async_socket/backend/linux/detail/os_calls.hpp>
 #include <async_socket/backend/linux/engine.hpp>
 #include <async_socket/backend/linux/slot.hpp>
 #include <async_socket/concepts.hpp>
@@ -314,8 +315,8 @@ private:
             message.msg_iov = io.buffers;
             message.msg_iovlen = batch(io);
             const std::size_t asked = requested(io);
-            const ssize_t moved = io.is_send ? sendmsg(slot.fd, &message, MSG_NOSIGNAL | MSG_DONTWAIT)
-                                             : recvmsg(slot.fd, &message, MSG_DONTWAIT);
+            const ssize_t moved = io.is_send ? detail::os_sendmsg(slot.fd, &message, MSG_NOSIGNAL | MSG_DONTWAIT)
+                                             : detail::os_recvmsg(slot.fd, &message, MSG_DONTWAIT);
             if (moved < 0)
             {
                 if (errno == EINTR)

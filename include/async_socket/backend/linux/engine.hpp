@@ -36,6 +36,7 @@
 /// shutdown order (stop, wake every worker, join, then free the slots), which is read in one place.
 #pragma once
 
+#include <async_socket/backend/linux/detail/os_calls.hpp>
 #include <async_socket/backend/linux/slot.hpp>
 #include <async_socket/concepts.hpp>
 
@@ -236,7 +237,7 @@ public:
         epoll_event event{};
         event.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
         event.data.u64 = (static_cast<std::uint64_t>(generation) << 32) | index;
-        if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &event) != 0)
+        if (detail::os_epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &event) != 0)
         {
             const int error = errno;
             give_back(*slot, index);
@@ -259,7 +260,7 @@ public:
         }
         if (fd >= 0 && mechanism_ == linux_io_mechanism::epoll)
         {
-            (void)epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+            (void)detail::os_epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
         }
         give_back(slot, index);
     }
@@ -366,7 +367,7 @@ private:
         epoll_event event{};
         event.events = EPOLLIN;
         event.data.u64 = stop_data;
-        if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, stop_fd_, &event) != 0)
+        if (detail::os_epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, stop_fd_, &event) != 0)
         {
             return false;
         }

@@ -16,6 +16,7 @@
 /// batch: no completion taken from the kernel is left behind in an outer frame.
 #pragma once
 
+#include <async_socket/backend/linux/detail/os_calls.hpp>
 #include <async_socket/backend/linux/slot.hpp>
 
 #include <atomic>
@@ -84,11 +85,11 @@ public:
     /// A free submission entry, on the worker only; nullptr when the ring is full even after a submit.
     io_uring_sqe* entry() noexcept
     {
-        io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+        io_uring_sqe* sqe = os_io_uring_get_sqe(&ring_);
         if (sqe == nullptr)
         {
-            (void)io_uring_submit(&ring_);
-            sqe = io_uring_get_sqe(&ring_);
+            (void)os_io_uring_submit(&ring_);
+            sqe = os_io_uring_get_sqe(&ring_);
         }
         return sqe;
     }
@@ -182,18 +183,22 @@ private:
     void arm_wake() noexcept
     {
         io_uring_sqe* sqe = entry();
-        if (sqe != nullptr) // a fresh ring has room; later the wake read re-arms right after its completion
+        while (sqe == nullptr)
         {
-            io_uring_prep_read(sqe, wake_fd_, &wake_value_, sizeof wake_value_, 0);
-            io_uring_sqe_set_data64(sqe, wake_data);
+            // Full even after a submit (io_uring_enter refused: EAGAIN, EBUSY). Without this read no hand-over
+            // would ever wake the worker again, so wait for room as the cancels do (start_handed).
+            (void)os_io_uring_submit_and_wait(&ring_, 0);
+            sqe = entry();
         }
+        io_uring_prep_read(sqe, wake_fd_, &wake_value_, sizeof wake_value_, 0);
+        io_uring_sqe_set_data64(sqe, wake_data);
     }
 
     void run_round() noexcept
     {
         if (next_ == count_)
         {
-            (void)io_uring_submit_and_wait(&ring_, 1); // EINTR and the like: the next round waits again
+            (void)os_io_uring_submit_and_wait(&ring_, 1); // EINTR and the like: the next round waits again
             next_ = 0;
             count_ = 0;
             unsigned head = 0;
@@ -259,7 +264,7 @@ private:
                     while (sqe == nullptr)
                     {
                         // Full of requests the kernel has not taken: submit and wait for room.
-                        (void)io_uring_submit_and_wait(&ring_, 0);
+                        (void)os_io_uring_submit_and_wait(&ring_, 0);
                         sqe = entry();
                     }
                     io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(queue->head), 0);

@@ -1,0 +1,135 @@
+/// @file
+/// async_socket, Linux: the OS calls of the backend that can fail under load, behind small inline wrappers, and the
+/// process-wide fault hook a test can install to make them fail (testing/linux_fault_hook.hpp).
+///
+/// Without ASYNC_SOCKET_LINUX_FAULT_HOOKS (production) each wrapper is the OS call itself. With it, each wrapper
+/// first asks the installed hook, if any; a hook that answers an errno value makes the wrapper report that failure
+/// as the OS call would (-1 and errno; nullptr for io_uring_get_sqe; -errno for io_uring_submit, as liburing
+/// returns it) WITHOUT calling the OS.
+#pragma once
+
+#include <cerrno>
+#include <cstdint>
+
+#include <atomic>
+
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+namespace async_socket::detail
+{
+
+/// The OS calls the fault hook can make fail.
+enum class linux_os_call : std::uint8_t
+{
+    sendmsg,                  ///< sendmsg (the backend's try of a send)
+    recvmsg,                  ///< recvmsg (the backend's try of a receive)
+    epoll_ctl,                ///< epoll_ctl (registration of a socket with the engine)
+    io_uring_get_sqe,         ///< io_uring_get_sqe (a free submission entry; a fault means the ring is full)
+    io_uring_submit,          ///< io_uring_submit (when the ring was full)
+    io_uring_submit_and_wait, ///< io_uring_submit_and_wait (the worker's wait of each round)
+};
+
+/// The number of linux_os_call values.
+inline constexpr std::uint32_t linux_os_call_count = 6;
+
+/// The hook: 0 to make the call, else the errno value to fail it with.
+struct linux_fault_hook_entry
+{
+    int (*decide)(void* context, linux_os_call call) noexcept;
+    void* context;
+};
+
+/// The installed hook (nullptr: none). Process-wide; read by the wrappers only with ASYNC_SOCKET_LINUX_FAULT_HOOKS.
+inline std::atomic<const linux_fault_hook_entry*> linux_fault_hook{nullptr};
+
+/// Whether the wrappers ask the hook (ASYNC_SOCKET_LINUX_FAULT_HOOKS defined).
+#ifdef ASYNC_SOCKET_LINUX_FAULT_HOOKS
+inline constexpr bool linux_fault_hooks_compiled_in = true;
+
+/// 0 to make the call, else the errno value the installed hook chose.
+[[nodiscard]] inline int linux_fault(linux_os_call call) noexcept
+{
+    const linux_fault_hook_entry* hook = linux_fault_hook.load(std::memory_order_acquire);
+    return hook == nullptr ? 0 : hook->decide(hook->context, call);
+}
+#else
+inline constexpr bool linux_fault_hooks_compiled_in = false;
+
+[[nodiscard]] constexpr int linux_fault(linux_os_call) noexcept
+{
+    return 0;
+}
+#endif
+
+inline ssize_t os_sendmsg(int fd, const msghdr* message, int flags) noexcept
+{
+    if (const int error = linux_fault(linux_os_call::sendmsg); error != 0)
+    {
+        errno = error;
+        return -1;
+    }
+    return ::sendmsg(fd, message, flags);
+}
+
+inline ssize_t os_recvmsg(int fd, msghdr* message, int flags) noexcept
+{
+    if (const int error = linux_fault(linux_os_call::recvmsg); error != 0)
+    {
+        errno = error;
+        return -1;
+    }
+    return ::recvmsg(fd, message, flags);
+}
+
+inline int os_epoll_ctl(int epoll_fd, int operation, int fd, epoll_event* event) noexcept
+{
+    // Only registrations fail: a removal that fails would leave nothing a test could see but a stale entry.
+    if (operation == EPOLL_CTL_ADD)
+    {
+        if (const int error = linux_fault(linux_os_call::epoll_ctl); error != 0)
+        {
+            errno = error;
+            return -1;
+        }
+    }
+    return ::epoll_ctl(epoll_fd, operation, fd, event);
+}
+
+} // namespace async_socket::detail
+
+#if !defined(ASYNC_SOCKET_NO_IO_URING) && __has_include(<liburing.h>)
+#include <liburing.h>
+
+namespace async_socket::detail
+{
+
+inline io_uring_sqe* os_io_uring_get_sqe(io_uring* ring) noexcept
+{
+    if (linux_fault(linux_os_call::io_uring_get_sqe) != 0)
+    {
+        return nullptr; // as a full ring answers
+    }
+    return ::io_uring_get_sqe(ring);
+}
+
+inline int os_io_uring_submit(io_uring* ring) noexcept
+{
+    if (const int error = linux_fault(linux_os_call::io_uring_submit); error != 0)
+    {
+        return -error;
+    }
+    return ::io_uring_submit(ring);
+}
+
+inline int os_io_uring_submit_and_wait(io_uring* ring, unsigned wait_nr) noexcept
+{
+    if (const int error = linux_fault(linux_os_call::io_uring_submit_and_wait); error != 0)
+    {
+        return -error;
+    }
+    return ::io_uring_submit_and_wait(ring, wait_nr);
+}
+
+} // namespace async_socket::detail
+#endif
