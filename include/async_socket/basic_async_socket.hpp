@@ -375,34 +375,112 @@ public:
     /// loop of such IO does not grow the stack); a refused call gives completion error with the status as its
     /// error_code. Works with any coroutine type; nothing is allocated besides the IO's context. The buffers'
     /// memory must stay valid until the co_await returns.
-    [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, true>
+    [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, detail::transfer_operation<true>>
     async_send(std::span<const ASYNC_SOCKET_BUFFER> buffers) noexcept
     {
-        return {*this, buffers};
+        return {*this, {buffers}};
     }
 
     /// co_await socket->async_receive(buffers) gives the receive_result (see async_send).
-    [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, false>
+    [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, detail::transfer_operation<false>>
     async_receive(std::span<const ASYNC_SOCKET_BUFFER> buffers) noexcept
     {
-        return {*this, buffers};
+        return {*this, {buffers}};
     }
 
     /// Cancellable through `stop`, as send_async with a stop_token: a cancelled IO gives io_completion::cancelled,
     /// a token stopped already gives cancelled with status::cancelled as its error_code.
-    [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, true>
+    [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, detail::transfer_operation<true>>
     async_send(std::span<const ASYNC_SOCKET_BUFFER> buffers,
                std::stop_token stop) noexcept requires cancellable_backend<Backend>
     {
-        return {*this, buffers, std::move(stop)};
+        return {*this, {buffers}, std::move(stop)};
     }
 
     /// Cancellable through `stop`, as async_send with a stop_token is.
-    [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, false>
+    [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, detail::transfer_operation<false>>
     async_receive(std::span<const ASYNC_SOCKET_BUFFER> buffers,
                   std::stop_token stop) noexcept requires cancellable_backend<Backend>
     {
-        return {*this, buffers, std::move(stop)};
+        return {*this, {buffers}, std::move(stop)};
+    }
+
+    /// Accepts one connection on a listening socket (beyond the contract; a backend with accept, as every backend of
+    /// the project has). The socket given to create must be bound and listening, and this socket OPEN. `handler`
+    /// (any nothrow invocable taking an accept_result) is held in the IO's context like a send's and runs exactly
+    /// once: ok with the new connected socket, which is then the handler's to use (create) and to close; error with
+    /// the OS's code when the accept failed (an error that concerns only that incoming connection, a reset or abort
+    /// before it was accepted, leaves the listener as it was: accept again); because_close when close cut it. Several
+    /// accepts may be pending; they complete in the order they were started. Linux: the listening descriptor is
+    /// made non-blocking (O_NONBLOCK) and accepted ones are close-on-exec.
+    template <class Handler>
+    requires detail::io_handler<Handler, accept_result> && accepting_backend<Backend>
+    [[nodiscard]] status accept_async(Handler&& handler) noexcept
+    {
+        return submit_operation<detail::io_kind::accept>(
+            nullptr, handler_binder<detail::io_kind::accept, Handler>{std::addressof(handler)});
+    }
+
+    /// Accepts, cancellable through `stop` as send_async with a stop_token is; a cancelled accept leaves no socket.
+    template <class Handler>
+    requires detail::io_handler<Handler, accept_result> && accepting_backend<Backend> && cancellable_backend<Backend>
+    [[nodiscard]] status accept_async(Handler&& handler, std::stop_token stop) noexcept
+    {
+        return submit_operation<detail::io_kind::accept>(
+            nullptr, cancellable_binder<detail::io_kind::accept, Handler>{std::addressof(handler), &stop});
+    }
+
+    /// Connects the socket given to create (a TCP socket not yet connected; on Win32 bound or not: an unbound one
+    /// is bound to the wildcard address of its family first) to `address`, IPv4 or IPv6 (beyond the contract). This
+    /// socket must be OPEN. `handler` (a nothrow invocable taking a connect_result) runs exactly once: ok when
+    /// connected (send and receive may follow at once), error with the OS's code (ECONNREFUSED, WSAECONNREFUSED,
+    /// ETIMEDOUT...), because_close when close cut it. An empty address fails the call with invalid_argument. Linux:
+    /// the descriptor is made non-blocking (O_NONBLOCK).
+    template <class Handler>
+    requires detail::io_handler<Handler, connect_result> && connecting_backend<Backend>
+    [[nodiscard]] status connect_async(const socket_address& address, Handler&& handler) noexcept
+    {
+        return submit_operation<detail::io_kind::connect>(
+            &address, handler_binder<detail::io_kind::connect, Handler>{std::addressof(handler)});
+    }
+
+    /// Connects, cancellable through `stop` as send_async with a stop_token is.
+    template <class Handler>
+    requires detail::io_handler<Handler, connect_result> && connecting_backend<Backend> &&
+        cancellable_backend<Backend>
+    [[nodiscard]] status connect_async(const socket_address& address, Handler&& handler, std::stop_token stop) noexcept
+    {
+        return submit_operation<detail::io_kind::connect>(
+            &address, cancellable_binder<detail::io_kind::connect, Handler>{std::addressof(handler), &stop});
+    }
+
+    /// co_await socket->async_accept() gives the accept_result (see accept_async; resumption as for async_send).
+    [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, detail::accept_operation>
+    async_accept() noexcept requires accepting_backend<Backend>
+    {
+        return {*this, {}};
+    }
+
+    /// Cancellable through `stop`, as async_send with a stop_token is.
+    [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, detail::accept_operation>
+    async_accept(std::stop_token stop) noexcept requires accepting_backend<Backend> && cancellable_backend<Backend>
+    {
+        return {*this, {}, std::move(stop)};
+    }
+
+    /// co_await socket->async_connect(address) gives the connect_result (see connect_async).
+    [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, detail::connect_operation>
+    async_connect(const socket_address& address) noexcept requires connecting_backend<Backend>
+    {
+        return {*this, {address}};
+    }
+
+    /// Cancellable through `stop`, as async_send with a stop_token is.
+    [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, detail::connect_operation>
+    async_connect(const socket_address& address,
+                  std::stop_token stop) noexcept requires connecting_backend<Backend> && cancellable_backend<Backend>
+    {
+        return {*this, {address}, std::move(stop)};
     }
 
     /// Opens with a C++ handler, called with ASYNC_SOCKET_OPEN_OK on this thread before ok is returned (the
@@ -883,6 +961,13 @@ private:
         {
             started = backend_.submit_receive(context->io, layout::buffers(context), buffer_count);
         }
+        return conclude_submit(context, binder, started);
+    }
+
+    /// What the backend's answer to a submit means for the call (every kind of IO).
+    template <class Binder>
+    status conclude_submit(context_header* context, const Binder& binder, submit_result started) noexcept
+    {
         if (started.status == submit_status::pending)
         {
             // The context now belongs to the completion; it may already be freed (a cancellable IO's binder holds
@@ -902,6 +987,78 @@ private:
         Binder::unbind(context);
         dealloc_context(context);
         return status::os_error;
+    }
+
+    /// The backend's block of an accept or a connect (accept_area, connect_area).
+    template <detail::io_kind Kind>
+    static auto operation_area_of() noexcept
+    {
+        if constexpr (Kind == detail::io_kind::accept)
+        {
+            return std::type_identity<typename Backend::accept_area>{};
+        }
+        else
+        {
+            return std::type_identity<typename Backend::connect_area>{};
+        }
+    }
+    template <detail::io_kind Kind>
+    using operation_area = typename decltype(operation_area_of<Kind>())::type;
+
+    /// An accept's or connect's area sits where a send's buffer array would: this many buffer_type places hold it,
+    /// so that the handler after it is found as for a send (handler_storage).
+    template <class Area>
+    static constexpr std::uint32_t area_slots =
+        static_cast<std::uint32_t>((sizeof(Area) + sizeof(buffer_type) - 1) / sizeof(buffer_type));
+
+    template <class Area>
+    static Area* area_of(context_header* context) noexcept
+    {
+        static_assert(layout::buffers_offset % alignof(Area) == 0, "the backend's area is aligned beyond its buffers");
+        return std::launder(reinterpret_cast<Area*>(layout::buffers(context)));
+    }
+
+    /// accept_async and connect_async: one path like a send's, with the backend's area in place of the buffers.
+    template <detail::io_kind Kind, class Binder>
+    status submit_operation(const socket_address* address, const Binder& binder) noexcept
+    {
+        using area_type = operation_area<Kind>;
+        if (!binder.valid() || (address != nullptr && address->empty()))
+        {
+            return status::invalid_argument;
+        }
+        if (status ready = binder.ready(); ready != status::ok)
+        {
+            return ready;
+        }
+        api_call_guard guard(*this);
+        if (!guard.socket_is_open())
+        {
+            return status::invalid_state;
+        }
+        context_header* context = nullptr;
+        if (status made = allocate_context(area_slots<area_type>, 0, Kind, Binder::storage_size,
+                                           Binder::storage_alignment, context);
+            made != status::ok)
+        {
+            return made;
+        }
+        area_type* area = ::new (static_cast<void*>(layout::buffers(context))) area_type;
+        if (status bound = binder.bind(context); bound != status::ok)
+        {
+            dealloc_context(context);
+            return bound;
+        }
+        submit_result started{};
+        if constexpr (Kind == detail::io_kind::accept)
+        {
+            started = backend_.submit_accept(context->io, *area);
+        }
+        else
+        {
+            started = backend_.submit_connect(context->io, *area, *address);
+        }
+        return conclude_submit(context, binder, started);
     }
 
     /// Counts a send_async/receive_async under way, so that close can wait for it (SRS 01_020). The count is
@@ -1033,6 +1190,26 @@ private:
                         detail::io_kind kind, std::size_t handler_size, std::size_t handler_alignment,
                         context_header*& context) noexcept
     {
+        context_header* made = nullptr;
+        if (status allocated =
+                allocate_context(buffer_count, total_length, kind, handler_size, handler_alignment, made);
+            allocated != status::ok)
+        {
+            return allocated;
+        }
+        buffer_type* os_buffers = layout::buffers(made);
+        for (std::uint32_t i = 0; i < buffer_count; ++i)
+        {
+            Backend::set_buffer(*::new (&os_buffers[i]) buffer_type{}, buffers[i].buffer, buffers[i].length);
+        }
+        context = made;
+        return status::ok;
+    }
+
+    /// A context with room for `buffer_count` OS buffers (not yet made) and `handler_size` bytes of handler.
+    status allocate_context(std::uint32_t buffer_count, std::uint32_t total_length, detail::io_kind kind,
+                            std::size_t handler_size, std::size_t handler_alignment, context_header*& context) noexcept
+    {
         std::uint64_t size = layout::size(buffer_count);
         if (handler_size != 0)
         {
@@ -1060,11 +1237,6 @@ private:
         made->kind = kind;
         made->bytes_at_once = 0;
         made->next_at_once = nullptr;
-        buffer_type* os_buffers = layout::buffers(made);
-        for (std::uint32_t i = 0; i < buffer_count; ++i)
-        {
-            Backend::set_buffer(*::new (&os_buffers[i]) buffer_type{}, buffers[i].buffer, buffers[i].length);
-        }
         context = made;
         return status::ok;
     }
@@ -1097,49 +1269,73 @@ private:
     static void finish_with_handler(basic_async_socket* self, context_header* context, Handler* stored,
                                     io_result result, bool closing, bool cancelled) noexcept
     {
-        const std::uint32_t total_length = context->total_length;
+        auto handed = make_result<Kind>(context, result, closing, cancelled); // before the context goes
         if constexpr (std::is_nothrow_move_constructible_v<Handler>)
         {
             Handler handler(std::move(*stored));
             stored->~Handler();
             self->dealloc_context(context);
-            run_handler<Kind>(handler, result, total_length, closing, cancelled);
+            handler(std::move(handed));
         }
         else
         {
-            run_handler<Kind>(*stored, result, total_length, closing, cancelled);
+            (*stored)(std::move(handed));
             stored->~Handler();
             self->dealloc_context(context);
         }
     }
 
-    /// `cancelled`: the IO's stop_token asked for it and the backend reported it cancelled (close wins over it).
-    template <detail::io_kind Kind, class Handler>
-    static void run_handler(Handler& handler, io_result result, std::uint32_t total_length, bool closing,
-                            bool cancelled) noexcept
+    /// What a C++ handler of an IO of kind Kind is given. `cancelled`: the IO's stop_token asked for it and the
+    /// backend reported it cancelled (close wins over it). An accepted socket is taken from the backend's area here,
+    /// once, and only for a successful accept.
+    template <detail::io_kind Kind>
+    static auto make_result(context_header* context, io_result result, bool closing, bool cancelled) noexcept
     {
         std::error_code error = detail::no_error(); // not `error;`: that calls std::system_category() per IO
         if (result.outcome != io_outcome::success && result.os_code != 0)
         {
             error = std::error_code(static_cast<int>(result.os_code), detail::os_error_category<Backend>());
         }
+        const std::uint32_t total_length = context->total_length;
         if constexpr (Kind == detail::io_kind::send)
         {
             const ASYNC_SOCKET_SEND_RESULT mapped = map_send_result(result, total_length, closing);
-            handler(send_result{cancelled                           ? io_completion::cancelled
-                                : mapped == ASYNC_SOCKET_SEND_OK    ? io_completion::ok
-                                : mapped == ASYNC_SOCKET_SEND_ERROR ? io_completion::error
-                                                                    : io_completion::because_close,
-                                error});
+            return send_result{cancelled                           ? io_completion::cancelled
+                               : mapped == ASYNC_SOCKET_SEND_OK    ? io_completion::ok
+                               : mapped == ASYNC_SOCKET_SEND_ERROR ? io_completion::error
+                                                                   : io_completion::because_close,
+                               error};
+        }
+        else if constexpr (Kind == detail::io_kind::receive)
+        {
+            const receive_outcome mapped = map_receive_result(result, total_length, closing);
+            return receive_result{cancelled                                     ? io_completion::cancelled
+                                  : mapped.result == ASYNC_SOCKET_RECEIVE_OK    ? io_completion::ok
+                                  : mapped.result == ASYNC_SOCKET_RECEIVE_ERROR ? io_completion::error
+                                                                                : io_completion::because_close,
+                                  mapped.bytes, error};
         }
         else
         {
-            const receive_outcome mapped = map_receive_result(result, total_length, closing);
-            handler(receive_result{cancelled                                     ? io_completion::cancelled
-                                   : mapped.result == ASYNC_SOCKET_RECEIVE_OK    ? io_completion::ok
-                                   : mapped.result == ASYNC_SOCKET_RECEIVE_ERROR ? io_completion::error
-                                                                                 : io_completion::because_close,
-                                   mapped.bytes, error});
+            // An accept or a connect that succeeded is ok even when close came meanwhile (as a send is): an
+            // accepted socket is never lost.
+            const io_completion completion = cancelled                                ? io_completion::cancelled
+                                             : result.outcome == io_outcome::success ? io_completion::ok
+                                             : closing                               ? io_completion::because_close
+                                                                                     : io_completion::error;
+            if constexpr (Kind == detail::io_kind::accept)
+            {
+                accept_result accepted{completion, nullptr, {}, error};
+                if (completion == io_completion::ok)
+                {
+                    accepted.socket = Backend::take_accepted(*area_of<operation_area<Kind>>(context), accepted.peer);
+                }
+                return accepted;
+            }
+            else
+            {
+                return connect_result{completion, error};
+            }
         }
     }
 

@@ -11,6 +11,7 @@
 /// missing part (see check_backend and friends at the end of this file).
 #pragma once
 
+#include <async_socket/socket_address.hpp>
 #include <async_socket/types.h>
 
 #include <concepts>
@@ -186,6 +187,48 @@ concept cancellable_backend = socket_backend<T> && requires(T& backend, typename
         backend.cancel_one(io)
     }
     noexcept;
+};
+
+/// A backend that can accept connections on a listening socket (accept_async; optional, beyond the contract).
+///
+///   accept_area                        standard layout, trivially destructible: the per-accept block the core puts
+///                                      in the IO context after the header (the peer's address; on Win32 also the
+///                                      socket AcceptEx fills); the backend initialises it in submit_accept
+///   submit_accept(io, area) -> submit_result   start one accept; completes like a receive (exactly once, cancelled
+///                                      by cancel_all and cancel_one); completed_at_once allowed as for IO
+///   static take_accepted(area, peer) -> SOCKET_HANDLE   after a successful completion only: the accepted socket
+///                                      (now the handler's), and its peer's address into `peer`
+/// A completion other than success must leave no socket behind: the backend closes one it made for the accept.
+template <class T>
+concept accepting_backend = socket_backend<T> && std::is_standard_layout_v<typename T::accept_area> &&
+    std::is_trivially_destructible_v<typename T::accept_area> &&
+    requires(T& backend, typename T::io_state& io, typename T::accept_area& area, socket_address& peer)
+{
+    {
+        backend.submit_accept(io, area)
+    }
+    noexcept->std::same_as<submit_result>;
+    {
+        T::take_accepted(area, peer)
+    }
+    noexcept->std::same_as<SOCKET_HANDLE>;
+};
+
+/// A backend that can connect its socket (connect_async; optional, beyond the contract).
+///
+///   connect_area                       standard layout, trivially destructible: the per-connect block in the IO
+///                                      context (the address, which must outlive the request)
+///   submit_connect(io, area, address) -> submit_result   start connecting the socket to `address` (IPv4 or IPv6);
+///                                      completes exactly once like a send, success once connected
+template <class T>
+concept connecting_backend = socket_backend<T> && std::is_standard_layout_v<typename T::connect_area> &&
+    std::is_trivially_destructible_v<typename T::connect_area> &&
+    requires(T& backend, typename T::io_state& io, typename T::connect_area& area, const socket_address& address)
+{
+    {
+        backend.submit_connect(io, area, address)
+    }
+    noexcept->std::same_as<submit_result>;
 };
 
 /// Whether a backend may answer completed_at_once (the optional trait above; false when absent).

@@ -11,6 +11,7 @@
 /// (an error of the spec's, not of the OS).
 #pragma once
 
+#include <async_socket/socket_address.hpp>
 #include <async_socket/types.h>
 
 #include <cstdint>
@@ -82,6 +83,48 @@ struct receive_result
         return completion == io_completion::ok              ? ASYNC_SOCKET_RECEIVE_OK
                : completion == io_completion::because_close ? ASYNC_SOCKET_RECEIVE_BECAUSE_CLOSE
                                                             : ASYNC_SOCKET_RECEIVE_ERROR;
+    }
+};
+
+/// What a C++ accept handler is given (accept_async on a listening socket).
+///
+/// On ok, `socket` is a new connected socket and it is the handler's: hand it to create (then close it after the
+/// async socket is destroyed) or close it (closesocket, close). On any other outcome no socket was made
+/// (`socket` is null) and nothing is to be closed.
+struct accept_result
+{
+    io_completion completion; ///< how the accept ended
+    SOCKET_HANDLE socket;     ///< ok: the accepted socket (async_socket_fd_from_handle on Linux); else null
+    socket_address peer;      ///< ok: the address of the peer; else empty
+    std::error_code error;    ///< the failed OS call's code; empty when no OS call failed
+
+    /// Whether a connection was accepted (completion is ok).
+    [[nodiscard]] constexpr bool ok() const noexcept
+    {
+        return completion == io_completion::ok;
+    }
+    /// ok().
+    explicit constexpr operator bool() const noexcept
+    {
+        return ok();
+    }
+};
+
+/// What a C++ connect handler is given (connect_async).
+struct connect_result
+{
+    io_completion completion; ///< how the connect ended (ok: connected; send and receive may follow)
+    std::error_code error;    ///< the failed OS call's code (a refused connection: ECONNREFUSED, WSAECONNREFUSED)
+
+    /// Whether the socket is connected (completion is ok).
+    [[nodiscard]] constexpr bool ok() const noexcept
+    {
+        return completion == io_completion::ok;
+    }
+    /// ok().
+    explicit constexpr operator bool() const noexcept
+    {
+        return ok();
     }
 };
 

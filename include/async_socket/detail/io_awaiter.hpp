@@ -1,4 +1,5 @@
-// async_socket: what co_await socket->async_send(buffers) / async_receive(buffers) waits on.
+// async_socket: what co_await socket->async_send(buffers) / async_receive(buffers) / async_accept() /
+// async_connect(address) waits on.
 //
 // The awaiter starts the IO in await_ready, before the coroutine suspends, with a handler (the C++ handler path
 // of basic_async_socket) that holds only `this`, so the IO costs the context and nothing else; the coroutine
@@ -34,14 +35,16 @@ namespace async_socket::detail
 // Trivially destructible, as every thread_local of the library must be (mingw's emulated TLS).
 inline thread_local const void* awaiter_in_call = nullptr;
 
-template <class Socket, class SyncPolicy, bool IsSend>
+// What one kind of IO gives the awaiter: its result type, how to start it with a handler (cancellable when `stop`
+// can be stopped) and the result of a call that was refused. One per IO kind, below the awaiter.
+template <class Socket, class SyncPolicy, class Operation>
 class io_awaiter
 {
 public:
-    using result_type = std::conditional_t<IsSend, send_result, receive_result>;
+    using result_type = typename Operation::result_type;
 
-    io_awaiter(Socket& socket, std::span<const ASYNC_SOCKET_BUFFER> buffers, std::stop_token stop = {}) noexcept
-        : socket_(&socket), buffers_(buffers), stop_(std::move(stop))
+    io_awaiter(Socket& socket, Operation operation, std::stop_token stop = {}) noexcept
+        : socket_(&socket), operation_(operation), stop_(std::move(stop))
     {
     }
     io_awaiter(const io_awaiter&) = delete;
@@ -52,7 +55,7 @@ public:
     {
         auto handler = [this](result_type result) noexcept
         {
-            result_ = result;
+            result_ = std::move(result);
             if (awaiter_in_call == this)
             {
                 finished_in_call_ = true; // this thread, during the call: await_ready reads it after the call
@@ -66,11 +69,21 @@ public:
         };
         const void* const outer = awaiter_in_call; // a call of another awaiter's, further up this thread's stack
         awaiter_in_call = this;
-        const status started = start(handler);
+        status started = status::ok;
+        if constexpr (cancellable_backend<typename Socket::backend_type>)
+        {
+            started = stop_.stop_possible() ? operation_.start(*socket_, handler, std::move(stop_))
+                                            : operation_.start(*socket_, handler);
+        }
+        else
+        {
+            started = operation_.start(*socket_, handler);
+        }
         awaiter_in_call = outer;
         if (started != status::ok)
         {
-            result_ = refused(started);
+            result_ = Operation::refused(started == status::cancelled ? io_completion::cancelled : io_completion::error,
+                                         make_error_code(started));
             return true;
         }
         return finished_in_call_;
@@ -89,69 +102,83 @@ public:
     }
 
 private:
-    template <class Handler>
-    status start(Handler& handler) noexcept
-    {
-        if constexpr (cancellable_backend<typename Socket::backend_type>)
-        {
-            if (stop_.stop_possible())
-            {
-                if constexpr (IsSend)
-                {
-                    return socket_->send_async(buffers_, handler, std::move(stop_));
-                }
-                else
-                {
-                    return socket_->receive_async(buffers_, handler, std::move(stop_));
-                }
-            }
-        }
-        if constexpr (IsSend)
-        {
-            return socket_->send_async(buffers_, handler);
-        }
-        else
-        {
-            return socket_->receive_async(buffers_, handler);
-        }
-    }
-
     static constexpr std::int32_t starting = 0;
     static constexpr std::int32_t finished_elsewhere = 1;
     static constexpr std::int32_t suspended = 2;
 
-    static result_type blank() noexcept
-    {
-        if constexpr (IsSend)
-        {
-            return {io_completion::error, no_error()};
-        }
-        else
-        {
-            return {io_completion::error, 0, no_error()};
-        }
-    }
-
-    static result_type refused(status why) noexcept
-    {
-        const io_completion completion = why == status::cancelled ? io_completion::cancelled : io_completion::error;
-        if constexpr (IsSend)
-        {
-            return {completion, make_error_code(why)};
-        }
-        else
-        {
-            return {completion, 0, make_error_code(why)};
-        }
-    }
-
     Socket* socket_;
-    std::span<const ASYNC_SOCKET_BUFFER> buffers_;
+    Operation operation_;
     std::stop_token stop_;
     std::coroutine_handle<> waiting_;
-    result_type result_ = blank(); // overwritten by the handler or refused() before await_resume reads it
+    // Overwritten by the handler or by refused() before await_resume reads it.
+    result_type result_ = Operation::refused(io_completion::error, no_error());
     typename SyncPolicy::word_type state_{starting};
     bool finished_in_call_ = false; // written and read by the calling thread only
+};
+
+// co_await socket->async_send(buffers) / async_receive(buffers).
+template <bool IsSend>
+struct transfer_operation
+{
+    using result_type = std::conditional_t<IsSend, send_result, receive_result>;
+    std::span<const ASYNC_SOCKET_BUFFER> buffers;
+
+    template <class Socket, class Handler, class... Stop>
+    status start(Socket& socket, Handler& handler, Stop&&... stop) const noexcept
+    {
+        if constexpr (IsSend)
+        {
+            return socket.send_async(buffers, handler, std::forward<Stop>(stop)...);
+        }
+        else
+        {
+            return socket.receive_async(buffers, handler, std::forward<Stop>(stop)...);
+        }
+    }
+    static result_type refused(io_completion completion, std::error_code error) noexcept
+    {
+        if constexpr (IsSend)
+        {
+            return {completion, error};
+        }
+        else
+        {
+            return {completion, 0, error};
+        }
+    }
+};
+
+// co_await socket->async_accept().
+struct accept_operation
+{
+    using result_type = accept_result;
+
+    template <class Socket, class Handler, class... Stop>
+    status start(Socket& socket, Handler& handler, Stop&&... stop) const noexcept
+    {
+        return socket.accept_async(handler, std::forward<Stop>(stop)...);
+    }
+    static result_type refused(io_completion completion, std::error_code error) noexcept
+    {
+        return {completion, nullptr, {}, error};
+    }
+};
+
+// co_await socket->async_connect(address). Held by value: the awaiter may outlive the caller's address.
+struct connect_operation
+{
+    using result_type = connect_result;
+    socket_address address;
+
+    template <class Socket, class Handler, class... Stop>
+    status start(Socket& socket, Handler& handler, Stop&&... stop) const noexcept
+    {
+        return socket.connect_async(address, handler, std::forward<Stop>(stop)...);
+    }
+    static result_type refused(io_completion completion, std::error_code error) noexcept
+    {
+        return {completion, error};
+    }
 };
 
 } // namespace async_socket::detail

@@ -15,6 +15,8 @@ enum class io_kind : std::uint8_t
 {
     send,
     receive,
+    accept,  // no buffers: the backend's accept_area sits where the buffer array would
+    connect, // likewise its connect_area
 };
 
 // The fixed part of an IO context. The backend's io_state (the OVERLAPPED on Win32) comes first, so the

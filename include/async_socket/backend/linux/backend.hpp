@@ -44,16 +44,19 @@
 #include <async_socket/backend/linux/engine.hpp>
 #include <async_socket/backend/linux/slot.hpp>
 #include <async_socket/concepts.hpp>
+#include <async_socket/socket_address.hpp>
 #include <async_socket/types.h>
 
 #include <cerrno>
 #include <climits>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <mutex>
 #include <system_error>
 #include <utility>
 
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -89,6 +92,8 @@ public:
     using engine_type = linux_engine*;       ///< what create takes: the engine (linux_engine::create)
     using io_state = detail::linux_io_state; ///< the per-IO block: queue links, iovecs left, bytes, errno
     using buffer_type = ::iovec;             ///< one scatter/gather item
+    using accept_area = detail::linux_accept_area;   ///< an accept's block: the new descriptor, the peer's address
+    using connect_area = detail::linux_connect_area; ///< a connect's block: the address
 
     /// On epoll an IO the system call finishes during submit is answered completed_at_once (io_uring: never).
     static constexpr bool completes_at_once = true;
@@ -150,13 +155,55 @@ public:
     /// Starts one send of the count buffers: tried at once when no send is queued, else queued behind them.
     submit_result submit_send(io_state& io, buffer_type* buffers, std::uint32_t count) noexcept
     {
-        return submit<true>(io, buffers, count);
+        return submit<true>(io, buffers, count, detail::linux_io_op::transfer, nullptr);
     }
 
     /// Starts one receive into the count buffers: tried at once when no receive is queued, else queued.
     submit_result submit_receive(io_state& io, buffer_type* buffers, std::uint32_t count) noexcept
     {
-        return submit<false>(io, buffers, count);
+        return submit<false>(io, buffers, count, detail::linux_io_op::transfer, nullptr);
+    }
+
+    /// Starts one accept on the listening descriptor: queued like a receive (it waits for readability). epoll: the
+    /// descriptor is made non-blocking first (accept4 is tried on readiness and must not block a worker). Errors of
+    /// one incoming connection only (ECONNABORTED, EPROTO and the network errors accept(2) lists) are skipped: the
+    /// accept goes on with the next connection. The accepted descriptor is close-on-exec.
+    submit_result submit_accept(io_state& io, accept_area& area) noexcept
+    {
+        area.fd = -1;
+        area.length = sizeof area.peer;
+        if (const int error = uring_ ? 0 : make_nonblocking(); error != 0)
+        {
+            return submit_result{submit_status::refused, static_cast<std::uint32_t>(error)};
+        }
+        return submit<false>(io, nullptr, 0, detail::linux_io_op::accept, &area);
+    }
+
+    /// Starts connecting the descriptor to `address`: queued like a send (it waits for writability). epoll: the
+    /// descriptor is made non-blocking first and connect(2) is tried at once (EINPROGRESS: the next writable edge
+    /// finishes it); io_uring: IORING_OP_CONNECT on the ring's worker. An address longer than sockaddr_storage is
+    /// refused with EINVAL.
+    submit_result submit_connect(io_state& io, connect_area& area, const socket_address& address) noexcept
+    {
+        if (address.size() > sizeof area.address)
+        {
+            return submit_result{submit_status::refused, static_cast<std::uint32_t>(EINVAL)};
+        }
+        std::memcpy(&area.address, address.data(), address.size());
+        area.length = static_cast<socklen_t>(address.size());
+        area.started = false;
+        if (const int error = uring_ ? 0 : make_nonblocking(); error != 0)
+        {
+            return submit_result{submit_status::refused, static_cast<std::uint32_t>(error)};
+        }
+        return submit<true>(io, nullptr, 0, detail::linux_io_op::connect, &area);
+    }
+
+    /// The descriptor a successful accept made (now the caller's) and its peer's address.
+    static SOCKET_HANDLE take_accepted(accept_area& area, socket_address& peer) noexcept
+    {
+        peer = socket_address(reinterpret_cast<const sockaddr*>(&area.peer), static_cast<std::uint32_t>(area.length));
+        return async_socket_handle_from_fd(std::exchange(area.fd, -1));
     }
 
     /// Makes every outstanding IO of the socket complete soon, as cancelled (close); see the top of this file.
@@ -309,6 +356,14 @@ private:
     /// One non-blocking try of the IO's system call (repeated while a send goes out in part). Under the lock.
     static attempt try_now(detail::linux_slot& slot, io_state& io) noexcept
     {
+        if (io.op == detail::linux_io_op::accept)
+        {
+            return try_accept(slot, io);
+        }
+        if (io.op == detail::linux_io_op::connect)
+        {
+            return try_connect(slot, io);
+        }
         for (;;)
         {
             msghdr message{};
@@ -345,6 +400,87 @@ private:
         }
     }
 
+    /// An error of accept(2) that concerns only the incoming connection it was taking (accept(2): "treat them like
+    /// EAGAIN by retrying"): the accept goes on with the next one, so one bad client never fails a listener's accept.
+    static bool error_of_one_connection(int error) noexcept
+    {
+        return error == ECONNABORTED || error == EPROTO || error == ENETDOWN || error == ENOPROTOOPT ||
+               error == EHOSTDOWN || error == ENONET || error == EHOSTUNREACH || error == EOPNOTSUPP ||
+               error == ENETUNREACH;
+    }
+
+    /// epoll: one non-blocking accept4 (repeated over errors of single connections). Under the lock.
+    static attempt try_accept(detail::linux_slot& slot, io_state& io) noexcept
+    {
+        auto& area = *static_cast<accept_area*>(io.area);
+        for (;;)
+        {
+            area.length = sizeof area.peer;
+            const int accepted = ::accept4(slot.fd, reinterpret_cast<sockaddr*>(&area.peer), &area.length, SOCK_CLOEXEC);
+            if (accepted >= 0)
+            {
+                area.fd = accepted;
+                io.error = 0;
+                return attempt::finished;
+            }
+            const int error = errno;
+            if (error == EINTR || error_of_one_connection(error))
+            {
+                continue;
+            }
+            if (error == EAGAIN || error == EWOULDBLOCK)
+            {
+                slot.maybe_readable = slot.hung_up;
+                return attempt::would_block;
+            }
+            io.error = error;
+            return attempt::finished;
+        }
+    }
+
+    /// epoll: connect(2) the first time; afterwards connect(2) again says how it went (EALREADY: still under way;
+    /// EISCONN: connected; else the error that ended it). Under the lock.
+    static attempt try_connect(detail::linux_slot& slot, io_state& io) noexcept
+    {
+        auto& area = *static_cast<connect_area*>(io.area);
+        const bool again = area.started;
+        area.started = true;
+        const int connected = ::connect(slot.fd, reinterpret_cast<const sockaddr*>(&area.address), area.length);
+        const int error = connected == 0 ? 0 : errno;
+        if (error == EINPROGRESS || error == EALREADY || error == EINTR || error == EAGAIN)
+        {
+            slot.maybe_writable = false; // the connection's writable edge (or its error) finishes it
+            return attempt::would_block;
+        }
+        io.error = (error == EISCONN && again) ? 0 : error;
+        if (io.error == 0)
+        {
+            // Registered before it was connected, the socket showed EPOLLHUP (not connected); that is over now.
+            slot.hung_up = false;
+            slot.maybe_readable = true;
+            slot.maybe_writable = true;
+        }
+        return attempt::finished;
+    }
+
+    /// epoll: accept and connect need a descriptor that never blocks (they have no MSG_DONTWAIT). Once per
+    /// socket; 0 or errno.
+    int make_nonblocking() noexcept
+    {
+        if (nonblocking_.load(std::memory_order_acquire))
+        {
+            return 0;
+        }
+        const int fd = slot_->fd;
+        const int flags = ::fcntl(fd, F_GETFL);
+        if (flags < 0 || ((flags & O_NONBLOCK) == 0 && ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0))
+        {
+            return errno;
+        }
+        nonblocking_.store(true, std::memory_order_release);
+        return 0;
+    }
+
     /// io_uring: puts the IO (the head of its queue) on its ring, or hands it to the ring's worker when this
     /// thread is not that worker (io_uring_ring.hpp says why). Under the slot's lock. 0 or -errno.
     static int start_in_kernel(linux_engine& engine, const detail::linux_slot& slot, io_state& io) noexcept
@@ -361,7 +497,18 @@ private:
         {
             return -EBUSY;
         }
-        if (io.count == 1)
+        if (io.op == detail::linux_io_op::accept)
+        {
+            auto& area = *static_cast<accept_area*>(io.area);
+            area.length = sizeof area.peer;
+            io_uring_prep_accept(sqe, slot.fd, reinterpret_cast<sockaddr*>(&area.peer), &area.length, SOCK_CLOEXEC);
+        }
+        else if (io.op == detail::linux_io_op::connect)
+        {
+            auto& area = *static_cast<connect_area*>(io.area);
+            io_uring_prep_connect(sqe, slot.fd, reinterpret_cast<const sockaddr*>(&area.address), area.length);
+        }
+        else if (io.count == 1)
         {
             // One buffer: IORING_OP_SEND/RECV, which spare the kernel copying and checking a message header.
             if (io.is_send)
@@ -401,11 +548,14 @@ private:
     }
 
     template <bool IsSend>
-    submit_result submit(io_state& io, buffer_type* buffers, std::uint32_t count) noexcept
+    submit_result submit(io_state& io, buffer_type* buffers, std::uint32_t count, detail::linux_io_op op,
+                         void* area) noexcept
     {
         io.next = nullptr;
         io.slot.store(slot_, std::memory_order_release);
         io.is_send = IsSend;
+        io.op = op;
+        io.area = area;
         io.buffers = buffers;
         io.count = count;
         io.bytes = 0;
@@ -427,8 +577,10 @@ private:
             // worker's next io_uring_enter submits it with everything else prepared in this round and waits, one
             // system call where a try would cost one more (and a receive's try mostly finds nothing). The
             // completion then runs on a later turn, so a sender cannot run ahead of a receiver on the same worker.
-            const bool worth_a_try =
-                (IsSend ? slot.maybe_writable : slot.maybe_readable) && !(uring_ && engine_->owns_ring(slot.ring));
+            // io_uring: an accept or connect is never tried here (the kernel's request does it, and the descriptor
+            // stays as the caller made it: a blocking connect(2) would block this thread).
+            const bool worth_a_try = (IsSend ? slot.maybe_writable : slot.maybe_readable) &&
+                                     !(uring_ && (engine_->owns_ring(slot.ring) || op != detail::linux_io_op::transfer));
             const bool tried = worth_a_try;
             if (!worth_a_try || try_now(slot, io) == attempt::would_block)
             {
@@ -582,6 +734,24 @@ private:
                     io.error = ECANCELED;
                 }
             }
+            else if (io.op != detail::linux_io_op::transfer)
+            {
+                if (io.op == detail::linux_io_op::accept && res < 0 && error_of_one_connection(-res) &&
+                    !io.cancel_requested)
+                {
+                    const int started = start_in_kernel(engine, slot, io); // the next incoming connection
+                    if (started == 0)
+                    {
+                        return;
+                    }
+                    res = started;
+                }
+                io.error = res < 0 ? -res : 0;
+                if (io.op == detail::linux_io_op::accept && res >= 0)
+                {
+                    static_cast<accept_area*>(io.area)->fd = res;
+                }
+            }
             else if (res < 0)
             {
                 io.error = -res;
@@ -640,8 +810,10 @@ private:
     linux_engine* engine_ = nullptr;
     detail::linux_slot* slot_ = nullptr;
     bool uring_ = false;
+    std::atomic<bool> nonblocking_{false}; ///< epoll: make_nonblocking has set O_NONBLOCK on the descriptor
 };
 
 static_assert(check_backend<linux_backend>());
+static_assert(accepting_backend<linux_backend> && connecting_backend<linux_backend>);
 
 } // namespace async_socket

@@ -20,6 +20,32 @@ namespace async_socket::detail
 /// The backend's block of one IO (first in the IO context). The buffers are the context's iovec array; a send
 /// that goes out in parts advances `buffers`/`count` (and the first iovec) past what has gone.
 struct linux_slot;
+
+/// What an IO is: a transfer (send or receive, by is_send), or an accept (on the receive queue: it waits for the
+/// listener to be readable) or a connect (on the send queue: it waits for writability).
+enum class linux_io_op : std::uint8_t
+{
+    transfer,
+    accept,
+    connect,
+};
+
+/// The accept_area of linux_backend: where the accepted descriptor and its peer's address are put.
+struct linux_accept_area
+{
+    int fd;             ///< the accepted descriptor once the accept succeeded; -1 before
+    socklen_t length;   ///< in: sizeof peer; out: the address's length
+    sockaddr_storage peer;
+};
+
+/// The connect_area of linux_backend: the address, which an io_uring request reads until it completes.
+struct linux_connect_area
+{
+    sockaddr_storage address;
+    socklen_t length;
+    bool started; ///< connect(2) has been called once (epoll): later tries ask how it went
+};
+
 struct linux_io_state
 {
     linux_io_state* next;
@@ -27,6 +53,8 @@ struct linux_io_state
     /// from the submitting thread to a worker, a hand-off no race detector sees; this store and load are the edge.
     std::atomic<linux_slot*> slot;
     bool is_send;
+    linux_io_op op;
+    void* area; ///< an accept's linux_accept_area, a connect's linux_connect_area; null for a transfer
     ::iovec* buffers;
     std::uint32_t count;
     std::uint32_t bytes; ///< bytes moved so far
