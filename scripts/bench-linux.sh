@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 repetitions="${1:-5}"
 bash scripts/install-deps.sh >/dev/null
 cmake --preset release >/dev/null
-cmake --build build/release --target bench_linux_loopback -j "$(nproc)" >/dev/null
+cmake --build build/release --target bench_linux_loopback bench_linux_accept -j "$(nproc)" >/dev/null
 mkdir -p build/bench-results
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs; kernel $(uname -r)"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -66,3 +66,30 @@ for v in ("library/io_uring", "library/epoll"):
 print(f"64 connections, best raw / Asio:                 {ratio(best('echo64x64', ['raw_epoll', 'raw_uring'])[0], get('echo64x64', 'asio'))}")
 PY
 python3 scripts/bench_linux_chart.py build/bench-results/linux.json build/bench-results/benchmarks-linux.svg
+
+# Connections accepted per second (bench/linux/bench_linux_accept.cpp), rows interleaved the same way.
+build/release/bench/bench_linux_accept --benchmark_repetitions="$repetitions" --benchmark_enable_random_interleaving=true \
+    --benchmark_report_aggregates_only=true --benchmark_out=build/bench-results/linux-accept.json \
+    --benchmark_out_format=json >/dev/null
+echo "load after the accept rows: $(cut -d' ' -f1-3 /proc/loadavg)"
+python3 - build/bench-results/linux-accept.json <<'PY'
+import json, sys
+rows, allocs = {}, {}
+for b in json.load(open(sys.argv[1]))["benchmarks"]:
+    if b.get("aggregate_name") != "median" or b.get("error_occurred"):
+        continue
+    name = b["run_name"].replace("/real_time", "").replace("accept200_", "")
+    rows[name] = b.get("items_per_second")
+    allocs[name] = b.get("allocs_per_io")
+print()
+print(f"{'row (median)':20s} {'accepts/s':>12s} {'allocs/accept':>14s}")
+for v in ["library/io_uring", "library/epoll", "raw_epoll", "raw_uring", "asio"]:
+    value = rows.get(v)
+    print(f"{v:20s} {value:12,.0f} {allocs.get(v, 0):14.4g}" if value else f"{v:20s} {'-':>12s}")
+def ratio(a, b):
+    return f"{a / b:.3f}" if a and b else "n/a"
+print()
+for v in ("library/io_uring", "library/epoll"):
+    print(f"accepts/s, {v} / Asio:       {ratio(rows.get(v), rows.get('asio'))}")
+    print(f"accepts/s, {v} / raw_uring:  {ratio(rows.get(v), rows.get('raw_uring'))}")
+PY

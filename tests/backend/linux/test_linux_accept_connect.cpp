@@ -301,6 +301,14 @@ TEST_CASE("a refused connection completes the connect once with ECONNREFUSED")
         CHECK(connected.result->completion == io_completion::error);
         CHECK(connected.result->error == std::error_code(ECONNREFUSED, std::generic_category()));
         CHECK(connected.calls == 1);
+
+        // The same socket connects again, now to a listener: Linux lets a TCP socket retry after a refusal.
+        fd_owner listener = make_listener(AF_INET);
+        seen<connect_result> again;
+        REQUIRE(connector->connect_async(local_address(listener.fd), again.handler()) == status::ok);
+        REQUIRE(again.arrived());
+        CHECK(again.result->completion == io_completion::ok);
+        CHECK(!again.result->error);
     }
 }
 

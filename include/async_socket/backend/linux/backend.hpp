@@ -578,9 +578,12 @@ private:
             // system call where a try would cost one more (and a receive's try mostly finds nothing). The
             // completion then runs on a later turn, so a sender cannot run ahead of a receiver on the same worker.
             // io_uring: an accept or connect is never tried here (the kernel's request does it, and the descriptor
-            // stays as the caller made it: a blocking connect(2) would block this thread).
-            const bool worth_a_try = (IsSend ? slot.maybe_writable : slot.maybe_readable) &&
-                                     !(uring_ && (engine_->owns_ring(slot.ring) || op != detail::linux_io_op::transfer));
+            // stays as the caller made it: a blocking connect(2) would block this thread). epoll: a connect is
+            // always tried, whatever the hint says (an earlier failed connect leaves "not writable", and no edge
+            // would ever start this one).
+            const bool hinted = IsSend ? slot.maybe_writable : slot.maybe_readable;
+            const bool worth_a_try = uring_ ? hinted && op == detail::linux_io_op::transfer && !engine_->owns_ring(slot.ring)
+                                            : hinted || op == detail::linux_io_op::connect;
             const bool tried = worth_a_try;
             if (!worth_a_try || try_now(slot, io) == attempt::would_block)
             {
