@@ -446,8 +446,7 @@ public:
 
     /// Connects, cancellable through `stop` as send_async with a stop_token is.
     template <class Handler>
-    requires detail::io_handler<Handler, connect_result> && connecting_backend<Backend> &&
-        cancellable_backend<Backend>
+    requires detail::io_handler<Handler, connect_result> && connecting_backend<Backend> && cancellable_backend<Backend>
     [[nodiscard]] status connect_async(const socket_address& address, Handler&& handler, std::stop_token stop) noexcept
     {
         return submit_operation<detail::io_kind::connect>(
@@ -1008,8 +1007,8 @@ private:
     /// An accept's or connect's area sits where a send's buffer array would: this many buffer_type places hold it,
     /// so that the handler after it is found as for a send (handler_storage).
     template <class Area>
-    static constexpr std::uint32_t area_slots =
-        static_cast<std::uint32_t>((sizeof(Area) + sizeof(buffer_type) - 1) / sizeof(buffer_type));
+    static constexpr std::uint32_t area_slots = static_cast<std::uint32_t>((sizeof(Area) + sizeof(buffer_type) - 1) /
+                                                                           sizeof(buffer_type));
 
     template <class Area>
     static Area* area_of(context_header* context) noexcept
@@ -1319,7 +1318,7 @@ private:
         {
             // An accept or a connect that succeeded is ok even when close came meanwhile (as a send is): an
             // accepted socket is never lost.
-            const io_completion completion = cancelled                                ? io_completion::cancelled
+            const io_completion completion = cancelled                               ? io_completion::cancelled
                                              : result.outcome == io_outcome::success ? io_completion::ok
                                              : closing                               ? io_completion::because_close
                                                                                      : io_completion::error;

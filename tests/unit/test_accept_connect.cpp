@@ -331,8 +331,9 @@ TEST_CASE_FIXTURE(fixture, "pending accepts complete once each: success, the OS'
     CHECK(contexts() == 0);
 }
 
-TEST_CASE_FIXTURE(fixture, "close: pending accepts and connects complete as because_close; one that succeeded keeps its "
-                           "socket")
+TEST_CASE_FIXTURE(fixture,
+                  "close: pending accepts and connects complete as because_close; one that succeeded keeps its "
+                  "socket")
 {
     recorder<accept_result> accepted;
     recorder<connect_result> connected;
@@ -434,7 +435,8 @@ example::task accept_many(scripted_socket& socket, int rounds, loop_figures& fig
     }
 }
 
-example::task connect_once(scripted_socket& socket, const socket_address& to, std::optional<connect_result>& out)
+// `to` by value: the task starts later, after the caller's temporary address is gone.
+example::task connect_once(scripted_socket& socket, socket_address to, std::optional<connect_result>& out)
 {
     out = co_await socket.async_connect(to);
 }
@@ -452,8 +454,8 @@ TEST_CASE_FIXTURE(fixture, "coroutines: 100,000 accepts that finish during the c
 
     s.next = submit_status::pending;
     std::optional<connect_result> connected;
-    example::task connecting = connect_once(*socket, socket_address(reinterpret_cast<const sockaddr*>("\x02\x00"), 2),
-                                            connected);
+    example::task connecting =
+        connect_once(*socket, socket_address(reinterpret_cast<const sockaddr*>("\x02\x00"), 2), connected);
     connecting.start();
     CHECK_FALSE(connected.has_value()); // suspended
     scripted_backend::complete_oldest(s, io_result{io_outcome::success, 0, 0});
@@ -463,8 +465,8 @@ TEST_CASE_FIXTURE(fixture, "coroutines: 100,000 accepts that finish during the c
     // A refused call resumes at once with the status as its error.
     s.next = submit_status::refused;
     std::optional<connect_result> refused;
-    example::task refusing = connect_once(*socket, socket_address(reinterpret_cast<const sockaddr*>("\x02\x00"), 2),
-                                          refused);
+    example::task refusing =
+        connect_once(*socket, socket_address(reinterpret_cast<const sockaddr*>("\x02\x00"), 2), refused);
     refusing.start();
     REQUIRE(refused.has_value());
     CHECK(refused->completion == io_completion::error);

@@ -317,7 +317,8 @@ TEST_CASE("bad calls: nothing starts, the handler is destroyed without running")
     linux_engine::handle engine = linux_engine::create({.thread_count = 1, .io = linux_io_choice::epoll});
     REQUIRE(engine != nullptr);
     fd_owner listener = make_listener(AF_INET);
-    linux_async_socket::handle acceptor = linux_async_socket::create(engine.get(), async_socket_handle_from_fd(listener.fd));
+    linux_async_socket::handle acceptor =
+        linux_async_socket::create(engine.get(), async_socket_handle_from_fd(listener.fd));
     REQUIRE(acceptor != nullptr);
 
     auto owned = std::make_shared<int>(7); // a move-only handler would do as well; this one counts its copies
@@ -427,8 +428,8 @@ TEST_CASE("pending accepts complete in the order they were started")
 
         constexpr int count = 8;
         waiter wake;
-        std::vector<int> order;      // guarded by wake
-        std::vector<int> accepted;   // descriptors, guarded by wake
+        std::vector<int> order;           // guarded by wake
+        std::vector<int> accepted;        // descriptors, guarded by wake
         std::vector<std::uint16_t> peers; // guarded by wake
         for (int i = 0; i < count; ++i)
         {
@@ -499,12 +500,12 @@ struct detached
 struct coroutine_outcome
 {
     waiter wake;
-    bool accepted = false;   // guarded by wake
-    bool connected = false;  // guarded by wake
-    bool echoed = false;     // guarded by wake
-    int done = 0;            // guarded by wake
-    std::error_code error;   // guarded by wake
-    fd_owner served_fd;      // the accepted descriptor; closed after `served`
+    bool accepted = false;             // guarded by wake
+    bool connected = false;            // guarded by wake
+    bool echoed = false;               // guarded by wake
+    int done = 0;                      // guarded by wake
+    std::error_code error;             // guarded by wake
+    fd_owner served_fd;                // the accepted descriptor; closed after `served`
     linux_async_socket::handle served; // the async socket over it
 };
 
@@ -552,7 +553,8 @@ detached connect_and_check(linux_async_socket& connector, const socket_address& 
         std::uint32_t got = 0;
         while (sent.ok() && got < sizeof reply)
         {
-            std::array<ASYNC_SOCKET_BUFFER, 1> rest{{buffer_of(reply + got, static_cast<std::uint32_t>(sizeof reply - got))}};
+            std::array<ASYNC_SOCKET_BUFFER, 1> rest{
+                {buffer_of(reply + got, static_cast<std::uint32_t>(sizeof reply - got))}};
             receive_result r = co_await connector.async_receive(rest);
             if (!r.ok() || r.bytes == 0)
             {
@@ -881,7 +883,8 @@ void burst(linux_io_choice io)
         std::vector<std::thread> running;
         for (int t = 0; t < threads; ++t)
         {
-            running.emplace_back([&, t] { figures[t] = run_clients(listening, clients / threads, t * (clients / threads)); });
+            running.emplace_back([&, t]
+                                 { figures[t] = run_clients(listening, clients / threads, t * (clients / threads)); });
         }
         for (std::thread& t : running)
         {

@@ -89,9 +89,9 @@ namespace async_socket
 class linux_backend
 {
 public:
-    using engine_type = linux_engine*;       ///< what create takes: the engine (linux_engine::create)
-    using io_state = detail::linux_io_state; ///< the per-IO block: queue links, iovecs left, bytes, errno
-    using buffer_type = ::iovec;             ///< one scatter/gather item
+    using engine_type = linux_engine*;               ///< what create takes: the engine (linux_engine::create)
+    using io_state = detail::linux_io_state;         ///< the per-IO block: queue links, iovecs left, bytes, errno
+    using buffer_type = ::iovec;                     ///< one scatter/gather item
     using accept_area = detail::linux_accept_area;   ///< an accept's block: the new descriptor, the peer's address
     using connect_area = detail::linux_connect_area; ///< a connect's block: the address
 
@@ -416,7 +416,8 @@ private:
         for (;;)
         {
             area.length = sizeof area.peer;
-            const int accepted = ::accept4(slot.fd, reinterpret_cast<sockaddr*>(&area.peer), &area.length, SOCK_CLOEXEC);
+            const int accepted =
+                ::accept4(slot.fd, reinterpret_cast<sockaddr*>(&area.peer), &area.length, SOCK_CLOEXEC);
             if (accepted >= 0)
             {
                 area.fd = accepted;
@@ -582,8 +583,9 @@ private:
             // always tried, whatever the hint says (an earlier failed connect leaves "not writable", and no edge
             // would ever start this one).
             const bool hinted = IsSend ? slot.maybe_writable : slot.maybe_readable;
-            const bool worth_a_try = uring_ ? hinted && op == detail::linux_io_op::transfer && !engine_->owns_ring(slot.ring)
-                                            : hinted || op == detail::linux_io_op::connect;
+            const bool worth_a_try =
+                uring_ ? hinted && op == detail::linux_io_op::transfer && !engine_->owns_ring(slot.ring)
+                       : hinted || op == detail::linux_io_op::connect;
             const bool tried = worth_a_try;
             if (!worth_a_try || try_now(slot, io) == attempt::would_block)
             {

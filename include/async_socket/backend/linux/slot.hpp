@@ -33,8 +33,8 @@ enum class linux_io_op : std::uint8_t
 /// The accept_area of linux_backend: where the accepted descriptor and its peer's address are put.
 struct linux_accept_area
 {
-    int fd;             ///< the accepted descriptor once the accept succeeded; -1 before
-    socklen_t length;   ///< in: sizeof peer; out: the address's length
+    int fd;           ///< the accepted descriptor once the accept succeeded; -1 before
+    socklen_t length; ///< in: sizeof peer; out: the address's length
     sockaddr_storage peer;
 };
 
