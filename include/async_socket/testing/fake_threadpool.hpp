@@ -27,6 +27,7 @@
 
 #include <async_socket/concepts.hpp>
 #include <async_socket/backend/win32/threadpool_backend.hpp>
+#include <async_socket/socket_address.hpp>
 #include <async_socket/types.h>
 #include <async_socket/testing/win32_stand_ins.hpp>
 
@@ -44,6 +45,7 @@
 #include <span>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace async_socket::testing
@@ -70,7 +72,17 @@ enum class fake_call : std::uint8_t
     cancel_socket_io,       ///< CancelIoEx
     set_completion_modes,   ///< SetFileCompletionNotificationModes (skip completion port on success)
     cancel_overlapped_io,   ///< CancelIoEx with one IO's OVERLAPPED (per-IO cancellation)
-    count_                  ///< the number of calls above; not a call
+    wsa_ioctl,              ///< WSAIoctl(SIO_GET_EXTENSION_FUNCTION_POINTER): AcceptEx, GetAcceptExSockaddrs, ConnectEx
+    getsockname,            ///< getsockname
+    bind,                   ///< bind (to the wildcard address, before a ConnectEx)
+    wsa_socket,             ///< WSASocketW (the socket an AcceptEx fills)
+    closesocket,            ///< closesocket
+    accept_ex,              ///< AcceptEx
+    get_accept_ex_sockaddrs, ///< GetAcceptExSockaddrs
+    update_accept_context,   ///< setsockopt(SO_UPDATE_ACCEPT_CONTEXT)
+    connect_ex,              ///< ConnectEx
+    update_connect_context,  ///< setsockopt(SO_UPDATE_CONNECT_CONTEXT)
+    count_                   ///< the number of calls above; not a call
 };
 
 /// The Win32 function a fake_call stands for ("WSASend", ...); "?" for a value that is none of them.
@@ -95,6 +107,16 @@ constexpr const char* win32_name(fake_call call) noexcept
         "CancelIoEx",
         "SetFileCompletionNotificationModes",
         "CancelIoEx(OVERLAPPED)",
+        "WSAIoctl",
+        "getsockname",
+        "bind",
+        "WSASocketW",
+        "closesocket",
+        "AcceptEx",
+        "GetAcceptExSockaddrs",
+        "setsockopt(SO_UPDATE_ACCEPT_CONTEXT)",
+        "ConnectEx",
+        "setsockopt(SO_UPDATE_CONNECT_CONTEXT)",
     };
     const auto index = static_cast<std::size_t>(call);
     return index < std::size(names) ? names[index] : "?";
@@ -127,14 +149,20 @@ struct call_record
 /// An IO the OS accepted and has not yet completed.
 struct pending_io
 {
-    std::uint32_t io_id = 0;          ///< the fake threadpool IO it belongs to
-    fake_call kind{};                 ///< wsa_send or wsa_recv
-    SOCKET_HANDLE socket = nullptr;   ///< the socket it was issued on
-    void* overlapped = nullptr;       ///< its OVERLAPPED: what complete() takes
-    std::vector<fake_wsabuf> buffers; ///< the WSABUF array as passed
-    std::uint64_t total_length = 0;   ///< the sum of the buffers' lengths
-    bool completion_queued = false;   ///< its completion waits for a worker: CancelIoEx can no longer touch it
+    std::uint32_t io_id = 0;               ///< the fake threadpool IO it belongs to
+    fake_call kind{};                      ///< wsa_send or wsa_recv
+    SOCKET_HANDLE socket = nullptr;        ///< the socket it was issued on
+    void* overlapped = nullptr;            ///< its OVERLAPPED: what complete() takes
+    std::vector<fake_wsabuf> buffers;      ///< the WSABUF array as passed
+    std::uint64_t total_length = 0;        ///< the sum of the buffers' lengths
+    bool completion_queued = false;        ///< its completion waits for a worker: CancelIoEx can no longer touch it
+    SOCKET_HANDLE accept_socket = nullptr; ///< AcceptEx: the socket it fills
+    void* accept_output = nullptr;         ///< AcceptEx: its output buffer
+    socket_address address{};              ///< ConnectEx: the address it connects to
 };
+
+/// Where the fake's AcceptEx output keeps the peer: a 32-bit length, then the address, in the remote half.
+inline constexpr std::uint32_t fake_accept_peer_offset = win32_accept_address_length;
 
 /// What CancelIoEx does with the socket's outstanding IO.
 enum class cancel_behavior : std::uint8_t
@@ -382,6 +410,58 @@ public:
         return changed_.wait_for(lock, limit, [this] { return idle(); });
     }
 
+    // ---- sockets (accept and connect) -------------------------------------------------------------
+    /// Gives `socket` a local address, as bind (and listen) would: getsockname then answers it.
+    void set_local_address(SOCKET_HANDLE socket, const socket_address& address)
+    {
+        std::lock_guard lock(mutex_);
+        set_local(socket, address);
+    }
+
+    /// Sockets made by WSASocketW and not yet closed (closesocket).
+    std::size_t live_sockets() const
+    {
+        std::lock_guard lock(mutex_);
+        return made_sockets_.size();
+    }
+
+    /// The application's closesocket of a socket an accept handed over (recorded; a violation unless the fake made
+    /// it and it is open, or while an AcceptEx is filling it).
+    void close_socket(SOCKET_HANDLE socket)
+    {
+        std::lock_guard lock(mutex_);
+        (void)record({.call = fake_call::closesocket, .socket = socket});
+        close_made(socket);
+    }
+
+    /// Completes an outstanding AcceptEx successfully, as the OS does when a connection from `peer` arrives: writes
+    /// the addresses into its output and reports NO_ERROR. False when no such AcceptEx is outstanding.
+    bool complete_accept(void* overlapped, const socket_address& peer)
+    {
+        std::unique_lock lock(mutex_);
+        const pending_io* io = find_pending(overlapped);
+        if (io == nullptr || io->kind != fake_call::accept_ex || io->completion_queued)
+        {
+            return false;
+        }
+        write_peer(io->accept_output, peer);
+        return deliver(lock, overlapped, win32_no_error, 0);
+    }
+
+    /// Outstanding AcceptEx calls (pending() of kind accept_ex).
+    std::size_t pending_accepts() const
+    {
+        std::lock_guard lock(mutex_);
+        std::size_t n = 0;
+        for (const auto& io : ios_)
+        {
+            n += static_cast<std::size_t>(std::count_if(io.in_flight.begin(), io.in_flight.end(),
+                                                        [](const pending_io& p)
+                                                        { return p.kind == fake_call::accept_ex; }));
+        }
+        return n;
+    }
+
 private:
     template <class Buffer, fake_features Features>
     friend class basic_fake_threadpool_calls;
@@ -452,6 +532,14 @@ private:
         case fake_call::wsa_send:
         case fake_call::wsa_recv:
         case fake_call::set_completion_modes:
+        case fake_call::wsa_ioctl:
+        case fake_call::getsockname:
+        case fake_call::bind:
+        case fake_call::wsa_socket:
+        case fake_call::accept_ex:
+        case fake_call::update_accept_context:
+        case fake_call::connect_ex:
+        case fake_call::update_connect_context:
             return true;
         default:
             return false;
@@ -540,6 +628,14 @@ private:
             {
                 continue;
             }
+            if (io_result == win32_no_error && it->kind == fake_call::accept_ex)
+            {
+                accepted_sockets_.push_back(it->accept_socket); // SO_UPDATE_ACCEPT_CONTEXT may follow
+            }
+            else if (io_result == win32_no_error && it->kind == fake_call::connect_ex)
+            {
+                connected_sockets_.push_back(it->socket); // SO_UPDATE_CONNECT_CONTEXT may follow
+            }
             io.in_flight.erase(it);
             ++io.running;
             const win32_completion_routine completion = io.completion;
@@ -556,6 +652,64 @@ private:
             return true;
         }
         return false;
+    }
+
+    /// Under the lock: the local address of a socket (set_local_address, bind).
+    void set_local(SOCKET_HANDLE socket, const socket_address& address)
+    {
+        for (auto& [s, a] : local_addresses_)
+        {
+            if (s == socket)
+            {
+                a = address;
+                return;
+            }
+        }
+        local_addresses_.emplace_back(socket, address);
+    }
+
+    const socket_address* local_of(SOCKET_HANDLE socket) const
+    {
+        for (const auto& [s, a] : local_addresses_)
+        {
+            if (s == socket)
+            {
+                return &a;
+            }
+        }
+        return nullptr;
+    }
+
+    /// Under the lock: closesocket of a socket WSASocketW made.
+    void close_made(SOCKET_HANDLE socket)
+    {
+        auto it = std::find(made_sockets_.begin(), made_sockets_.end(), socket);
+        if (it == made_sockets_.end())
+        {
+            violation("closesocket on a socket the fake did not make or closed already");
+            return;
+        }
+        for (const auto& io : ios_)
+        {
+            for (const auto& p : io.in_flight)
+            {
+                if (p.kind == fake_call::accept_ex && p.accept_socket == socket)
+                {
+                    violation("closesocket on the socket of an AcceptEx still outstanding");
+                }
+            }
+        }
+        made_sockets_.erase(it);
+        std::erase(accepted_sockets_, socket);
+        std::erase_if(local_addresses_, [socket](const auto& entry) { return entry.first == socket; });
+    }
+
+    static void write_peer(void* output, const socket_address& peer)
+    {
+        auto* bytes = static_cast<unsigned char*>(output) + fake_accept_peer_offset;
+        const std::uint32_t length = peer.size();
+        std::memcpy(bytes, &length, sizeof length);
+        std::memcpy(bytes + sizeof length, peer.data(), length);
     }
 
     void start_workers()
@@ -598,6 +752,11 @@ private:
     std::vector<SOCKET_HANDLE> bound_sockets_; ///< bound for life, as a real socket is
     std::vector<fake_event> live_events_;
     fake_event next_event_ = 0x1000;
+    std::vector<std::pair<SOCKET_HANDLE, socket_address>> local_addresses_; ///< bound sockets and their addresses
+    std::vector<SOCKET_HANDLE> made_sockets_;                               ///< made by WSASocketW, not yet closed
+    std::vector<SOCKET_HANDLE> accepted_sockets_;  ///< their AcceptEx succeeded; SO_UPDATE_ACCEPT_CONTEXT allowed
+    std::vector<SOCKET_HANDLE> connected_sockets_; ///< their ConnectEx succeeded; SO_UPDATE_CONNECT_CONTEXT allowed
+    std::uintptr_t next_socket_ = 0x50000;
     win32_error last_error_ = 0; ///< the error of the last call failed on demand (GetLastError)
     std::uint32_t next_io_id_ = 1;
     std::function<void(const pending_io&)> on_issue_;
@@ -924,7 +1083,240 @@ public:
         }
     }
 
+    // ---- accept and connect (win32_connection_calls) ----------------------------------------------
+    /// WSAIoctl(SIO_GET_EXTENSION_FUNCTION_POINTER) for the three extension functions (recorded once per call).
+    win32_error load_extensions(SOCKET_HANDLE socket) noexcept
+    {
+        std::lock_guard lock(os_->mutex_);
+        return os_->record({.call = fake_call::wsa_ioctl, .io_id = io_id_, .socket = socket}).value_or(win32_no_error);
+    }
+
+    /// getsockname: the address set_local_address or bind gave the socket; WSAEINVAL when it has none.
+    win32_error local_address(SOCKET_HANDLE socket, socket_address& address) noexcept
+    {
+        std::lock_guard lock(os_->mutex_);
+        if (const auto failure = os_->record({.call = fake_call::getsockname, .io_id = io_id_, .socket = socket}))
+        {
+            return *failure;
+        }
+        const socket_address* local = os_->local_of(socket);
+        if (local == nullptr)
+        {
+            return wsa_invalid_argument;
+        }
+        address = *local;
+        return win32_no_error;
+    }
+
+    /// bind to the wildcard address of family: the socket then has a local address of that family.
+    win32_error bind_wildcard(SOCKET_HANDLE socket, std::uint16_t family) noexcept
+    {
+        std::lock_guard lock(os_->mutex_);
+        if (const auto failure = os_->record({.call = fake_call::bind, .io_id = io_id_, .socket = socket}))
+        {
+            return *failure;
+        }
+        if (os_->local_of(socket) != nullptr)
+        {
+            os_->violation("bind of a socket already bound");
+            return wsa_invalid_argument;
+        }
+        unsigned char wildcard[16] = {};
+        std::memcpy(wildcard, &family, sizeof family);
+        os_->set_local(socket, socket_address(reinterpret_cast<const sockaddr*>(wildcard), sizeof wildcard));
+        return win32_no_error;
+    }
+
+    /// WSASocketW: a new fake socket (counted by live_sockets until closed), or the planned error.
+    win32_error open_socket(std::uint16_t /*family*/, SOCKET_HANDLE* made) noexcept
+    {
+        std::lock_guard lock(os_->mutex_);
+        *made = nullptr;
+        if (const auto failure = os_->record({.call = fake_call::wsa_socket, .io_id = io_id_}))
+        {
+            return *failure;
+        }
+        *made = fake_socket(os_->next_socket_++);
+        os_->made_sockets_.push_back(*made);
+        os_->calls_.back().socket = *made;
+        return win32_no_error;
+    }
+
+    /// closesocket (a violation unless the fake made the socket and it is open and no AcceptEx fills it).
+    void close_socket(SOCKET_HANDLE socket) noexcept
+    {
+        std::lock_guard lock(os_->mutex_);
+        (void)os_->record({.call = fake_call::closesocket, .io_id = io_id_, .socket = socket});
+        os_->close_made(socket);
+    }
+
+    /// AcceptEx: accepted (pending until complete_accept or a completion by hand), or the planned error. A violation
+    /// without a StartThreadpoolIo before it, or on an accept socket the fake did not make.
+    win32_error accept(SOCKET_HANDLE listener, SOCKET_HANDLE accepted, void* output, std::uint32_t* bytes,
+                       fake_overlapped* overlapped) noexcept
+    {
+        pending_io io;
+        io.io_id = io_id_;
+        io.kind = fake_call::accept_ex;
+        io.socket = listener;
+        io.overlapped = overlapped;
+        io.accept_socket = accepted;
+        io.accept_output = output;
+        fake_os::write_peer(output, socket_address{}); // until a connection arrives: no peer
+        {
+            std::lock_guard lock(os_->mutex_);
+            if (std::find(os_->made_sockets_.begin(), os_->made_sockets_.end(), accepted) == os_->made_sockets_.end())
+            {
+                os_->violation("AcceptEx with an accept socket that is not open");
+            }
+        }
+        return issue_operation(std::move(io), bytes);
+    }
+
+    /// GetAcceptExSockaddrs: the peer complete_accept wrote into the output.
+    void accepted_peer(void* output, socket_address& peer) noexcept
+    {
+        std::lock_guard lock(os_->mutex_);
+        (void)os_->record({.call = fake_call::get_accept_ex_sockaddrs, .io_id = io_id_});
+        const auto* bytes = static_cast<const unsigned char*>(output) + fake_accept_peer_offset;
+        std::uint32_t length = 0;
+        std::memcpy(&length, bytes, sizeof length);
+        peer = socket_address(reinterpret_cast<const sockaddr*>(bytes + sizeof length), length);
+    }
+
+    /// setsockopt(SO_UPDATE_ACCEPT_CONTEXT): a violation unless the socket's AcceptEx succeeded on that listener.
+    win32_error update_accept_context(SOCKET_HANDLE accepted, SOCKET_HANDLE listener) noexcept
+    {
+        std::lock_guard lock(os_->mutex_);
+        if (const auto failure = os_->record({.call = fake_call::update_accept_context,
+                                              .io_id = io_id_,
+                                              .socket = accepted,
+                                              .overlapped = listener}))
+        {
+            return *failure;
+        }
+        if (std::find(os_->accepted_sockets_.begin(), os_->accepted_sockets_.end(), accepted) ==
+            os_->accepted_sockets_.end())
+        {
+            os_->violation("SO_UPDATE_ACCEPT_CONTEXT on a socket whose AcceptEx did not succeed");
+        }
+        return win32_no_error;
+    }
+
+    /// ConnectEx: accepted (pending until the test completes it), or the planned error. A violation without a
+    /// StartThreadpoolIo before it, or on a socket that is not bound (ConnectEx needs one: WSAEINVAL).
+    win32_error connect(SOCKET_HANDLE socket, const socket_address& address, std::uint32_t* bytes,
+                        fake_overlapped* overlapped) noexcept
+    {
+        {
+            std::lock_guard lock(os_->mutex_);
+            if (os_->local_of(socket) == nullptr)
+            {
+                os_->violation("ConnectEx on a socket that is not bound");
+            }
+        }
+        pending_io io;
+        io.io_id = io_id_;
+        io.kind = fake_call::connect_ex;
+        io.socket = socket;
+        io.overlapped = overlapped;
+        io.address = address;
+        return issue_operation(std::move(io), bytes);
+    }
+
+    /// setsockopt(SO_UPDATE_CONNECT_CONTEXT): a violation unless the socket's ConnectEx succeeded.
+    win32_error update_connect_context(SOCKET_HANDLE socket) noexcept
+    {
+        std::lock_guard lock(os_->mutex_);
+        if (const auto failure =
+                os_->record({.call = fake_call::update_connect_context, .io_id = io_id_, .socket = socket}))
+        {
+            return *failure;
+        }
+        auto it = std::find(os_->connected_sockets_.begin(), os_->connected_sockets_.end(), socket);
+        if (it == os_->connected_sockets_.end())
+        {
+            os_->violation("SO_UPDATE_CONNECT_CONTEXT on a socket whose ConnectEx did not succeed");
+        }
+        else
+        {
+            os_->connected_sockets_.erase(it);
+        }
+        return win32_no_error;
+    }
+
 private:
+    /// AcceptEx and ConnectEx: the rules and outcomes of WSASend/WSARecv (issue), without buffers.
+    win32_error issue_operation(pending_io accepted, std::uint32_t* bytes) noexcept
+    {
+        std::function<void(const pending_io&)> hook;
+        std::function<std::optional<std::uint32_t>(const pending_io&)> decide;
+        const fake_call kind = accepted.kind;
+        {
+            std::lock_guard lock(os_->mutex_);
+            const std::optional<win32_error> failure =
+                os_->record({.call = kind,
+                             .io_id = io_id_,
+                             .socket = accepted.kind == fake_call::accept_ex ? accepted.accept_socket : accepted.socket,
+                             .overlapped = accepted.overlapped,
+                             .event = static_cast<fake_overlapped*>(accepted.overlapped)->event,
+                             .bytes_pointer_is_null = bytes == nullptr});
+            fake_os::io_object* io = live_io(win32_name(kind));
+            if (io == nullptr)
+            {
+                return 10038; // WSAENOTSOCK
+            }
+            if (io->started == 0)
+            {
+                os_->violation(std::string(win32_name(kind)) + " without a StartThreadpoolIo before it");
+            }
+            if (failure)
+            {
+                return *failure;
+            }
+            decide = io->skip_mode ? os_->at_once_ : nullptr;
+            if (!decide)
+            {
+                issue_pending(*io, accepted);
+                hook = os_->on_issue_;
+            }
+        }
+        if (decide)
+        {
+            const std::optional<std::uint32_t> at_once = decide(accepted);
+            std::lock_guard lock(os_->mutex_);
+            fake_os::io_object* io = live_io(win32_name(kind));
+            if (io == nullptr)
+            {
+                return 10038; // WSAENOTSOCK
+            }
+            if (at_once)
+            {
+                if (bytes != nullptr)
+                {
+                    *bytes = *at_once;
+                }
+                if (kind == fake_call::accept_ex)
+                {
+                    fake_os::write_peer(accepted.accept_output, socket_address{});
+                    os_->accepted_sockets_.push_back(accepted.accept_socket);
+                }
+                else
+                {
+                    os_->connected_sockets_.push_back(accepted.socket);
+                }
+                return win32_completed_at_once;
+            }
+            issue_pending(*io, accepted);
+            hook = os_->on_issue_;
+        }
+        if (hook)
+        {
+            hook(accepted);
+        }
+        return win32_no_error;
+    }
+
     /// Records a call that has no arguments; returns whether it was failed on demand.
     bool simple(fake_call call) noexcept
     {

@@ -36,6 +36,7 @@
 
 #include <async_socket/detail/config.hpp>
 #include <async_socket/backend/win32/threadpool_backend.hpp>
+#include <async_socket/socket_address.hpp>
 #include <async_socket/testing/fault_alloc.hpp>
 #include <async_socket/types.h>
 
@@ -575,6 +576,63 @@ public:
             return false;
         }
         return inner_.set_skip_completion_on_success(socket);
+    }
+
+    // ---- accept and connect (win32_connection_calls), when Inner has them: forwarded, never faulted ----------
+    /// Inner's (WSAIoctl for AcceptEx, GetAcceptExSockaddrs, ConnectEx).
+    win32_error load_extensions(SOCKET_HANDLE socket) noexcept requires win32_connection_calls<Inner>
+    {
+        return inner_.load_extensions(socket);
+    }
+    /// Inner's (getsockname).
+    win32_error local_address(SOCKET_HANDLE socket,
+                              socket_address& address) noexcept requires win32_connection_calls<Inner>
+    {
+        return inner_.local_address(socket, address);
+    }
+    /// Inner's (bind to the wildcard address).
+    win32_error bind_wildcard(SOCKET_HANDLE socket,
+                              std::uint16_t family) noexcept requires win32_connection_calls<Inner>
+    {
+        return inner_.bind_wildcard(socket, family);
+    }
+    /// Inner's (WSASocketW).
+    win32_error open_socket(std::uint16_t family, SOCKET_HANDLE* made) noexcept requires win32_connection_calls<Inner>
+    {
+        return inner_.open_socket(family, made);
+    }
+    /// Inner's (closesocket).
+    void close_socket(SOCKET_HANDLE socket) noexcept requires win32_connection_calls<Inner>
+    {
+        inner_.close_socket(socket);
+    }
+    /// Inner's (AcceptEx), counted as an IO accepted like a send.
+    win32_error accept(SOCKET_HANDLE listener, SOCKET_HANDLE accepted_socket, void* output, std::uint32_t* bytes,
+                       overlapped_type* overlapped) noexcept requires win32_connection_calls<Inner>
+    {
+        return accepted(inner_.accept(listener, accepted_socket, output, bytes, overlapped));
+    }
+    /// Inner's (GetAcceptExSockaddrs).
+    void accepted_peer(void* output, socket_address& peer) noexcept requires win32_connection_calls<Inner>
+    {
+        inner_.accepted_peer(output, peer);
+    }
+    /// Inner's (SO_UPDATE_ACCEPT_CONTEXT).
+    win32_error update_accept_context(SOCKET_HANDLE accepted_socket,
+                                      SOCKET_HANDLE listener) noexcept requires win32_connection_calls<Inner>
+    {
+        return inner_.update_accept_context(accepted_socket, listener);
+    }
+    /// Inner's (ConnectEx), counted as an IO accepted like a send.
+    win32_error connect(SOCKET_HANDLE socket, const socket_address& address, std::uint32_t* bytes,
+                        overlapped_type* overlapped) noexcept requires win32_connection_calls<Inner>
+    {
+        return accepted(inner_.connect(socket, address, bytes, overlapped));
+    }
+    /// Inner's (SO_UPDATE_CONNECT_CONTEXT).
+    win32_error update_connect_context(SOCKET_HANDLE socket) noexcept requires win32_connection_calls<Inner>
+    {
+        return inner_.update_connect_context(socket);
     }
 
 private:

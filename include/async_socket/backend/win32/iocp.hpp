@@ -486,6 +486,10 @@ using win32_iocp_async_socket = basic_async_socket<
     recycling_pool_alloc, win32_sync>;
 
 static_assert(check_backend<win32_iocp_threadpool>());
+static_assert(accepting_backend<win32_iocp_threadpool> && connecting_backend<win32_iocp_threadpool> &&
+              cancellable_backend<win32_iocp_threadpool>);
+static_assert(accepting_backend<win32_iocp_async_socket::backend_type> &&
+              connecting_backend<win32_iocp_async_socket::backend_type>);
 static_assert(check_backend<basic_win32_iocp_threadpool<win32_options{.events = win32_event_mode::none}>>());
 static_assert(check_backend<basic_win32_iocp_threadpool<win32_options{.events = win32_event_mode::recycled,
                                                                       .skip_completion_on_success = true}>>());

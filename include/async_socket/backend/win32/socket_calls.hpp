@@ -8,9 +8,12 @@
 #include <async_socket/detail/config.hpp>
 
 #include <winsock2.h>
+#include <ws2tcpip.h>
+#include <mswsock.h>
 #include <windows.h>
 
 #include <async_socket/concepts.hpp>
+#include <async_socket/socket_address.hpp>
 #include <async_socket/backend/win32/threadpool_backend.hpp>
 #include <async_socket/types.h>
 
@@ -24,6 +27,8 @@ namespace async_socket
 {
 
 static_assert(sizeof(DWORD) == sizeof(std::uint32_t), "win32_threadpool needs DWORD to be 32 bits");
+static_assert(sizeof(SOCKADDR_STORAGE) + 16 == win32_accept_address_length, "AcceptEx's address length");
+static_assert(sizeof(SOCKADDR_STORAGE) == socket_address::max_size, "a socket_address holds any SOCKADDR_STORAGE");
 
 /// How a Win32 ThreadpoolPolicy gives each IO's OVERLAPPED an event (see threadpool.hpp's header comment).
 enum class win32_event_mode
@@ -142,7 +147,11 @@ public:
     static constexpr bool skip_completion_on_success = Options.skip_completion_on_success;
 
     win32_socket_calls() noexcept = default;
-    win32_socket_calls(win32_socket_calls&& other) noexcept : events_(std::move(other.events_)) {}
+    win32_socket_calls(win32_socket_calls&& other) noexcept
+        : accept_ex_(other.accept_ex_), get_accept_ex_sockaddrs_(other.get_accept_ex_sockaddrs_),
+          connect_ex_(other.connect_ex_), events_(std::move(other.events_))
+    {
+    }
     win32_socket_calls& operator=(win32_socket_calls&&) = delete;
     win32_socket_calls(const win32_socket_calls&) = delete;
     win32_socket_calls& operator=(const win32_socket_calls&) = delete;
@@ -270,6 +279,136 @@ public:
         (void)CancelIoEx(to_handle(socket), overlapped);
     }
 
+    /// WSAIoctl(SIO_GET_EXTENSION_FUNCTION_POINTER) for AcceptEx, GetAcceptExSockaddrs and ConnectEx of the socket's
+    /// provider, kept for the socket's later calls. The WSA error of the first that fails.
+    win32_error load_extensions(SOCKET_HANDLE socket) noexcept
+    {
+        GUID accept_id = WSAID_ACCEPTEX;
+        GUID sockaddrs_id = WSAID_GETACCEPTEXSOCKADDRS;
+        GUID connect_id = WSAID_CONNECTEX;
+        if (const win32_error error = extension(socket, accept_id, &accept_ex_, sizeof accept_ex_);
+            error != win32_no_error)
+        {
+            return error;
+        }
+        if (const win32_error error =
+                extension(socket, sockaddrs_id, &get_accept_ex_sockaddrs_, sizeof get_accept_ex_sockaddrs_);
+            error != win32_no_error)
+        {
+            return error;
+        }
+        return extension(socket, connect_id, &connect_ex_, sizeof connect_ex_);
+    }
+
+    /// getsockname. WSAEINVAL when the socket is not bound.
+    win32_error local_address(SOCKET_HANDLE socket, socket_address& address) noexcept
+    {
+        int length = static_cast<int>(socket_address::max_size);
+        if (getsockname(to_socket(socket), address.data(), &length) != 0)
+        {
+            return static_cast<win32_error>(WSAGetLastError());
+        }
+        (void)address.resize(static_cast<std::uint32_t>(length));
+        return win32_no_error;
+    }
+
+    /// bind to the wildcard address of `family` (AF_INET: INADDR_ANY, AF_INET6: in6addr_any), port 0.
+    win32_error bind_wildcard(SOCKET_HANDLE socket, std::uint16_t family) noexcept
+    {
+        SOCKADDR_STORAGE any{};
+        any.ss_family = static_cast<ADDRESS_FAMILY>(family);
+        const int length =
+            family == AF_INET6 ? static_cast<int>(sizeof(sockaddr_in6)) : static_cast<int>(sizeof(sockaddr_in));
+        if (bind(to_socket(socket), reinterpret_cast<const sockaddr*>(&any), length) != 0)
+        {
+            return static_cast<win32_error>(WSAGetLastError());
+        }
+        return win32_no_error;
+    }
+
+    /// WSASocketW(family, SOCK_STREAM, IPPROTO_TCP, NULL, 0, WSA_FLAG_OVERLAPPED): the socket an AcceptEx fills.
+    win32_error open_socket(std::uint16_t family, SOCKET_HANDLE* made) noexcept
+    {
+        const SOCKET s = WSASocketW(family, SOCK_STREAM, IPPROTO_TCP, nullptr, 0, WSA_FLAG_OVERLAPPED);
+        if (s == INVALID_SOCKET)
+        {
+            *made = nullptr;
+            return static_cast<win32_error>(WSAGetLastError());
+        }
+        *made = reinterpret_cast<SOCKET_HANDLE>(s);
+        return win32_no_error;
+    }
+
+    /// closesocket.
+    void close_socket(SOCKET_HANDLE socket) noexcept
+    {
+        (void)closesocket(to_socket(socket));
+    }
+
+    /// AcceptEx(listener, accepted, output, 0, address length, address length, ...): no data is received with the
+    /// connection. Returns as send does.
+    win32_error accept(SOCKET_HANDLE listener, SOCKET_HANDLE accepted, void* output, std::uint32_t* bytes_received,
+                       OVERLAPPED* overlapped) noexcept
+    {
+        DWORD received = 0;
+        const BOOL done = accept_ex_(to_socket(listener), to_socket(accepted), output, 0, win32_accept_address_length,
+                                     win32_accept_address_length, &received, overlapped);
+        if (bytes_received != nullptr)
+        {
+            *bytes_received = static_cast<std::uint32_t>(received);
+        }
+        return accepted_or_error(done ? 0 : SOCKET_ERROR);
+    }
+
+    /// GetAcceptExSockaddrs: the remote address in a completed AcceptEx's output.
+    void accepted_peer(void* output, socket_address& peer) noexcept
+    {
+        sockaddr* local = nullptr;
+        sockaddr* remote = nullptr;
+        INT local_length = 0;
+        INT remote_length = 0;
+        get_accept_ex_sockaddrs_(output, 0, win32_accept_address_length, win32_accept_address_length, &local,
+                                 &local_length, &remote, &remote_length);
+        peer = socket_address(remote, static_cast<std::uint32_t>(remote_length));
+    }
+
+    /// setsockopt(accepted, SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT, &listener): getpeername, shutdown and the rest
+    /// then work on the accepted socket.
+    win32_error update_accept_context(SOCKET_HANDLE accepted, SOCKET_HANDLE listener) noexcept
+    {
+        const SOCKET from = to_socket(listener);
+        if (setsockopt(to_socket(accepted), SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT, reinterpret_cast<const char*>(&from),
+                       sizeof from) != 0)
+        {
+            return static_cast<win32_error>(WSAGetLastError());
+        }
+        return win32_no_error;
+    }
+
+    /// ConnectEx(socket, address, no data). The socket must be bound. Returns as send does.
+    win32_error connect(SOCKET_HANDLE socket, const socket_address& address, std::uint32_t* bytes_sent,
+                        OVERLAPPED* overlapped) noexcept
+    {
+        DWORD sent = 0;
+        const BOOL done = connect_ex_(to_socket(socket), address.data(), static_cast<int>(address.size()), nullptr, 0,
+                                      &sent, overlapped);
+        if (bytes_sent != nullptr)
+        {
+            *bytes_sent = static_cast<std::uint32_t>(sent);
+        }
+        return accepted_or_error(done ? 0 : SOCKET_ERROR);
+    }
+
+    /// setsockopt(socket, SOL_SOCKET, SO_UPDATE_CONNECT_CONTEXT, NULL, 0), after a successful ConnectEx.
+    win32_error update_connect_context(SOCKET_HANDLE socket) noexcept
+    {
+        if (setsockopt(to_socket(socket), SOL_SOCKET, SO_UPDATE_CONNECT_CONTEXT, nullptr, 0) != 0)
+        {
+            return static_cast<win32_error>(WSAGetLastError());
+        }
+        return win32_no_error;
+    }
+
 protected:
     /// 0 from WSASend/WSARecv: done at once. In skip mode no completion is queued for it.
     static win32_error accepted_or_error(int result) noexcept
@@ -293,6 +432,20 @@ protected:
     }
 
 private:
+    static win32_error extension(SOCKET_HANDLE socket, GUID& id, void* function, DWORD size) noexcept
+    {
+        DWORD returned = 0;
+        if (WSAIoctl(to_socket(socket), SIO_GET_EXTENSION_FUNCTION_POINTER, &id, sizeof id, function, size, &returned,
+                     nullptr, nullptr) != 0)
+        {
+            return static_cast<win32_error>(WSAGetLastError());
+        }
+        return win32_no_error;
+    }
+
+    LPFN_ACCEPTEX accept_ex_ = nullptr;
+    LPFN_GETACCEPTEXSOCKADDRS get_accept_ex_sockaddrs_ = nullptr;
+    LPFN_CONNECTEX connect_ex_ = nullptr;
     ASYNC_SOCKET_NO_UNIQUE_ADDRESS std::conditional_t<Options.events == win32_event_mode::recycled,
                                                       detail::win32_event_cache, detail::win32_no_event_cache>
         events_;

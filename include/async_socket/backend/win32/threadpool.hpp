@@ -190,6 +190,8 @@ using basic_win32_threadpool = win32_threadpool_backend<detail::win32_threadpool
 using win32_threadpool = basic_win32_threadpool<>;
 
 static_assert(check_backend<win32_threadpool>());
+static_assert(accepting_backend<win32_threadpool> && connecting_backend<win32_threadpool> &&
+              cancellable_backend<win32_threadpool>);
 static_assert(check_backend<basic_win32_threadpool<win32_options{.events = win32_event_mode::recycled}>>());
 static_assert(
     check_backend<

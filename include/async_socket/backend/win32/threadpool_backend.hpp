@@ -15,16 +15,27 @@
 ///
 /// A Win32 result is classified here, once (classify_win32_error); the core never sees a Win32 number other than
 /// as io_result::os_code.
+///
+/// Accept and connect (accepting_backend, connecting_backend) come with a calls layer that also models
+/// win32_connection_calls (the real ones and the fake do): AcceptEx and ConnectEx through the same StartThreadpoolIo /
+/// CancelThreadpoolIo / skip-on-success protocol as WSARecv, the extension functions loaded once per socket
+/// (WSAIoctl), the accept socket made per accept (WSASocketW) and closed here on any outcome but success, a
+/// connection reset before it was accepted skipped with a fresh AcceptEx, SO_UPDATE_ACCEPT_CONTEXT /
+/// SO_UPDATE_CONNECT_CONTEXT after success, and a ConnectEx failure reported with its WSA code (WSAECONNREFUSED, not
+/// the completion's ERROR_CONNECTION_REFUSED).
 #pragma once
 
 #include <async_socket/concepts.hpp>
 #include <async_socket/detail/config.hpp>
 #include <async_socket/detail/io_context.hpp>
+#include <async_socket/socket_address.hpp>
 #include <async_socket/types.h>
 
+#include <atomic>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <thread>
 #include <type_traits>
 #include <utility>
 
@@ -39,6 +50,12 @@ inline constexpr win32_error win32_netname_deleted = 64;      ///< ERROR_NETNAME
 inline constexpr win32_error win32_connection_aborted = 1236; ///< ERROR_CONNECTION_ABORTED
 inline constexpr win32_error wsa_connection_reset = 10054;    ///< WSAECONNRESET
 inline constexpr win32_error wsa_connection_aborted = 10053;  ///< WSAECONNABORTED
+inline constexpr win32_error win32_unexpected_network_error = 59; ///< ERROR_UNEXP_NET_ERR (Wine: an accept's reset)
+inline constexpr win32_error wsa_invalid_argument = 10022;        ///< WSAEINVAL: getsockname of a socket not yet bound
+/// The bytes AcceptEx writes per address: sizeof(SOCKADDR_STORAGE) + 16, as its documentation asks.
+inline constexpr std::uint32_t win32_accept_address_length = 128 + 16;
+/// AcceptEx's output buffer: the local then the remote address, no received data (dwReceiveDataLength 0).
+inline constexpr std::uint32_t win32_accept_output_size = 2 * win32_accept_address_length;
 /// What Calls::send/receive answer, in skip mode, for an IO that finished during the call; never a Win32 code.
 inline constexpr win32_error win32_completed_at_once = 0xFFFFFFFFu;
 
@@ -159,6 +176,40 @@ concept win32_threadpool_calls = win32_calls_types<T> && std::is_nothrow_move_co
     noexcept->std::same_as<bool>;
 });
 
+/// The optional calls of a Win32 calls layer for accept and connect (a layer that has them makes
+/// win32_threadpool_backend model accepting_backend and connecting_backend). Each is one Win32 call, no logic; those
+/// that return win32_error return win32_no_error on success, else the WSA error (WSAGetLastError):
+///   load_extensions(s)                 WSAIoctl(SIO_GET_EXTENSION_FUNCTION_POINTER) for AcceptEx,
+///                                      GetAcceptExSockaddrs and ConnectEx; the backend calls it once per socket
+///   local_address(s, address)          getsockname (WSAEINVAL: the socket is not bound)
+///   bind_wildcard(s, family)           bind to the wildcard address of family (AF_INET, AF_INET6), port 0
+///   open_socket(family, &made)         WSASocketW(family, SOCK_STREAM, IPPROTO_TCP, NULL, 0, WSA_FLAG_OVERLAPPED)
+///   close_socket(s)                    closesocket
+///   accept(listener, s, output, bytes, ov)   AcceptEx into win32_accept_output_size bytes at output, no data;
+///                                      answers as send does (win32_completed_at_once in skip mode)
+///   accepted_peer(output, peer)        GetAcceptExSockaddrs: the remote address of a completed AcceptEx
+///   update_accept_context(s, listener) setsockopt(s, SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT, &listener)
+///   connect(s, address, bytes, ov)     ConnectEx without data; answers as send does
+///   update_connect_context(s)          setsockopt(s, SOL_SOCKET, SO_UPDATE_CONNECT_CONTEXT, NULL, 0)
+template <class T>
+concept win32_connection_calls = win32_threadpool_calls<T> &&
+    requires(T& calls, SOCKET_HANDLE socket, SOCKET_HANDLE* made, std::uint16_t family, socket_address& address,
+             const socket_address& target, void* output, std::uint32_t* bytes, typename T::overlapped_type& overlapped)
+{
+    // clang-format off
+    { calls.load_extensions(socket) } noexcept -> std::same_as<win32_error>;
+    { calls.local_address(socket, address) } noexcept -> std::same_as<win32_error>;
+    { calls.bind_wildcard(socket, family) } noexcept -> std::same_as<win32_error>;
+    { calls.open_socket(family, made) } noexcept -> std::same_as<win32_error>;
+    { calls.close_socket(socket) } noexcept;
+    { calls.accept(socket, socket, output, bytes, &overlapped) } noexcept -> std::same_as<win32_error>;
+    { calls.accepted_peer(output, address) } noexcept;
+    { calls.update_accept_context(socket, socket) } noexcept -> std::same_as<win32_error>;
+    { calls.connect(socket, target, bytes, &overlapped) } noexcept -> std::same_as<win32_error>;
+    { calls.update_connect_context(socket) } noexcept -> std::same_as<win32_error>;
+    // clang-format on
+};
+
 /// The backend over threadpool IO (or a completion port), given its layer of Win32 calls.
 template <class Calls>
 class win32_threadpool_backend
@@ -177,6 +228,24 @@ public:
     {
         overlapped_type overlapped; ///< what WSASend/WSARecv are given
         event_type event;           ///< the IO's event, when Calls::uses_io_events; else unused
+        void* area;                 ///< an accept's accept_area or a connect's connect_area; nullptr for a send/receive
+        std::uint32_t op;           ///< what the IO is (a send or receive, an accept, a connect)
+    };
+
+    /// An accept's block (in the IO context): the socket AcceptEx fills and AcceptEx's output buffer.
+    struct accept_area
+    {
+        SOCKET_HANDLE accepted;       ///< the socket made for this accept (WSASocketW); closed here unless handed over
+        socket_address peer;          ///< after success: the remote address (GetAcceptExSockaddrs)
+        std::uint32_t cancel_epoch;   ///< the backend's count of cancel_all when the accept started
+        std::uint32_t stop_requested; ///< cancel_one asked for it (read and written under the backend's lock)
+        alignas(8) unsigned char output[win32_accept_output_size]; ///< AcceptEx's local and remote addresses
+    };
+
+    /// A connect's block (in the IO context): the address, which ConnectEx needs until it completes.
+    struct connect_area
+    {
+        socket_address address; ///< where the socket connects
     };
 
     /// Whether each IO carries an event (the calls layer's trait).
@@ -189,7 +258,8 @@ public:
     explicit win32_threadpool_backend(Calls calls) noexcept : calls_(std::move(calls)) {}
     /// Only moved before the socket binds (create moves it in): the completion context is `this`.
     win32_threadpool_backend(win32_threadpool_backend&& other) noexcept
-        : calls_(std::move(other.calls_)), socket_(other.socket_), owner_(other.owner_)
+        : calls_(std::move(other.calls_)), socket_(other.socket_), owner_(other.owner_),
+          extensions_(other.extensions_.load()), listener_family_(other.listener_family_.load())
     {
     }
     win32_threadpool_backend& operator=(win32_threadpool_backend&&) = delete;
@@ -264,6 +334,101 @@ public:
         calls_.destroy_environment();
     }
 
+    /// Starts one AcceptEx on the listening socket (a calls layer with win32_connection_calls): a new overlapped
+    /// socket of the listener's family is made for it (WSASocketW) and kept in `area`. On success the completion makes
+    /// it an accepted socket (SO_UPDATE_ACCEPT_CONTEXT) and reads the peer's address (GetAcceptExSockaddrs); on any
+    /// other outcome the socket is closed here. A completion that concerns only the incoming connection
+    /// (ERROR_NETNAME_DELETED, WSAECONNRESET, WSAECONNABORTED, ERROR_CONNECTION_ABORTED, and Wine's
+    /// ERROR_UNEXP_NET_ERR: it was reset before it was accepted) is not reported: the socket is closed and a fresh
+    /// AcceptEx, with a new socket, waits for the next connection.
+    submit_result submit_accept(io_state& io, accept_area& area) noexcept requires win32_connection_calls<Calls>
+    {
+        if (const win32_error loaded = ensure_extensions(); loaded != win32_no_error)
+        {
+            return {submit_status::refused, loaded};
+        }
+        if (listener_family_.load(std::memory_order_acquire) == 0)
+        {
+            socket_address local;
+            if (const win32_error error = calls_.local_address(socket_, local); error != win32_no_error)
+            {
+                return {submit_status::refused, error};
+            }
+            listener_family_.store(local.family(), std::memory_order_release);
+        }
+        area.accepted = nullptr;
+        area.peer = socket_address{};
+        area.stop_requested = 0;
+        area.cancel_epoch = cancel_epoch_.load(std::memory_order_acquire);
+        io.area = &area;
+        io.op = op_accept;
+        submit_result started{};
+        for (int attempt = 0; attempt < max_immediate_accept_retries; ++attempt)
+        {
+            started = start_accept(io, area);
+            if (started.status != submit_status::refused || !error_of_one_connection(started.value))
+            {
+                break;
+            }
+        }
+        return started;
+    }
+
+    /// The socket a successful accept made (now the caller's) and its peer's address.
+    static SOCKET_HANDLE take_accepted(accept_area& area, socket_address& peer) noexcept
+    {
+        peer = area.peer;
+        return std::exchange(area.accepted, nullptr);
+    }
+
+    /// Starts one ConnectEx of the socket to `address` (a calls layer with win32_connection_calls). A socket that is
+    /// not bound (getsockname: WSAEINVAL) is bound first to the wildcard address of the target's family; on success
+    /// the completion sets SO_UPDATE_CONNECT_CONTEXT, so that the socket works as a connected one.
+    submit_result submit_connect(io_state& io, connect_area& area,
+                                 const socket_address& address) noexcept requires win32_connection_calls<Calls>
+    {
+        if (const win32_error loaded = ensure_extensions(); loaded != win32_no_error)
+        {
+            return {submit_status::refused, loaded};
+        }
+        socket_address local;
+        if (const win32_error error = calls_.local_address(socket_, local); error != win32_no_error)
+        {
+            if (error != wsa_invalid_argument)
+            {
+                return {submit_status::refused, error};
+            }
+            if (const win32_error bound = calls_.bind_wildcard(socket_, address.family()); bound != win32_no_error)
+            {
+                return {submit_status::refused, bound};
+            }
+        }
+        area.address = address;
+        io.area = &area;
+        io.op = op_connect;
+        if (const win32_error failed = prepare_overlapped(io); failed != win32_no_error)
+        {
+            return {submit_status::refused, failed};
+        }
+        calls_.start_io();
+        std::uint32_t bytes_at_once = 0;
+        const win32_error started =
+            calls_.connect(socket_, area.address, completes_at_once ? &bytes_at_once : nullptr, &io.overlapped);
+        if (started == win32_no_error)
+        {
+            return {submit_status::pending, 0};
+        }
+        calls_.cancel_io();
+        release_event(io);
+        if (completes_at_once && started == win32_completed_at_once)
+        {
+            const win32_error updated = calls_.update_connect_context(socket_);
+            return updated == win32_no_error ? submit_result{submit_status::completed_at_once, 0}
+                                             : submit_result{submit_status::refused, updated};
+        }
+        return {submit_status::refused, started};
+    }
+
     /// Starts one WSASend of the count buffers.
     submit_result submit_send(io_state& io, buffer_type* buffers, std::uint32_t count) noexcept
     {
@@ -279,6 +444,12 @@ public:
     /// CancelIoEx: every outstanding IO of the socket completes, aborted (reported BECAUSE_CLOSE by the core).
     void cancel_all() noexcept
     {
+        {
+            // An accept between two AcceptEx (a connection reset before it was accepted) sees the new count and
+            // ends instead of starting another, which this CancelIoEx could miss.
+            lock_guard lock(lock_);
+            cancel_epoch_.fetch_add(1, std::memory_order_acq_rel);
+        }
         calls_.cancel_socket_io(socket_);
     }
 
@@ -293,6 +464,12 @@ public:
         noexcept;
     }
     {
+        if (io.op == op_accept)
+        {
+            // Seen by an accept about to start another AcceptEx (see cancel_all); the IO's context is alive here.
+            lock_guard lock(lock_);
+            static_cast<accept_area*>(io.area)->stop_requested = 1;
+        }
         calls_.cancel_overlapped_io(socket_, &io.overlapped);
     }
 
@@ -315,9 +492,199 @@ public:
     }
 
 private:
+    static constexpr std::uint32_t op_io = 0;      ///< io_state::op of a send or a receive
+    static constexpr std::uint32_t op_accept = 1;  ///< io_state::op of an accept
+    static constexpr std::uint32_t op_connect = 2; ///< io_state::op of a connect
+    /// AcceptEx refused at once for a reason of one connection only: tried again this many times in all.
+    static constexpr int max_immediate_accept_retries = 8;
+
+    /// A tiny lock (no OS call) around the checks of cancel_all / cancel_one against an accept that starts another
+    /// AcceptEx; held for a few instructions, or for one AcceptEx call, never while a completion routine runs.
+    class lock_guard
+    {
+    public:
+        explicit lock_guard(std::atomic<bool>& flag) noexcept : flag_(flag)
+        {
+            while (flag_.exchange(true, std::memory_order_acquire))
+            {
+                std::this_thread::yield();
+            }
+        }
+        ~lock_guard()
+        {
+            flag_.store(false, std::memory_order_release);
+        }
+        lock_guard(const lock_guard&) = delete;
+        lock_guard& operator=(const lock_guard&) = delete;
+
+    private:
+        std::atomic<bool>& flag_;
+    };
+
+    /// ERROR_NETNAME_DELETED, WSAECONNRESET, WSAECONNABORTED, ERROR_CONNECTION_ABORTED: an incoming connection
+    /// went away before it was accepted; the listener is as it was. ERROR_UNEXP_NET_ERR too: what Wine (8.0) completes
+    /// an AcceptEx with when the client reset the connection before it was accepted.
+    static constexpr bool error_of_one_connection(win32_error code) noexcept
+    {
+        return code == win32_netname_deleted || code == wsa_connection_reset || code == wsa_connection_aborted ||
+               code == win32_connection_aborted || code == win32_unexpected_network_error;
+    }
+
+    /// A ConnectEx completion reports the OS's Win32 code (ERROR_CONNECTION_REFUSED, ...); a caller of connect
+    /// expects the WSA code WSAGetOverlappedResult would give (WSAECONNREFUSED, ...), as a synchronous connect does.
+    static constexpr win32_error wsa_error_of_connect(win32_error code) noexcept
+    {
+        switch (code)
+        {
+        case 1225:        // ERROR_CONNECTION_REFUSED
+            return 10061; // WSAECONNREFUSED
+        case 1231:        // ERROR_NETWORK_UNREACHABLE
+            return 10051; // WSAENETUNREACH
+        case 1232:        // ERROR_HOST_UNREACHABLE
+            return 10065; // WSAEHOSTUNREACH
+        case 121:         // ERROR_SEM_TIMEOUT
+            return 10060; // WSAETIMEDOUT
+        default:
+            return code;
+        }
+    }
+
+    /// WSAIoctl for the extension functions, once per socket (several threads may ask at once: one loads, the
+    /// others wait for it). A failure is not kept: the next accept or connect tries again.
+    win32_error ensure_extensions() noexcept requires win32_connection_calls<Calls>
+    {
+        for (;;)
+        {
+            std::uint8_t state = extensions_.load(std::memory_order_acquire);
+            if (state == extensions_loaded)
+            {
+                return win32_no_error;
+            }
+            if (state == extensions_none &&
+                extensions_.compare_exchange_strong(state, extensions_loading, std::memory_order_acq_rel))
+            {
+                const win32_error loaded = calls_.load_extensions(socket_);
+                extensions_.store(loaded == win32_no_error ? extensions_loaded : extensions_none,
+                                  std::memory_order_release);
+                return loaded;
+            }
+            std::this_thread::yield();
+        }
+    }
+
+    /// The event (when the layer uses them) and the zeroed OVERLAPPED of one IO; the error of CreateEvent, if any.
+    win32_error prepare_overlapped(io_state& io) noexcept
+    {
+        event_type event{};
+        if constexpr (uses_io_events)
+        {
+            event = calls_.create_event();
+            if (event == event_type{})
+            {
+                return calls_.last_error();
+            }
+        }
+        Calls::set_overlapped_event(io.overlapped, event);
+        if constexpr (uses_io_events)
+        {
+            io.event = event;
+        }
+        return win32_no_error;
+    }
+
+    /// One AcceptEx with a new socket in area.accepted. Refused: nothing is left (the socket is closed).
+    submit_result start_accept(io_state& io, accept_area& area) noexcept requires win32_connection_calls<Calls>
+    {
+        SOCKET_HANDLE made = nullptr;
+        if (const win32_error error = calls_.open_socket(listener_family_.load(std::memory_order_acquire), &made);
+            error != win32_no_error)
+        {
+            return {submit_status::refused, error};
+        }
+        area.accepted = made;
+        if (const win32_error failed = prepare_overlapped(io); failed != win32_no_error)
+        {
+            drop_accepted(area);
+            return {submit_status::refused, failed};
+        }
+        calls_.start_io();
+        std::uint32_t bytes_at_once = 0;
+        const win32_error started =
+            calls_.accept(socket_, made, area.output, completes_at_once ? &bytes_at_once : nullptr, &io.overlapped);
+        if (started == win32_no_error)
+        {
+            return {submit_status::pending, 0}; // io and area belong to the completion now
+        }
+        calls_.cancel_io();
+        release_event(io);
+        if (completes_at_once && started == win32_completed_at_once)
+        {
+            if (const win32_error finished = finish_accept(area); finished != win32_no_error)
+            {
+                return {submit_status::refused, finished};
+            }
+            return {submit_status::completed_at_once, 0};
+        }
+        drop_accepted(area);
+        return {submit_status::refused, started};
+    }
+
+    /// After a successful AcceptEx: SO_UPDATE_ACCEPT_CONTEXT and the peer's address. On failure the socket is closed.
+    win32_error finish_accept(accept_area& area) noexcept requires win32_connection_calls<Calls>
+    {
+        if (const win32_error updated = calls_.update_accept_context(area.accepted, socket_); updated != win32_no_error)
+        {
+            drop_accepted(area);
+            return updated;
+        }
+        calls_.accepted_peer(area.output, area.peer);
+        return win32_no_error;
+    }
+
+    void drop_accepted(accept_area& area) noexcept requires win32_connection_calls<Calls>
+    {
+        if (area.accepted != nullptr)
+        {
+            calls_.close_socket(std::exchange(area.accepted, nullptr));
+        }
+    }
+
+    /// An accept's completion, before the core sees it: the code the core is given (the accept then completes), or
+    /// nothing when a fresh AcceptEx was started for the next connection (its own completion will come).
+    bool complete_accept(io_state& io, win32_error& code) noexcept requires win32_connection_calls<Calls>
+    {
+        auto& area = *static_cast<accept_area*>(io.area);
+        if (code == win32_no_error)
+        {
+            code = finish_accept(area);
+            return true;
+        }
+        drop_accepted(area);
+        for (int attempt = 0; attempt < max_immediate_accept_retries && error_of_one_connection(code); ++attempt)
+        {
+            // Skipped like Linux's ECONNABORTED: a fresh AcceptEx, unless close or the IO's stop_token came since
+            // the accept started (their CancelIoEx may have found nothing to cancel). Under the lock, so that a
+            // cancel after the check finds the new AcceptEx.
+            lock_guard lock(lock_);
+            if (area.stop_requested != 0 || area.cancel_epoch != cancel_epoch_.load(std::memory_order_acquire))
+            {
+                code = win32_operation_aborted;
+                return true;
+            }
+            const submit_result started = start_accept(io, area);
+            if (started.status == submit_status::pending)
+            {
+                return false; // io and area belong to the new AcceptEx's completion now
+            }
+            code = started.status == submit_status::completed_at_once ? win32_no_error : started.value;
+        }
+        return true;
+    }
+
     template <detail::io_kind Kind>
     submit_result submit(io_state& io, buffer_type* buffers, std::uint32_t count) noexcept
     {
+        io.op = op_io;
         event_type event{};
         if constexpr (uses_io_events)
         {
@@ -400,6 +767,21 @@ private:
             // Codes_SRS_ASYNC_SOCKET_WIN32_01_068: [ on_io_complete shall close the event handle created in
             // async_socket_send_async/async_socket_receive_async. ]
             self->release_event(*io);
+            if constexpr (win32_connection_calls<Calls>)
+            {
+                if (io->op == op_accept)
+                {
+                    if (!self->complete_accept(*io, io_result))
+                    {
+                        return; // a fresh AcceptEx waits for the next connection
+                    }
+                }
+                else if (io->op == op_connect)
+                {
+                    io_result = io_result == win32_no_error ? self->calls_.update_connect_context(self->socket_)
+                                                            : wsa_error_of_connect(io_result);
+                }
+            }
         }
         Completion(self->owner_, io, io_result_of(io_result, bytes_transferred));
     }
@@ -409,9 +791,17 @@ private:
         return {classify_win32_error(code), code, bytes};
     }
 
+    static constexpr std::uint8_t extensions_none = 0;
+    static constexpr std::uint8_t extensions_loading = 1;
+    static constexpr std::uint8_t extensions_loaded = 2;
+
     ASYNC_SOCKET_NO_UNIQUE_ADDRESS Calls calls_;
     SOCKET_HANDLE socket_ = nullptr;
     void* owner_ = nullptr;
+    std::atomic<std::uint8_t> extensions_{extensions_none}; ///< WSAIoctl of the extension functions done
+    std::atomic<std::uint16_t> listener_family_{0};         ///< the listener's address family, once an accept asked
+    std::atomic<std::uint32_t> cancel_epoch_{0};            ///< cancel_all calls so far
+    std::atomic<bool> lock_{false};                         ///< see lock_guard
 };
 
 } // namespace async_socket
