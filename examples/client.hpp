@@ -161,8 +161,10 @@ struct connection
     connection(const connection&) = delete;
     connection& operator=(const connection&) = delete;
 
-    // Connects and opens the async socket. Says why when it cannot.
-    bool open()
+    // Makes the socket and its async socket, then connects it with `connect` (the program's way: a handler, a
+    // coroutine), which returns the connect's result. Says why when it cannot.
+    template <class Connect>
+    bool open(Connect&& connect)
     {
         if (session.error != 0)
         {
@@ -183,14 +185,6 @@ struct connection
             std::fprintf(stderr, "%s: socket failed: %d\n", program, net::last_error());
             return false;
         }
-        if (::connect(socket, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0)
-        {
-            std::fprintf(stderr, "%s: cannot connect to %s:%u: error %d\n", program, opts.host, opts.port,
-                         net::last_error());
-            return false;
-        }
-        const int no_delay = 1;
-        (void)setsockopt(socket, IPPROTO_TCP, TCP_NODELAY, reinterpret_cast<const char*>(&no_delay), sizeof(no_delay));
         engine = execution_engine_create(nullptr);
         if (engine == nullptr)
         {
@@ -203,8 +197,55 @@ struct connection
             std::fprintf(stderr, "%s: the async socket could not be made and opened\n", program);
             return false;
         }
+        const async_socket::connect_result connected =
+            connect(*this, async_socket::socket_address(reinterpret_cast<const sockaddr*>(&address), sizeof(address)));
+        if (!connected)
+        {
+            std::fprintf(stderr, "%s: cannot connect to %s:%u: %s\n", program, opts.host, opts.port,
+                         connected.completion == async_socket::io_completion::because_close ? "timed out"
+                         : connected.error ? connected.error.message().c_str()
+                                           : "error");
+            return false;
+        }
+        const int no_delay = 1;
+        (void)setsockopt(socket, IPPROTO_TCP, TCP_NODELAY, reinterpret_cast<const char*>(&no_delay), sizeof(no_delay));
         return true;
     }
+};
+
+// A connect's result, left by a completion thread for the main thread. result() waits --timeout seconds at most;
+// then it closes the async socket, which cuts the connect (because_close) and returns once its handler has run.
+class connect_wait
+{
+public:
+    void set(const async_socket::connect_result& result) noexcept
+    {
+        std::lock_guard hold(mutex_);
+        result_ = result;
+        arrived_ = true;
+        changed_.notify_all();
+    }
+
+    async_socket::connect_result result(connection& c)
+    {
+        {
+            std::unique_lock hold(mutex_);
+            if (changed_.wait_for(hold, std::chrono::duration<double>(c.opts.timeout_seconds),
+                                  [this] { return arrived_; }))
+            {
+                return result_;
+            }
+        }
+        (void)c.async->close();
+        std::lock_guard hold(mutex_);
+        return result_;
+    }
+
+private:
+    std::mutex mutex_;
+    std::condition_variable changed_;
+    async_socket::connect_result result_{async_socket::io_completion::because_close, {}};
+    bool arrived_ = false;
 };
 
 // One round trip: the send of a message (none after the last one) and the receives of its echo into rx, until
@@ -398,8 +439,8 @@ bool finish(connection& c, Echo& echo)
 }
 
 // The whole client (see the top of this file). Returns the exit status.
-template <class Echo>
-int run(const char* program, int argc, char** argv, Echo echo)
+template <class Echo, class Connect>
+int run(const char* program, int argc, char** argv, Echo echo, Connect connect)
 {
     options opts;
     if (!parse_options(argc, argv, opts))
@@ -411,7 +452,7 @@ int run(const char* program, int argc, char** argv, Echo echo)
         return 2;
     }
     connection c(program, opts);
-    if (!c.open())
+    if (!c.open(connect))
     {
         return 1;
     }

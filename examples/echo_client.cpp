@@ -3,9 +3,9 @@
 //
 //   echo_client PORT [--host 127.0.0.1] [--messages 2000] [--size 4096] [--buffers 2] [--timeout 60]
 //
-// Each round trip starts the receive of the echo and the send of the message together: the send of a large
-// message completes only once its echo has started to flow back, so the receives must go on meanwhile. The
-// handlers report to the round trip, which the main thread waits on.
+// The connect is asynchronous too (connect_async). Each round trip starts the receive of the echo and the send of the
+// message together: the send of a large message completes only once its echo has started to flow back, so the receives
+// must go on meanwhile. The handlers report to the round trip, which the main thread waits on.
 #include "client.hpp"
 
 namespace
@@ -47,9 +47,22 @@ void echo(client::round_trip& trip)
     trip.wait();
 }
 
+// Connects with connect_async; the handler leaves the result for the main thread.
+async_socket::connect_result connect_to_server(client::connection& c, const async_socket::socket_address& server)
+{
+    client::connect_wait wait;
+    const status posted =
+        c.async->connect_async(server, [&wait](async_socket::connect_result r) noexcept { wait.set(r); });
+    if (posted != status::ok)
+    {
+        return {async_socket::io_completion::error, make_error_code(posted)};
+    }
+    return wait.result(c);
+}
+
 } // namespace
 
 int main(int argc, char** argv)
 {
-    return client::run("echo_client", argc, argv, echo);
+    return client::run("echo_client", argc, argv, echo, connect_to_server);
 }

@@ -1,6 +1,6 @@
-// echo_client_coro: echo_client written with coroutines (examples/task.hpp): each round trip is two coroutines
-// that co_await async_receive and async_send. The command line, the connection, the messages and their check are
-// echo_client's (examples/client.hpp).
+// echo_client_coro: echo_client written with coroutines (examples/task.hpp): the connect is a co_await of
+// async_connect, and each round trip is two coroutines that co_await async_receive and async_send. The command line,
+// the connection, the messages and their check are echo_client's (examples/client.hpp).
 //
 //   echo_client_coro PORT [--host 127.0.0.1] [--messages 2000] [--size 4096] [--buffers 2] [--timeout 60]
 //
@@ -60,9 +60,26 @@ void echo(client::round_trip& trip)
     }
 }
 
+// The connect: one co_await; the result goes to the main thread.
+example::task connect_to(net::example_socket& socket, async_socket::socket_address server, client::connect_wait& wait)
+{
+    const async_socket::connect_result connected = co_await socket.async_connect(server);
+    wait.set(connected);
+}
+
+async_socket::connect_result connect_to_server(client::connection& c, const async_socket::socket_address& server)
+{
+    client::connect_wait wait;
+    example::task connecting = connect_to(*c.async, server, wait);
+    connecting.start();
+    const async_socket::connect_result connected = wait.result(c);
+    join(connecting);
+    return connected;
+}
+
 } // namespace
 
 int main(int argc, char** argv)
 {
-    return client::run("echo_client_coro", argc, argv, echo);
+    return client::run("echo_client_coro", argc, argv, echo, connect_to_server);
 }

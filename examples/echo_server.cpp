@@ -1,10 +1,12 @@
 // echo_server: a TCP echo server on async_socket's C++ API with lambda handlers (examples/server.hpp has the
-// command line, the accept loop and the reaper it shares with echo_server_coro; examples/net.hpp the platform).
+// command line, what an accept's result means and the reaper it shares with echo_server_coro; examples/net.hpp the
+// platform).
 //
 //   echo_server [PORT] [--connections N]      prints "listening on 127.0.0.1:PORT", echoes until killed
 //
-// Each connection is one chain of IO on the engine's threads: receive_async -> send_async of what arrived ->
-// receive_async -> ..., each IO started from the handler of the one before. A handler captures only `this`:
+// Accepting is a chain too: each accept_async's handler starts the next one. Each connection is one chain of IO on
+// the engine's threads: receive_async -> send_async of what arrived -> receive_async -> ..., each IO started from the
+// handler of the one before. A handler captures only `this`:
 // the connection lives until the chain ends and hands it to the reaper.
 #include "server.hpp"
 
@@ -74,9 +76,35 @@ private:
     }
 };
 
+// One accept pending at a time; its handler starts the next.
+class accept_chain
+{
+public:
+    explicit accept_chain(server::acceptor<echo_connection>& acceptor) noexcept : acceptor_(acceptor) {}
+
+    void start() noexcept
+    {
+        const status posted = acceptor_.socket().accept_async(
+            [this](async_socket::accept_result accepted) noexcept
+            {
+                if (acceptor_.take(accepted) == server::acceptor<echo_connection>::next::accept)
+                {
+                    start();
+                }
+            });
+        if (posted != status::ok && acceptor_.refused(posted) == server::acceptor<echo_connection>::next::accept)
+        {
+            start();
+        }
+    }
+
+private:
+    server::acceptor<echo_connection>& acceptor_;
+};
+
 } // namespace
 
 int main(int argc, char** argv)
 {
-    return server::serve<echo_connection>("echo_server", argc, argv);
+    return server::serve<echo_connection, accept_chain>("echo_server", argc, argv);
 }

@@ -1,6 +1,6 @@
-// echo_server_coro: echo_server written with coroutines: each connection is one coroutine (examples/task.hpp)
-// that co_awaits async_receive and async_send in a loop. The command line, the accept loop and the reaper are
-// echo_server's (examples/server.hpp).
+// echo_server_coro: echo_server written with coroutines: one coroutine (examples/task.hpp) co_awaits async_accept in
+// a loop, and each connection is one coroutine that co_awaits async_receive and async_send in a loop. The command
+// line, what an accept's result means and the reaper are echo_server's (examples/server.hpp).
 //
 //   echo_server_coro [PORT] [--connections N]     prints "listening on 127.0.0.1:PORT", echoes until killed
 //
@@ -72,9 +72,53 @@ private:
     example::task echoing_; // made suspended in the constructor, started by start()
 };
 
+// The accept loop, a coroutine; start() begins one (again after a pause: the one before has ended by then).
+class accept_loop
+{
+public:
+    using acceptor_type = server::acceptor<echo_connection>;
+    explicit accept_loop(acceptor_type& acceptor) noexcept : acceptor_(acceptor) {}
+    // Every loop has run to its end once the acceptor's run() has closed the listener.
+    ~accept_loop()
+    {
+        for (const example::task& loop : loops_)
+        {
+            if (!loop.wait_for(60))
+            {
+                std::fputs("echo_server_coro: an accept loop did not end after the listener was closed\n", stderr);
+                std::abort();
+            }
+        }
+    }
+    accept_loop(const accept_loop&) = delete;
+    accept_loop& operator=(const accept_loop&) = delete;
+
+    void start()
+    {
+        loops_.push_back(accept_all());
+        loops_.back().start();
+    }
+
+private:
+    example::task accept_all()
+    {
+        for (;;)
+        {
+            const async_socket::accept_result accepted = co_await acceptor_.socket().async_accept();
+            if (acceptor_.take(accepted) != acceptor_type::next::accept)
+            {
+                co_return;
+            }
+        }
+    }
+
+    acceptor_type& acceptor_;
+    std::vector<example::task> loops_; // one per start(); only the last can still run
+};
+
 } // namespace
 
 int main(int argc, char** argv)
 {
-    return server::serve<echo_connection>("echo_server_coro", argc, argv);
+    return server::serve<echo_connection, accept_loop>("echo_server_coro", argc, argv);
 }

@@ -52,6 +52,11 @@ inline SOCKET_HANDLE as_handle(native_socket socket) noexcept
 {
     return reinterpret_cast<SOCKET_HANDLE>(socket);
 }
+// The socket an accept hands over.
+inline native_socket from_handle(SOCKET_HANDLE handle) noexcept
+{
+    return reinterpret_cast<native_socket>(handle);
+}
 inline int shutdown_send(native_socket socket) noexcept
 {
     return ::shutdown(socket, SD_SEND);
@@ -110,6 +115,10 @@ inline int last_error() noexcept
 inline SOCKET_HANDLE as_handle(native_socket socket) noexcept
 {
     return async_socket_handle_from_fd(socket);
+}
+inline native_socket from_handle(SOCKET_HANDLE handle) noexcept
+{
+    return async_socket_fd_from_handle(handle);
 }
 inline int shutdown_send(native_socket socket) noexcept
 {

@@ -1,7 +1,8 @@
 // What echo_server (lambda handlers) and echo_server_coro (coroutines) share: the command line, the listening
-// socket and its accept loop, the connection they both echo on and the reaper that closes finished connections.
-// A program defines only how one connection echoes, as a class derived from server::connection with a
-// start() that begins the echo, and runs server::serve<that class>("its name", argc, argv).
+// socket and the meaning of each accept's result (acceptor), the connection they both echo on and the reaper that
+// closes finished connections. A program defines how one connection echoes, as a class derived from
+// server::connection with a start() that begins the echo, and how it keeps accepting (a handler chain, a coroutine
+// loop on async_accept), and runs server::serve<that class, its accepting>("its name", argc, argv).
 //
 //   NAME [PORT] [--connections N]
 //
@@ -10,10 +11,11 @@
 // --connections N the server exits (status 0) once N connections have been served; without it, it serves until
 // it is killed.
 //
-// One client never stops the server: an accept that fails for one incoming connection (reset or aborted before
-// it was accepted, or for a moment no socket or buffer to give it) is logged and the loop goes on; only a failure
-// of the listening socket itself ends it (status 1). A connection that fails (reset, IO error) is logged and
-// closed like one that ended well.
+// Accepts are asynchronous (accept_async / co_await async_accept): no thread blocks in accept(). One client never
+// stops the server: an error of one incoming connection (reset or aborted before it was accepted) never reaches it
+// (the library goes on with the next connection), a passing shortage of sockets or memory makes it pause and accept
+// again, and only a failure of the listening socket itself ends it (status 1). A connection that fails (reset, IO
+// error) is logged and closed like one that ended well.
 //
 // Why the reaper: a socket is never closed or destroyed from its own callbacks (close() would wait for the very
 // callback it runs in, so it returns called_from_callback; destroying aborts). A finished connection is handed
@@ -30,6 +32,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -242,7 +245,7 @@ inline bool parse_options(int argc, char** argv, options& parsed)
     return true;
 }
 
-// Whether a failed accept() means the listening socket itself is broken (the server must stop), as opposed to a
+// Whether a failed accept means the listening socket itself is broken (the server must stop), as opposed to a
 // failure that concerns one incoming connection or a passing shortage (the server goes on).
 inline bool listener_failed(net::native_socket listener, int error)
 {
@@ -269,7 +272,7 @@ inline bool listener_failed(net::native_socket listener, int error)
     return listening == 0;
 }
 
-// After an accept() failure for want of sockets or memory (WSAEMFILE/EMFILE, WSAENOBUFS/ENOBUFS), waits a little
+// After an accept failure for want of sockets or memory (WSAEMFILE/EMFILE, WSAENOBUFS/ENOBUFS), waits a little
 // before the next try: the next accept would fail at once again, and a loop that spins on it would starve the
 // connections being served. Doubles from 1 ms to 250 ms while the shortage lasts; a success resets it. A connection
 // reset or aborted before it was accepted costs nothing: the next one is taken at once.
@@ -298,61 +301,208 @@ private:
     unsigned delay_ms_ = 1;
 };
 
-// Accepts connections until --connections N have been served (or the listener fails) and gives each to a new
-// Connection (made as Connection(program, socket, id, reaper), then open(engine) and start()). Returns the exit
-// status. Once start() is called, the connection must retire itself when its echo ends, whatever ends it.
+// The listening side, on the library's asynchronous accept: the listener's async socket and what each accept's
+// result means. A program starts accepts its own way (a handler chain, a coroutine loop: `Accepting`, see serve)
+// and hands every result to take(), which says what to do next. The main thread waits in run() until
+// --connections N have been served or the listener failed, starting the accepts again after a pause when the system
+// ran short of sockets or memory (never on a completion thread: it must not sleep there).
 template <class Connection>
-int accept_loop(const char* program, net::native_socket listener, EXECUTION_ENGINE_HANDLE engine,
-                std::uint64_t connections)
+class acceptor
 {
-    reaper finished_connections;
-    accept_backoff backoff;
-    std::uint64_t accepted = 0;
-    std::uint64_t started = 0;
-    int exit_code = 0;
-    while (connections == 0 || started < connections)
+public:
+    enum class next : std::uint8_t
     {
-        sockaddr_in peer{};
-        net::address_length peer_length = sizeof(peer);
-        const net::native_socket client = accept(listener, reinterpret_cast<sockaddr*>(&peer), &peer_length);
-        if (client == net::no_socket)
+        accept,      // start the next accept now
+        retry_later, // a shortage: run() starts accepting again after a pause
+        stop,        // done, the listener failed, or it was closed
+    };
+
+    acceptor(const char* program, net::native_socket listener, EXECUTION_ENGINE_HANDLE engine,
+             std::uint64_t connections, reaper& finished)
+        : program_(program), listener_(listener), engine_(engine), connections_(connections), finished_(finished)
+    {
+    }
+    acceptor(const acceptor&) = delete;
+    acceptor& operator=(const acceptor&) = delete;
+
+    // The listener's async socket, made and opened. Says why when it cannot.
+    bool open()
+    {
+        async_ = net::example_socket::create(net::engine_of(engine_), net::as_handle(listener_));
+        if (!async_ || async_->open_async([](ASYNC_SOCKET_OPEN_RESULT) noexcept {}) != async_socket::status::ok)
         {
-            const int error = net::last_error();
-            if (listener_failed(listener, error))
+            std::fprintf(stderr, "%s: the listening socket's async socket could not be made and opened\n", program_);
+            return false;
+        }
+        return true;
+    }
+
+    net::example_socket& socket() noexcept
+    {
+        return *async_;
+    }
+
+    // One accept's result (from a completion thread, or from the thread that started it).
+    next take(const async_socket::accept_result& result) noexcept
+    {
+        if (result.ok())
+        {
+            return serve(net::from_handle(result.socket), result.peer);
+        }
+        if (result.completion == async_socket::io_completion::because_close)
+        {
+            return next::stop;
+        }
+        if (result.error.category() == async_socket::status_category())
+        {
+            return refused(static_cast<async_socket::status>(result.error.value()));
+        }
+        const int error = result.error.value();
+        if (listener_failed(listener_, error))
+        {
+            std::fprintf(stderr, "%s: the listening socket failed: %s; stopping\n", program_,
+                         result.error.message().c_str());
+            return finish(true);
+        }
+        // Errors of one incoming connection never get here (the backend goes on with the next connection): this is
+        // a shortage, of sockets or memory. Accepting again at once would fail at once.
+        std::fprintf(stderr, "%s: accept failed: %s; trying again shortly\n", program_, result.error.message().c_str());
+        return pause(error);
+    }
+
+    // An accept call that was refused (accept_async did not return ok).
+    next refused(async_socket::status why) noexcept
+    {
+        if (why == async_socket::status::invalid_state)
+        {
+            return next::stop; // closed by run(): the server is ending
+        }
+        std::fprintf(stderr, "%s: accept_async failed: %s; trying again shortly\n", program_,
+                     async_socket::to_string(why));
+        return pause(0);
+    }
+
+    // Starts accepting with `start` (called again after each pause) and waits for the end. Returns the exit status.
+    template <class Start>
+    int run(Start&& start)
+    {
+        start();
+        std::unique_lock lock(mutex_);
+        for (;;)
+        {
+            changed_.wait(lock, [this] { return done_ || retry_; });
+            if (done_)
             {
-                std::fprintf(stderr, "%s: the listening socket failed: error %d; stopping\n", program, error);
-                exit_code = 1;
                 break;
             }
-            std::fprintf(stderr, "%s: accept failed for one connection: error %d; going on\n", program, error);
-            backoff.after_failure(error);
-            continue;
+            retry_ = false;
+            if (succeeded_)
+            {
+                backoff_.after_success();
+                succeeded_ = false;
+            }
+            const int error = last_error_;
+            lock.unlock();
+            backoff_.after_failure(error);
+            start();
+            lock.lock();
         }
-        backoff.after_success();
-        ++accepted;
+        const std::uint64_t started = started_;
+        const int exit_code = failed_ ? 1 : 0;
+        lock.unlock();
+        // No accept is left pending (or close cuts it); then every started connection ends when its client closes.
+        (void)async_->close();
+        finished_.wait_for_retired(started);
+        async_.reset();
+        return exit_code;
+    }
+
+private:
+    next serve(net::native_socket client, const async_socket::socket_address& peer) noexcept
+    {
+        std::uint64_t id = 0;
+        {
+            std::lock_guard lock(mutex_);
+            id = ++accepted_;
+            succeeded_ = true;
+        }
         const int no_delay = 1;
         (void)setsockopt(client, IPPROTO_TCP, TCP_NODELAY, reinterpret_cast<const char*>(&no_delay), sizeof(no_delay));
         char peer_name[INET_ADDRSTRLEN] = "?";
-        (void)inet_ntop(AF_INET, &peer.sin_addr, peer_name, sizeof(peer_name));
-        std::printf("%s: connection %llu from %s:%u\n", program, static_cast<unsigned long long>(accepted), peer_name,
-                    ntohs(peer.sin_port));
-        std::fflush(stdout);
-        auto made = std::make_unique<Connection>(program, client, accepted, finished_connections);
-        if (made->open(engine))
+        unsigned peer_port = 0;
+        if (peer.family() == AF_INET)
         {
-            // From here on the echo owns the connection: whatever ends it hands it to the reaper.
-            made.release()->start();
-            ++started;
+            const auto* v4 = reinterpret_cast<const sockaddr_in*>(peer.data());
+            (void)inet_ntop(AF_INET, &v4->sin_addr, peer_name, sizeof(peer_name));
+            peer_port = ntohs(v4->sin_port);
         }
-        // else: logged; destroying it closes the socket. One connection that could not start is not the server's end.
+        std::printf("%s: connection %llu from %s:%u\n", program_, static_cast<unsigned long long>(id), peer_name,
+                    peer_port);
+        std::fflush(stdout);
+        auto made = std::unique_ptr<Connection>(new (std::nothrow) Connection(program_, client, id, finished_));
+        if (made == nullptr)
+        {
+            net::close_socket(client);
+            return pause(0);
+        }
+        if (!made->open(engine_))
+        {
+            return next::accept; // logged; destroying it closes the socket. One connection is not the server's end.
+        }
+        // From here on the echo owns the connection: whatever ends it hands it to the reaper.
+        made.release()->start();
+        std::lock_guard lock(mutex_);
+        ++started_;
+        if (connections_ != 0 && started_ >= connections_)
+        {
+            done_ = true;
+            changed_.notify_all();
+            return next::stop;
+        }
+        return next::accept;
     }
-    // Every started connection ends when its client closes; wait for them before leaving.
-    finished_connections.wait_for_retired(started);
-    return exit_code;
-}
 
-// The whole server: command line, listening socket, engine, accept loop (see the top of this file).
-template <class Connection>
+    next finish(bool failed) noexcept
+    {
+        std::lock_guard lock(mutex_);
+        failed_ = failed_ || failed;
+        done_ = true;
+        changed_.notify_all();
+        return next::stop;
+    }
+
+    next pause(int error) noexcept
+    {
+        std::lock_guard lock(mutex_);
+        last_error_ = error;
+        retry_ = true;
+        changed_.notify_all();
+        return next::retry_later;
+    }
+
+    const char* program_;
+    net::native_socket listener_;
+    EXECUTION_ENGINE_HANDLE engine_;
+    std::uint64_t connections_;
+    reaper& finished_;
+    net::example_socket::handle async_;
+    accept_backoff backoff_; // used by run()'s thread only
+    std::mutex mutex_;
+    std::condition_variable changed_;
+    // Guarded by mutex_:
+    std::uint64_t accepted_ = 0;
+    std::uint64_t started_ = 0;
+    bool done_ = false;
+    bool failed_ = false;
+    bool retry_ = false;
+    bool succeeded_ = false;
+    int last_error_ = 0;
+};
+
+// The whole server: command line, listening socket, engine, accepts (see the top of this file). `Accepting` is how
+// the program starts accepting: made as Accepting(acceptor&), its start() begins (or begins again, after a pause)
+// accepts that hand every result to acceptor::take and go on while it says next::accept.
+template <class Connection, class Accepting>
 int serve(const char* program, int argc, char** argv)
 {
     options opts;
@@ -370,7 +520,7 @@ int serve(const char* program, int argc, char** argv)
         std::fprintf(stderr, "%s: WSAStartup failed: %d\n", program, session.error);
         return 1;
     }
-    // On Windows overlapped, so that the sockets accept() makes from it can be used with threadpool IO.
+    // On Windows overlapped, as threadpool IO (and AcceptEx) needs it.
     const net::native_socket listener = net::make_tcp_socket();
     if (listener == net::no_socket)
     {
@@ -398,7 +548,15 @@ int serve(const char* program, int argc, char** argv)
     {
         std::printf("listening on 127.0.0.1:%u\n", ntohs(address.sin_port));
         std::fflush(stdout);
-        exit_code = accept_loop<Connection>(program, listener, engine, opts.connections);
+        {
+            reaper finished_connections;
+            acceptor<Connection> accepting(program, listener, engine, opts.connections, finished_connections);
+            if (accepting.open())
+            {
+                Accepting starter(accepting);
+                exit_code = accepting.run([&] { starter.start(); });
+            }
+        }
         execution_engine_dec_ref(engine);
     }
     net::close_socket(listener);
