@@ -57,6 +57,8 @@ inline constexpr std::size_t linux_os_call_count = detail::linux_os_call_count;
         return "io_uring_submit";
     case linux_os_call::io_uring_submit_and_wait:
         return "io_uring_submit_and_wait";
+    case linux_os_call::accept4:
+        return "accept4";
     }
     return "?";
 }
@@ -64,7 +66,7 @@ inline constexpr std::size_t linux_os_call_count = detail::linux_os_call_count;
 /// Which calls fail and with what errno, and what they counted. Owned by the test; every member is thread-safe.
 /// Rates start at 0 (no fault); errors at ENOBUFS and ECONNRESET (sendmsg, recvmsg, drawn by the seed), ENOMEM
 /// (epoll_ctl), ENOBUFS (io_uring_get_sqe: the value only counts, the call returns nullptr), EAGAIN
-/// (io_uring_submit), EINTR (io_uring_submit_and_wait).
+/// (io_uring_submit), EINTR (io_uring_submit_and_wait), EMFILE (accept4).
 class linux_fault_plan
 {
 public:
@@ -82,6 +84,7 @@ public:
         set_errors(linux_os_call::io_uring_get_sqe, {ENOBUFS});
         set_errors(linux_os_call::io_uring_submit, {EAGAIN});
         set_errors(linux_os_call::io_uring_submit_and_wait, {EINTR});
+        set_errors(linux_os_call::accept4, {EMFILE});
     }
     linux_fault_plan(const linux_fault_plan&) = delete;
     linux_fault_plan& operator=(const linux_fault_plan&) = delete;

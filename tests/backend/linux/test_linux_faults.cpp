@@ -1041,3 +1041,120 @@ TEST_CASE("linux resource exhaustion: memory out while a receive is pending: out
         run_memory_out(linux_io_choice::io_uring, "io_uring");
     }
 }
+
+namespace
+{
+// What one accept's handler saw (recorded under the waiter; the main thread checks).
+struct accept_box
+{
+    waiter wake;
+    int completions = 0;                      // guarded by wake
+    async_socket::io_completion completion{}; // guarded by wake
+    std::error_code error;                    // guarded by wake
+    int fd = -1;                              // guarded by wake
+
+    auto handler() noexcept
+    {
+        return [this](async_socket::accept_result r) noexcept
+        {
+            wake.update(
+                [&]
+                {
+                    ++completions;
+                    completion = r.completion;
+                    error = r.error;
+                    fd = r.ok() ? async_socket_fd_from_handle(r.socket) : -1;
+                });
+        };
+    }
+};
+
+int listening_socket(sockaddr_in& address)
+{
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP);
+    address = sockaddr_in{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof address;
+    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 || ::listen(fd, 16) != 0 ||
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0)
+    {
+        return -1;
+    }
+    return fd;
+}
+} // namespace
+
+TEST_CASE("linux faults on accept (epoll): errors of one connection are skipped, EMFILE is reported, the listener "
+          "goes on")
+{
+    alloc_ledger ledger;
+    linux_fault_plan plan(5);
+    const linux_fault_plan::installation installed(plan);
+    const linux_engine::handle engine = linux_engine::create({.thread_count = 1, .io = linux_io_choice::epoll});
+    REQUIRE(engine != nullptr);
+    sockaddr_in address{};
+    const int listener = listening_socket(address);
+    REQUIRE(listener >= 0);
+    {
+        fault_socket::handle acceptor = make_socket(engine.get(), listener, ledger);
+        REQUIRE(acceptor != nullptr);
+        REQUIRE(acceptor->open_async(&on_open, nullptr) == status::ok);
+        std::vector<int> clients;
+        const auto connect_one = [&]
+        {
+            const int client = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP);
+            REQUIRE(client >= 0);
+            REQUIRE(::connect(client, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0);
+            clients.push_back(client);
+        };
+
+        // A queued accept (nothing to accept yet) whose tries on the readiness edge meet three ECONNABORTED: each is
+        // skipped, the fourth try takes the connection.
+        accept_box first;
+        REQUIRE(acceptor->accept_async(first.handler()) == status::ok);
+        plan.set_errors(linux_os_call::accept4, {ECONNABORTED});
+        const std::uint64_t injected_before = plan.injected(linux_os_call::accept4);
+        plan.fail_calls(linux_os_call::accept4, 1, 3);
+        connect_one();
+        REQUIRE(first.wake.wait_for([&] { return first.completions != 0; }, deadline_seconds));
+        CHECK(first.completions == 1);
+        CHECK(first.completion == async_socket::io_completion::ok);
+        CHECK(first.fd >= 0);
+        CHECK(plan.injected(linux_os_call::accept4) - injected_before == 3);
+
+        // Out of descriptors while an accept is queued: it completes once with EMFILE; the connection stays queued in
+        // the kernel and the next accept takes it.
+        accept_box second;
+        REQUIRE(acceptor->accept_async(second.handler()) == status::ok);
+        plan.set_errors(linux_os_call::accept4, {EMFILE});
+        plan.fail_calls(linux_os_call::accept4, 1, 1);
+        connect_one();
+        REQUIRE(second.wake.wait_for([&] { return second.completions != 0; }, deadline_seconds));
+        CHECK(second.completions == 1);
+        CHECK(second.completion == async_socket::io_completion::error);
+        CHECK(second.error == std::error_code(EMFILE, std::generic_category()));
+        CHECK(second.fd == -1);
+        accept_box third;
+        REQUIRE(acceptor->accept_async(third.handler()) == status::ok);
+        REQUIRE(third.wake.wait_for([&] { return third.completions != 0; }, deadline_seconds));
+        CHECK(third.completion == async_socket::io_completion::ok);
+        CHECK(third.fd >= 0);
+        MESSAGE("accept faults (epoll): 3 ECONNABORTED skipped, then accepted; EMFILE reported once, then accepted");
+
+        acceptor.reset();
+        for (const int fd : {first.fd, third.fd})
+        {
+            if (fd >= 0)
+            {
+                (void)::close(fd);
+            }
+        }
+        for (const int client : clients)
+        {
+            (void)::close(client);
+        }
+    }
+    (void)::close(listener);
+    CHECK(ledger.live_blocks() == 0);
+}

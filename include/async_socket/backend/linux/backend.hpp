@@ -417,7 +417,7 @@ private:
         {
             area.length = sizeof area.peer;
             const int accepted =
-                ::accept4(slot.fd, reinterpret_cast<sockaddr*>(&area.peer), &area.length, SOCK_CLOEXEC);
+                detail::os_accept4(slot.fd, reinterpret_cast<sockaddr*>(&area.peer), &area.length, SOCK_CLOEXEC);
             if (accepted >= 0)
             {
                 area.fd = accepted;

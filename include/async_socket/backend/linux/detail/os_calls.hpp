@@ -28,10 +28,11 @@ enum class linux_os_call : std::uint8_t
     io_uring_get_sqe,         ///< io_uring_get_sqe (a free submission entry; a fault means the ring is full)
     io_uring_submit,          ///< io_uring_submit (when the ring was full)
     io_uring_submit_and_wait, ///< io_uring_submit_and_wait (the worker's wait of each round)
+    accept4,                  ///< accept4 (epoll: the try of an accept)
 };
 
 /// The number of linux_os_call values.
-inline constexpr std::uint32_t linux_os_call_count = 6;
+inline constexpr std::uint32_t linux_os_call_count = 7;
 
 /// The hook: 0 to make the call, else the errno value to fail it with.
 struct linux_fault_hook_entry
@@ -80,6 +81,16 @@ inline ssize_t os_recvmsg(int fd, msghdr* message, int flags) noexcept
         return -1;
     }
     return ::recvmsg(fd, message, flags);
+}
+
+inline int os_accept4(int fd, sockaddr* address, socklen_t* length, int flags) noexcept
+{
+    if (const int error = linux_fault(linux_os_call::accept4); error != 0)
+    {
+        errno = error;
+        return -1;
+    }
+    return ::accept4(fd, address, length, flags);
 }
 
 inline int os_epoll_ctl(int epoll_fd, int operation, int fd, epoll_event* event) noexcept
