@@ -102,12 +102,15 @@ enum class io_direction
     receive
 };
 
-// How the user is told of the IO's end: the spec's C callback, a lambda, a coroutine.
+// How the user is told of the IO's end: the spec's C callback, a lambda, a coroutine. lambda_in_coroutine: the
+// lambda path started from inside the coroutine's loop, no co_await: the cost of running the loop in a coroutine
+// frame by itself (its locals live in the frame), apart from the awaiter's.
 enum class handler_kind
 {
     function_pointer,
     lambda,
-    coroutine
+    coroutine,
+    lambda_in_coroutine
 };
 
 // The benchmarks' coroutine: starts at once, and keeps its frame at the end so that the caller can see that it
@@ -174,10 +177,11 @@ status start_io(Socket& socket, payload& data, tally& seen) noexcept
     }
 }
 
-// The timed loop inside a coroutine: each IO is a co_await. allocations: those of the timed loop alone (the
+// The timed loop inside a coroutine: each IO is a co_await (or, for lambda_in_coroutine, a call with a lambda).
+// allocations: those of the timed loop alone (the
 // frame is made before it). No warm-up of its own in any row (a second call site changes what g++ inlines): the
 // pools are warm from Google Benchmark's earlier calls of the same row before the run it reports.
-template <io_direction Direction, class Socket>
+template <io_direction Direction, handler_kind Handler, class Socket>
 bench_task coroutine_loop(benchmark::State& state, Socket& socket, payload& data, tally& seen,
                           std::uint64_t& allocations)
 {
@@ -185,7 +189,12 @@ bench_task coroutine_loop(benchmark::State& state, Socket& socket, payload& data
     const std::uint64_t before = alloc_counter::allocations.load();
     for (auto _ : state)
     {
-        if constexpr (Direction == io_direction::send)
+        if constexpr (Handler == handler_kind::lambda_in_coroutine)
+        {
+            status result = start_io<Direction, handler_kind::lambda>(socket, data, seen);
+            benchmark::DoNotOptimize(result);
+        }
+        else if constexpr (Direction == io_direction::send)
         {
             const async_socket::send_result r = co_await socket.async_send(buffers);
             seen.ok += r.ok() ? 1 : 0;
@@ -198,6 +207,7 @@ bench_task coroutine_loop(benchmark::State& state, Socket& socket, payload& data
         benchmark::ClobberMemory();
     }
     allocations = alloc_counter::allocations.load() - before;
+    co_return;
 }
 
 template <class Threadpool, class Alloc, io_direction Direction, handler_kind Handler = handler_kind::function_pointer>
@@ -214,9 +224,9 @@ void bm_socket(benchmark::State& state)
     payload data(static_cast<std::uint32_t>(state.range(0)));
     tally seen;
     std::uint64_t allocations = 0;
-    if constexpr (Handler == handler_kind::coroutine)
+    if constexpr (Handler == handler_kind::coroutine || Handler == handler_kind::lambda_in_coroutine)
     {
-        const bench_task loop = coroutine_loop<Direction>(state, *socket, data, seen, allocations);
+        const bench_task loop = coroutine_loop<Direction, Handler>(state, *socket, data, seen, allocations);
         if (!loop.coroutine.done())
         {
             // Every IO here completes during its call; a suspended loop would mean one never completed.
@@ -481,6 +491,10 @@ void register_handler_rows(const std::string& alloc_name)
     add("receive_lambda", &bm_socket<inline_threadpool, Alloc, io_direction::receive, handler_kind::lambda>);
     add("send_coroutine", &bm_socket<inline_threadpool, Alloc, io_direction::send, handler_kind::coroutine>);
     add("receive_coroutine", &bm_socket<inline_threadpool, Alloc, io_direction::receive, handler_kind::coroutine>);
+    add("send_lambda_in_coroutine",
+        &bm_socket<inline_threadpool, Alloc, io_direction::send, handler_kind::lambda_in_coroutine>);
+    add("receive_lambda_in_coroutine",
+        &bm_socket<inline_threadpool, Alloc, io_direction::receive, handler_kind::lambda_in_coroutine>);
 }
 
 void register_all()

@@ -378,31 +378,31 @@ public:
     [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, detail::transfer_operation<true>>
     async_send(std::span<const ASYNC_SOCKET_BUFFER> buffers) noexcept
     {
-        return {*this, {buffers}};
+        return detail::io_awaiter<basic_async_socket, SyncPolicy, detail::transfer_operation<true>>(*this, buffers);
     }
 
     /// co_await socket->async_receive(buffers) gives the receive_result (see async_send).
     [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, detail::transfer_operation<false>>
     async_receive(std::span<const ASYNC_SOCKET_BUFFER> buffers) noexcept
     {
-        return {*this, {buffers}};
+        return detail::io_awaiter<basic_async_socket, SyncPolicy, detail::transfer_operation<false>>(*this, buffers);
     }
 
     /// Cancellable through `stop`, as send_async with a stop_token: a cancelled IO gives io_completion::cancelled,
     /// a token stopped already gives cancelled with status::cancelled as its error_code.
-    [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, detail::transfer_operation<true>>
+    [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, detail::transfer_operation<true>, true>
     async_send(std::span<const ASYNC_SOCKET_BUFFER> buffers,
                std::stop_token stop) noexcept requires cancellable_backend<Backend>
     {
-        return {*this, {buffers}, std::move(stop)};
+        return {std::move(stop), *this, buffers};
     }
 
     /// Cancellable through `stop`, as async_send with a stop_token is.
-    [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, detail::transfer_operation<false>>
+    [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, detail::transfer_operation<false>, true>
     async_receive(std::span<const ASYNC_SOCKET_BUFFER> buffers,
                   std::stop_token stop) noexcept requires cancellable_backend<Backend>
     {
-        return {*this, {buffers}, std::move(stop)};
+        return {std::move(stop), *this, buffers};
     }
 
     /// Accepts one connection on a listening socket (beyond the contract; a backend with accept, as every backend of
@@ -457,29 +457,29 @@ public:
     [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, detail::accept_operation>
     async_accept() noexcept requires accepting_backend<Backend>
     {
-        return {*this, {}};
+        return detail::io_awaiter<basic_async_socket, SyncPolicy, detail::accept_operation>(*this);
     }
 
     /// Cancellable through `stop`, as async_send with a stop_token is.
-    [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, detail::accept_operation>
+    [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, detail::accept_operation, true>
     async_accept(std::stop_token stop) noexcept requires accepting_backend<Backend> && cancellable_backend<Backend>
     {
-        return {*this, {}, std::move(stop)};
+        return {std::move(stop), *this};
     }
 
     /// co_await socket->async_connect(address) gives the connect_result (see connect_async).
     [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, detail::connect_operation>
     async_connect(const socket_address& address) noexcept requires connecting_backend<Backend>
     {
-        return {*this, {address}};
+        return detail::io_awaiter<basic_async_socket, SyncPolicy, detail::connect_operation>(*this, address);
     }
 
     /// Cancellable through `stop`, as async_send with a stop_token is.
-    [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, detail::connect_operation>
+    [[nodiscard]] detail::io_awaiter<basic_async_socket, SyncPolicy, detail::connect_operation, true>
     async_connect(const socket_address& address,
                   std::stop_token stop) noexcept requires connecting_backend<Backend> && cancellable_backend<Backend>
     {
-        return {*this, {address}, std::move(stop)};
+        return {std::move(stop), *this, address};
     }
 
     /// Opens with a C++ handler, called with ASYNC_SOCKET_OPEN_OK on this thread before ok is returned (the
@@ -1158,8 +1158,8 @@ private:
     }
 
     /// Validates a payload and sums its lengths (SRS 01_025/085/089/090/101 and 01_074/086/091/092/096).
-    static status check_buffers(const ASYNC_SOCKET_BUFFER* buffers, std::uint32_t buffer_count,
-                                std::uint32_t& total_length) noexcept
+    ASYNC_SOCKET_ALWAYS_INLINE static status
+    check_buffers(const ASYNC_SOCKET_BUFFER* buffers, std::uint32_t buffer_count, std::uint32_t& total_length) noexcept
     {
         if (buffers == nullptr || buffer_count == 0)
         {
@@ -1185,9 +1185,10 @@ private:
     /// Allocates a context with `buffer_count` OS buffers pointing at `buffers`. Its io_state is the
     /// backend's to initialise when it submits.
     /// `handler_size` more bytes (aligned to `handler_alignment`) after the buffer array hold a C++ handler.
-    status make_context(const ASYNC_SOCKET_BUFFER* buffers, std::uint32_t buffer_count, std::uint32_t total_length,
-                        detail::io_kind kind, std::size_t handler_size, std::size_t handler_alignment,
-                        context_header*& context) noexcept
+    ASYNC_SOCKET_ALWAYS_INLINE status make_context(const ASYNC_SOCKET_BUFFER* buffers, std::uint32_t buffer_count,
+                                                   std::uint32_t total_length, detail::io_kind kind,
+                                                   std::size_t handler_size, std::size_t handler_alignment,
+                                                   context_header*& context) noexcept
     {
         context_header* made = nullptr;
         if (status allocated =
@@ -1206,8 +1207,9 @@ private:
     }
 
     /// A context with room for `buffer_count` OS buffers (not yet made) and `handler_size` bytes of handler.
-    status allocate_context(std::uint32_t buffer_count, std::uint32_t total_length, detail::io_kind kind,
-                            std::size_t handler_size, std::size_t handler_alignment, context_header*& context) noexcept
+    ASYNC_SOCKET_ALWAYS_INLINE status allocate_context(std::uint32_t buffer_count, std::uint32_t total_length,
+                                                       detail::io_kind kind, std::size_t handler_size,
+                                                       std::size_t handler_alignment, context_header*& context) noexcept
     {
         std::uint64_t size = layout::size(buffer_count);
         if (handler_size != 0)
@@ -1265,8 +1267,9 @@ private:
     }
 
     template <detail::io_kind Kind, class Handler>
-    static void finish_with_handler(basic_async_socket* self, context_header* context, Handler* stored,
-                                    io_result result, bool closing, bool cancelled) noexcept
+    ASYNC_SOCKET_ALWAYS_INLINE static void finish_with_handler(basic_async_socket* self, context_header* context,
+                                                               Handler* stored, io_result result, bool closing,
+                                                               bool cancelled) noexcept
     {
         auto handed = make_result<Kind>(context, result, closing, cancelled); // before the context goes
         if constexpr (std::is_nothrow_move_constructible_v<Handler>)
@@ -1288,7 +1291,8 @@ private:
     /// backend reported it cancelled (close wins over it). An accepted socket is taken from the backend's area here,
     /// once, and only for a successful accept.
     template <detail::io_kind Kind>
-    static auto make_result(context_header* context, io_result result, bool closing, bool cancelled) noexcept
+    ASYNC_SOCKET_ALWAYS_INLINE static auto make_result(context_header* context, io_result result, bool closing,
+                                                       bool cancelled) noexcept
     {
         std::error_code error = detail::no_error(); // not `error;`: that calls std::system_category() per IO
         if (result.outcome != io_outcome::success && result.os_code != 0)

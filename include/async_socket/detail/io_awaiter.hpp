@@ -12,19 +12,20 @@
 // false and the coroutine goes on, on this thread. await_suspend first: the handler resumes the coroutine, on the
 // completion thread. A refused call gives an error result at once, whose error_code is the status
 // (status_category()). With a stop_token the IO is started cancellable (a token stopped already gives
-// io_completion::cancelled without starting anything).
+// io_completion::cancelled without starting anything); one made without a stop_token holds none.
 #pragma once
 
 #include <async_socket/concepts.hpp>
-#include <async_socket/detail/no_error.hpp>
 #include <async_socket/results.hpp>
 #include <async_socket/status.hpp>
 #include <async_socket/types.h>
 
 #include <coroutine>
 #include <cstdint>
+#include <new>
 #include <span>
 #include <stop_token>
+#include <system_error>
 #include <type_traits>
 #include <utility>
 
@@ -35,16 +36,30 @@ namespace async_socket::detail
 // Trivially destructible, as every thread_local of the library must be (mingw's emulated TLS).
 inline thread_local const void* awaiter_in_call = nullptr;
 
+// The stop_token of an awaiter made without one: nothing to hold, test or destroy per IO.
+struct no_stop_token
+{
+};
+
 // What one kind of IO gives the awaiter: its result type, how to start it with a handler (cancellable when `stop`
-// can be stopped) and the result of a call that was refused. One per IO kind, below the awaiter.
-template <class Socket, class SyncPolicy, class Operation>
+// can be stopped) and the result of a call that was refused. One per IO kind, below the awaiter. Cancellable: made
+// with a std::stop_token (async_send(buffers, stop) and the like).
+template <class Socket, class SyncPolicy, class Operation, bool Cancellable = false>
 class io_awaiter
 {
 public:
     using result_type = typename Operation::result_type;
 
-    io_awaiter(Socket& socket, Operation operation, std::stop_token stop = {}) noexcept
-        : socket_(&socket), operation_(operation), stop_(std::move(stop))
+    // The operation is made in place from `what` (copied in, g++ moves a span through a temporary of the frame
+    // with overlapping 16-byte copies that stall).
+    template <class... What>
+    explicit io_awaiter(Socket& socket, const What&... what) noexcept requires(!Cancellable)
+        : operation_{what...}, socket_(&socket)
+    {
+    }
+    template <class... What>
+    io_awaiter(std::stop_token stop, Socket& socket, const What&... what) noexcept requires(Cancellable)
+        : operation_{what...}, socket_(&socket), stop_(std::move(stop))
     {
     }
     io_awaiter(const io_awaiter&) = delete;
@@ -55,7 +70,7 @@ public:
     {
         auto handler = [this](result_type result) noexcept
         {
-            result_ = std::move(result);
+            result_.store(result);
             if (awaiter_in_call == this)
             {
                 finished_in_call_ = true; // this thread, during the call: await_ready reads it after the call
@@ -70,7 +85,7 @@ public:
         const void* const outer = awaiter_in_call; // a call of another awaiter's, further up this thread's stack
         awaiter_in_call = this;
         status started = status::ok;
-        if constexpr (cancellable_backend<typename Socket::backend_type>)
+        if constexpr (Cancellable)
         {
             started = stop_.stop_possible() ? operation_.start(*socket_, handler, std::move(stop_))
                                             : operation_.start(*socket_, handler);
@@ -82,8 +97,9 @@ public:
         awaiter_in_call = outer;
         if (started != status::ok)
         {
-            result_ = Operation::refused(started == status::cancelled ? io_completion::cancelled : io_completion::error,
-                                         make_error_code(started));
+            result_.store(
+                Operation::refused(started == status::cancelled ? io_completion::cancelled : io_completion::error,
+                                   make_error_code(started)));
             return true;
         }
         return finished_in_call_;
@@ -98,7 +114,7 @@ public:
 
     [[nodiscard]] result_type await_resume() const noexcept
     {
-        return result_;
+        return result_.load();
     }
 
 private:
@@ -106,14 +122,81 @@ private:
     static constexpr std::int32_t finished_elsewhere = 1;
     static constexpr std::int32_t suspended = 2;
 
+    Operation operation_; // before socket_: g++ then copies a span whole, not half of it beside socket_
     Socket* socket_;
-    Operation operation_;
-    std::stop_token stop_;
+    [[no_unique_address]] std::conditional_t<Cancellable, std::stop_token, no_stop_token> stop_;
     std::coroutine_handle<> waiting_;
-    // Overwritten by the handler or by refused() before await_resume reads it.
-    result_type result_ = Operation::refused(io_completion::error, no_error());
+    // Written by the handler or with refused() before await_resume reads it; not initialised before (a result
+    // made only to be overwritten costs a call per IO for its error_code).
+    typename Operation::result_slot result_;
     typename SyncPolicy::word_type state_{starting};
     bool finished_in_call_ = false; // written and read by the calling thread only
+};
+
+// Where an awaiter keeps its result between the handler and await_resume: the whole result, left uninitialised until
+// the handler (or a refused call) stores it. Result types are trivially destructible.
+template <class Result>
+class whole_result_slot
+{
+public:
+    static_assert(std::is_trivially_destructible_v<Result>);
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): written by store() before load() reads it
+    whole_result_slot() noexcept {}
+
+    void store(const Result& result) noexcept
+    {
+        ::new (static_cast<void*>(&value_)) Result(result);
+    }
+    [[nodiscard]] Result load() const noexcept
+    {
+        return value_;
+    }
+
+private:
+    union
+    {
+        Result value_;
+    };
+};
+
+// The result of a send or a receive, field by field. Stored whole, the handler writes it as a byte, a word and a
+// pointer and await_resume reads it back with 16-byte copies that overlap those stores: each such load waits for
+// the stores to retire (no store-to-load forwarding), several ns per IO on the coroutine path. Fields stored and
+// loaded one by one forward.
+template <class Result>
+class transfer_result_slot
+{
+public:
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): written by store() before load() reads it
+    transfer_result_slot() noexcept {}
+
+    void store(const Result& result) noexcept
+    {
+        completion_ = result.completion;
+        if constexpr (requires { result.bytes; })
+        {
+            bytes_ = result.bytes;
+        }
+        code_ = result.error.value();
+        category_ = &result.error.category();
+    }
+    [[nodiscard]] Result load() const noexcept
+    {
+        if constexpr (requires(Result r) { r.bytes; })
+        {
+            return Result{completion_, bytes_, std::error_code(code_, *category_)};
+        }
+        else
+        {
+            return Result{completion_, std::error_code(code_, *category_)};
+        }
+    }
+
+private:
+    io_completion completion_;
+    std::uint32_t bytes_;
+    int code_;
+    const std::error_category* category_;
 };
 
 // co_await socket->async_send(buffers) / async_receive(buffers).
@@ -121,6 +204,7 @@ template <bool IsSend>
 struct transfer_operation
 {
     using result_type = std::conditional_t<IsSend, send_result, receive_result>;
+    using result_slot = transfer_result_slot<result_type>;
     std::span<const ASYNC_SOCKET_BUFFER> buffers;
 
     template <class Socket, class Handler, class... Stop>
@@ -152,6 +236,7 @@ struct transfer_operation
 struct accept_operation
 {
     using result_type = accept_result;
+    using result_slot = whole_result_slot<result_type>;
 
     template <class Socket, class Handler, class... Stop>
     status start(Socket& socket, Handler& handler, Stop&&... stop) const noexcept
@@ -168,6 +253,7 @@ struct accept_operation
 struct connect_operation
 {
     using result_type = connect_result;
+    using result_slot = whole_result_slot<result_type>;
     socket_address address;
 
     template <class Socket, class Handler, class... Stop>
