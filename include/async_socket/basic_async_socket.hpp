@@ -171,6 +171,13 @@ public:
     /// The owner of a socket: create returns one; resetting it destroys the socket.
     using handle = std::unique_ptr<basic_async_socket, destroyer>;
 
+    /// The bytes a send_async or receive_async with a C callback over `buffer_count` buffers takes from AllocPolicy
+    /// for its context (a C++ handler adds its own size, aligned for it): the size to give a pool's reserve.
+    [[nodiscard]] static constexpr std::uint64_t io_context_size(std::uint32_t buffer_count) noexcept
+    {
+        return layout::size(buffer_count);
+    }
+
     /// Makes a CLOSED socket over `socket_handle`, which stays the caller's (it is never closed here).
     /// Returns null when engine or socket_handle is null, or when memory or the pool cannot be had.
     [[nodiscard]] static handle create(engine_type engine, SOCKET_HANDLE socket_handle, Backend backend = {},

@@ -12,6 +12,8 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
+#include <condition_variable>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -328,6 +330,155 @@ TEST_CASE("recycling_pool_alloc: trim returns every cached block to the heap and
     CHECK(ledger.live_blocks() == 1 + 1 + 1); // in_use, the pool's state and this thread's (empty) cache
     std::memset(in_use, 0x5A, 300);
     pool.deallocate(in_use, 300);
+    CHECK(ledger.misuse() == 0);
+}
+
+TEST_CASE("recycling_pool_alloc: reserve fills the shared list of a class from the heap, up to max_cached_per_class, "
+          "and the blocks then go out with no heap allocation")
+{
+    alloc_ledger ledger;
+    ledger_pool pool = make_pool(ledger, 12, 0); // no thread caches: every block below comes from the shared list
+    CHECK(pool.reserve(300, 5) == 5);            // the 512-byte class; makes the pool first
+    async_socket::recycling_pool_stats stats = pool.stats();
+    CHECK(stats.cached_blocks == 5);
+    CHECK(stats.cached_bytes == 5 * 512);
+    CHECK(stats.heap_allocations == 5);
+    CHECK(ledger.live_blocks() == 5 + 1);
+
+    CHECK(pool.reserve(260, 3) == 5);   // already holds more than 3: nothing taken
+    CHECK(pool.reserve(512, 40) == 12); // capped at max_cached_per_class
+    CHECK(pool.stats().heap_allocations == 12);
+
+    std::vector<void*> blocks = allocate_blocks(pool, 12, 400);
+    CHECK(pool.stats().heap_allocations == 12); // all twelve were reserved
+    CHECK(pool.stats().cached_blocks == 0);
+    void* more = pool.allocate(400);
+    REQUIRE(more != nullptr);
+    CHECK(pool.stats().heap_allocations == 13); // the class is empty again: the heap
+    pool.deallocate(more, 400);
+    deallocate_blocks(pool, blocks, 400);
+    CHECK(ledger.misuse() == 0);
+}
+
+TEST_CASE("recycling_pool_alloc: reserve says how many it holds when the heap refuses, and takes none for a size "
+          "above 64 KiB")
+{
+    alloc_ledger ledger;
+    {
+        ledger_pool pool = make_pool(ledger);
+        CHECK(pool.reserve(70000, 4) == 0); // never cached
+        CHECK(pool.stats().heap_allocations == 0);
+        ledger.fail_nth(3); // the third block from now is refused
+        CHECK(pool.reserve(100, 8) == 2);
+        CHECK(pool.stats().cached_blocks == 2);
+        CHECK(pool.reserve(100, 8) == 8); // the heap gives again
+        ledger.fail_all(true);
+        CHECK(pool.reserve(100, 10) == 8);
+        ledger.fail_all(false);
+    }
+    {
+        ledger.fail_all(true);
+        ledger_pool pool = make_pool(ledger);
+        CHECK(pool.reserve(100, 8) == 0); // not even the pool can be made
+        ledger.fail_all(false);
+    }
+    CHECK(ledger.live_blocks() == 0); // the reserved blocks went back with the pool
+    CHECK(ledger.misuse() == 0);
+}
+
+TEST_CASE("recycling_pool_alloc: blocks one thread allocates and another frees come from the reserve while the "
+          "freeing thread's cache takes its first blocks, not from the heap")
+{
+    // The pattern of a completion thread that frees contexts another thread allocated: its cache keeps the first
+    // blocks it frees (up to 8 of the class), so without a reserve the allocating thread finds the shared list
+    // empty and goes to the heap for each of them.
+    const auto heap_blocks_taken = [](std::uint32_t reserved)
+    {
+        alloc_ledger ledger;
+        ledger_pool pool = make_pool(ledger);
+        REQUIRE(pool.reserve(200, reserved) == reserved);
+        std::mutex lock;
+        std::condition_variable changed;
+        void* handed = nullptr;
+        bool finished = false;
+        std::thread freer(
+            [&]
+            {
+                std::unique_lock<std::mutex> held(lock);
+                while (true)
+                {
+                    changed.wait(held, [&] { return handed != nullptr || finished; });
+                    if (handed == nullptr)
+                    {
+                        return;
+                    }
+                    pool.deallocate(handed, 200);
+                    handed = nullptr;
+                    changed.notify_all();
+                }
+            });
+        bool all_given = true;
+        for (int i = 0; i < 100; ++i)
+        {
+            void* block = pool.allocate(200);
+            all_given = all_given && block != nullptr;
+            std::unique_lock<std::mutex> held(lock);
+            handed = block;
+            changed.notify_all();
+            all_given =
+                all_given && changed.wait_for(held, std::chrono::seconds(60), [&] { return handed == nullptr; });
+        }
+        {
+            std::lock_guard<std::mutex> held(lock);
+            finished = true;
+        }
+        changed.notify_all();
+        freer.join();
+        CHECK(all_given);
+        return pool.stats().heap_allocations;
+    };
+    // Without: the 8 blocks the freeing thread's cache keeps, and one more before its first spill reaches the
+    // shared list; from then on the blocks circulate.
+    CHECK(heap_blocks_taken(0) == 9);
+    CHECK(heap_blocks_taken(16) == 16); // only the reserve
+}
+
+TEST_CASE("recycling_pool_alloc: reserve_thread_caches makes caches that the next threads adopt without a heap "
+          "allocation")
+{
+    alloc_ledger ledger;
+    {
+        ledger_pool pool = make_pool(ledger);
+        CHECK(pool.reserve_thread_caches(2) == 2);
+        CHECK(pool.stats().thread_caches == 2);
+        CHECK(pool.reserve(100, 4) == 4);
+        const std::uint64_t before = ledger.allocations();
+        // A new thread's first allocate and deallocate: its cache is one of the two made ahead.
+        bool given = false;
+        std::thread user(
+            [&]
+            {
+                void* block = pool.allocate(100);
+                given = block != nullptr;
+                pool.deallocate(block, 100);
+            });
+        user.join();
+        CHECK(given);
+        CHECK(ledger.allocations() == before);
+        CHECK(pool.stats().thread_caches == 2);
+
+        CHECK(pool.reserve_thread_caches(2) == 2); // the exited thread's cache waits again: still two
+        CHECK(ledger.allocations() == before);
+        void* kept = pool.allocate(64); // this thread adopts one
+        REQUIRE(kept != nullptr);
+        CHECK(pool.reserve_thread_caches(2) == 2); // one more made
+        CHECK(pool.stats().thread_caches == 3);
+        ledger.fail_all(true);
+        CHECK(pool.reserve_thread_caches(5) == 2); // the heap refuses: the two that wait
+        ledger.fail_all(false);
+        pool.deallocate(kept, 64);
+    }
+    CHECK(ledger.live_blocks() == 0); // the caches and the reserved blocks went back with the pool
     CHECK(ledger.misuse() == 0);
 }
 
@@ -734,6 +885,39 @@ TEST_CASE("recycling_pool_alloc: a thread using more pools than its table holds 
 }
 
 // ---- recycling_pool_alloc under a socket ------------------------------------------------------------------
+
+TEST_CASE("io_context_size(n) is the block an IO over n buffers takes: reserved ahead, even the first IO of each "
+          "size takes nothing from the heap")
+{
+    using pool_socket = async_socket::basic_async_socket<fake_threadpool, ledger_pool, async_socket::std_sync>;
+    static_assert(pool_socket::io_context_size(1) == fake_layout::size(1));
+    CHECK(pool_socket::io_context_size(16) == fake_layout::size(16));
+    CHECK(pool_socket::io_context_size(UINT32_MAX) > UINT32_MAX); // no overflow in the arithmetic
+    REQUIRE(ledger_pool::class_index(fake_layout::size(1)) != ledger_pool::class_index(fake_layout::size(16)));
+    fake_os os;
+    alloc_ledger ledger;
+    ledger_pool pool = make_pool(ledger, 64, 0);
+    {
+        auto socket = opened_socket<pool_socket>(&os, 7, pool);
+        REQUIRE(pool.reserve(pool_socket::io_context_size(1), 1) == 1);
+        REQUIRE(pool.reserve(pool_socket::io_context_size(16), 1) == 1);
+        const std::uint64_t before = pool.stats().heap_allocations;
+        std::array<char, 256> memory{};
+        std::array<ASYNC_SOCKET_BUFFER, 16> buffers{};
+        buffers.fill(ASYNC_SOCKET_BUFFER{memory.data(), 16});
+        send_recorder sent;
+        receive_recorder received;
+        REQUIRE(socket->send_async(buffers.data(), 1, &send_recorder::callback, &sent) == status::ok);
+        REQUIRE(socket->receive_async(buffers.data(), 16, &receive_recorder::callback, &received) == status::ok);
+        CHECK(pool.stats().heap_allocations == before);
+        CHECK(pool.stats().cached_blocks == 0); // both reserved blocks are in use
+        REQUIRE(os.complete_oldest(win32_no_error, 16));
+        REQUIRE(os.complete_oldest(win32_no_error, 16));
+        CHECK(sent.seen().size() == 1);
+        CHECK(received.seen().size() == 1);
+    }
+    CHECK(ledger.misuse() == 0);
+}
 
 TEST_CASE("a socket over recycling_pool_alloc makes no heap allocation per IO once warm, and reuses the context a "
           "completion freed")

@@ -33,9 +33,11 @@
 ///   shared lists (the excess goes upstream) and leaves the cache to the next thread that comes, so
 ///   threads that come and go do not add caches. A thread using more than 8 pools at once hands back the
 ///   cache of one to take one of another (a slow path, taken under a process-wide mutex).
+/// - reserve(size, n) fills the shared list of size's class with n blocks ahead of time, and
+///   reserve_thread_caches(n) makes n thread caches for threads yet to come (see there for when that matters).
 /// - trim() returns the shared lists and the calling thread's cache to upstream now; blocks in other live
 ///   threads' caches are theirs until they exit or the pool is destroyed.
-/// - Thread-safe: allocate, deallocate, copies, stats() and trim() may run on any threads at once (a
+/// - Thread-safe: allocate, deallocate, copies, stats(), reserve() and trim() may run on any threads at once (a
 ///   completion frees its context on a threadpool thread).
 /// - noexcept throughout. allocate returns nullptr when upstream does; when even the pool cannot be made,
 ///   the allocator passes every block through to upstream (still correct, just not recycling).
@@ -80,10 +82,10 @@ struct recycling_pool_options
 /// What a pool holds and has done, for tests and monitoring. Every field is a snapshot.
 struct recycling_pool_stats
 {
-    std::size_t cached_blocks = 0;        ///< blocks held for reuse, in the shared lists and the thread caches
-    std::size_t cached_bytes = 0;         ///< their total size (class sizes)
-    std::size_t thread_cache_blocks = 0;  ///< of cached_blocks, those in thread caches
-    std::size_t thread_caches = 0;        ///< thread caches the pool owns (one per thread that used it, at most)
+    std::size_t cached_blocks = 0;       ///< blocks held for reuse, in the shared lists and the thread caches
+    std::size_t cached_bytes = 0;        ///< their total size (class sizes)
+    std::size_t thread_cache_blocks = 0; ///< of cached_blocks, those in thread caches
+    std::size_t thread_caches = 0; ///< thread caches the pool owns (one per thread that used it at most, and spares)
     std::uint64_t heap_allocations = 0;   ///< blocks taken from upstream so far (class misses and large blocks)
     std::uint64_t heap_deallocations = 0; ///< blocks given back to upstream so far (full classes, large, trim)
 };
@@ -251,6 +253,61 @@ public:
             }
         }
         state->free_shared_blocks();
+    }
+
+    /// Takes blocks for requests of `size` bytes from upstream now, into the shared list of their class, until
+    /// that list holds `count` (at most max_cached_per_class). Why: a thread that frees blocks of a class it
+    /// never allocated (a completion thread, the first time an IO of that kind completes there) keeps up to its
+    /// cache's size of them, and meanwhile the threads that allocate find the shared list empty and go upstream;
+    /// reserved blocks are what they take instead, so that even that first time costs no heap allocation. (A
+    /// socket's context size for n buffers: basic_async_socket::io_context_size(n).) Returns the blocks the
+    /// shared list holds afterwards: fewer than asked when upstream refuses; 0 for a size above max_class_size
+    /// (such blocks are never cached) or when no pool can be made.
+    std::uint32_t reserve(std::size_t size, std::uint32_t count) noexcept
+    {
+        const unsigned index = class_index(size);
+        pool_state* state = state_.load(std::memory_order_acquire);
+        if (state == nullptr)
+        {
+            state = make_state();
+        }
+        if (state == nullptr || index >= class_count)
+        {
+            return 0;
+        }
+        size_class& bin = state->classes[index];
+        const std::uint32_t wanted = count < state->max_cached_per_class ? count : state->max_cached_per_class;
+        bin.lock.lock();
+        const std::uint32_t held = bin.cached;
+        bin.lock.unlock();
+        for (std::uint32_t added = held; added < wanted; ++added)
+        {
+            void* block = allocate_upstream(class_size(index), state);
+            if (block == nullptr)
+            {
+                break;
+            }
+            detail::pool_poison(block, class_size(index));
+            state->give_shared(index, &block, 1);
+        }
+        bin.lock.lock();
+        const std::uint32_t now = bin.cached;
+        bin.lock.unlock();
+        return now;
+    }
+
+    /// Makes thread caches ahead until `count` wait unowned, for the next threads that use the pool (a thread
+    /// adopts one at its first allocate or deallocate here, and otherwise takes a new one from upstream then: on a
+    /// completion thread, that may be in the middle of a hot loop). Returns the caches waiting afterwards: fewer
+    /// when upstream refuses or no pool can be made.
+    std::uint32_t reserve_thread_caches(std::uint32_t count) noexcept
+    {
+        pool_state* state = state_.load(std::memory_order_acquire);
+        if (state == nullptr)
+        {
+            state = make_state();
+        }
+        return state == nullptr ? 0 : state->make_spare_caches(count);
     }
 
     /// True when this copy and `other` share one pool.
@@ -442,6 +499,33 @@ private:
             caches = cache;
             caches_lock.unlock();
             return cache;
+        }
+
+        /// Unowned caches until `count` wait (the list is only ever added to while the pool lives).
+        std::uint32_t make_spare_caches(std::uint32_t count) noexcept
+        {
+            caches_lock.lock();
+            std::uint32_t spare = 0;
+            for (const detail::pool_thread_cache* cache = caches; cache != nullptr; cache = cache->next)
+            {
+                spare += cache->owned ? 0 : 1;
+            }
+            caches_lock.unlock();
+            for (; spare < count; ++spare)
+            {
+                void* memory = upstream.allocate(sizeof(detail::pool_thread_cache));
+                if (memory == nullptr)
+                {
+                    break;
+                }
+                auto* cache = ::new (memory) detail::pool_thread_cache{};
+                cache->owned = false;
+                caches_lock.lock();
+                cache->next = caches;
+                caches = cache;
+                caches_lock.unlock();
+            }
+            return spare;
         }
 
         void free_cache_blocks(detail::pool_thread_cache& cache) noexcept
