@@ -13,6 +13,8 @@
 /// | io_uring_get_sqe     | every request put on a ring                | nullptr (the ring is full)            |
 /// | io_uring_submit      | after a get_sqe found the ring full        | -EAGAIN                               |
 /// | io_uring_submit_and_wait | the worker's wait, each round          | -EINTR (the round waits again)        |
+/// | accept4              | the try of an accept (epoll)               | -1, errno EMFILE                      |
+/// | uring_accept_result  | an io_uring accept's descriptor, reaped    | the descriptor closed, -ECONNABORTED  |
 ///
 ///   linux_fault_plan plan(seed);
 ///   plan.set_rate(linux_os_call::sendmsg, 0.03);   // about 3 sendmsg in 100 fail
@@ -59,6 +61,8 @@ inline constexpr std::size_t linux_os_call_count = detail::linux_os_call_count;
         return "io_uring_submit_and_wait";
     case linux_os_call::accept4:
         return "accept4";
+    case linux_os_call::uring_accept_result:
+        return "uring_accept_result";
     }
     return "?";
 }
@@ -66,7 +70,7 @@ inline constexpr std::size_t linux_os_call_count = detail::linux_os_call_count;
 /// Which calls fail and with what errno, and what they counted. Owned by the test; every member is thread-safe.
 /// Rates start at 0 (no fault); errors at ENOBUFS and ECONNRESET (sendmsg, recvmsg, drawn by the seed), ENOMEM
 /// (epoll_ctl), ENOBUFS (io_uring_get_sqe: the value only counts, the call returns nullptr), EAGAIN
-/// (io_uring_submit), EINTR (io_uring_submit_and_wait), EMFILE (accept4).
+/// (io_uring_submit), EINTR (io_uring_submit_and_wait), EMFILE (accept4), ECONNABORTED (uring_accept_result).
 class linux_fault_plan
 {
 public:
@@ -85,6 +89,7 @@ public:
         set_errors(linux_os_call::io_uring_submit, {EAGAIN});
         set_errors(linux_os_call::io_uring_submit_and_wait, {EINTR});
         set_errors(linux_os_call::accept4, {EMFILE});
+        set_errors(linux_os_call::uring_accept_result, {ECONNABORTED});
     }
     linux_fault_plan(const linux_fault_plan&) = delete;
     linux_fault_plan& operator=(const linux_fault_plan&) = delete;

@@ -35,6 +35,7 @@
 #include <thread>
 #include <vector>
 
+#include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -1141,6 +1142,119 @@ TEST_CASE("linux faults on accept (epoll): errors of one connection are skipped,
         CHECK(third.completion == async_socket::io_completion::ok);
         CHECK(third.fd >= 0);
         MESSAGE("accept faults (epoll): 3 ECONNABORTED skipped, then accepted; EMFILE reported once, then accepted");
+
+        acceptor.reset();
+        for (const int fd : {first.fd, third.fd})
+        {
+            if (fd >= 0)
+            {
+                (void)::close(fd);
+            }
+        }
+        for (const int client : clients)
+        {
+            (void)::close(client);
+        }
+    }
+    (void)::close(listener);
+    CHECK(ledger.live_blocks() == 0);
+}
+
+namespace
+{
+// True when the peer of `client` closed its end: a read finds the end of the stream or a reset within the deadline.
+bool peer_closed(int client)
+{
+    pollfd waiting{client, POLLIN, 0};
+    if (::poll(&waiting, 1, static_cast<int>(deadline_seconds * 1000)) != 1)
+    {
+        return false;
+    }
+    char byte = 0;
+    const ssize_t got = ::recv(client, &byte, 1, MSG_DONTWAIT);
+    return got == 0 || (got < 0 && errno == ECONNRESET);
+}
+} // namespace
+
+TEST_CASE("linux faults on accept (io_uring): a connection lost before it is taken is skipped and the accept goes to "
+          "the kernel again; EMFILE is reported once; the listener goes on")
+{
+    if (!uring_available())
+    {
+        MESSAGE("io_uring refused here");
+        return;
+    }
+    alloc_ledger ledger;
+    linux_fault_plan plan(7);
+    const linux_fault_plan::installation installed(plan);
+    const linux_engine::handle engine = linux_engine::create({.thread_count = 1, .io = linux_io_choice::io_uring});
+    REQUIRE(engine != nullptr);
+    REQUIRE(engine->mechanism() == async_socket::linux_io_mechanism::io_uring);
+    sockaddr_in address{};
+    const int listener = listening_socket(address);
+    REQUIRE(listener >= 0);
+    {
+        fault_socket::handle acceptor = make_socket(engine.get(), listener, ledger);
+        REQUIRE(acceptor != nullptr);
+        REQUIRE(acceptor->open_async(&on_open, nullptr) == status::ok);
+        std::vector<int> clients;
+        const auto connect_one = [&]
+        {
+            const int client = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP);
+            REQUIRE(client >= 0);
+            REQUIRE(::connect(client, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0);
+            clients.push_back(client);
+            return client;
+        };
+
+        // The kernel takes two connections for a queued accept and the fault closes each (ECONNABORTED, as if the
+        // peer had gone before it was taken): the accept is started again each time and the third is delivered.
+        accept_box first;
+        REQUIRE(acceptor->accept_async(first.handler()) == status::ok);
+        plan.fail_calls(linux_os_call::uring_accept_result, 1, 2);
+        const int lost_a = connect_one();
+        REQUIRE(peer_closed(lost_a));
+        CHECK(first.completions == 0);
+        const int lost_b = connect_one();
+        REQUIRE(peer_closed(lost_b));
+        CHECK(first.completions == 0);
+        const int kept = connect_one();
+        REQUIRE(first.wake.wait_for([&] { return first.completions != 0; }, deadline_seconds));
+        CHECK(first.completions == 1);
+        CHECK(first.completion == async_socket::io_completion::ok);
+        REQUIRE(first.fd >= 0);
+        CHECK(plan.injected(linux_os_call::uring_accept_result, ECONNABORTED) == 2);
+        // The delivered descriptor is the third connection's: a byte from it arrives.
+        REQUIRE(::send(kept, "k", 1, MSG_NOSIGNAL) == 1);
+        char byte = 0;
+        pollfd readable{first.fd, POLLIN, 0};
+        REQUIRE(::poll(&readable, 1, static_cast<int>(deadline_seconds * 1000)) == 1);
+        CHECK(::recv(first.fd, &byte, 1, 0) == 1);
+        CHECK(byte == 'k');
+
+        // Out of descriptors: the queued accept completes once with EMFILE (that connection is gone); the next
+        // accept takes the next connection.
+        accept_box second;
+        REQUIRE(acceptor->accept_async(second.handler()) == status::ok);
+        plan.set_errors(linux_os_call::uring_accept_result, {EMFILE});
+        plan.fail_calls(linux_os_call::uring_accept_result, 1, 1);
+        (void)connect_one();
+        REQUIRE(second.wake.wait_for([&] { return second.completions != 0; }, deadline_seconds));
+        CHECK(second.completions == 1);
+        CHECK(second.completion == async_socket::io_completion::error);
+        CHECK(second.error == std::error_code(EMFILE, std::generic_category()));
+        CHECK(second.fd == -1);
+        accept_box third;
+        REQUIRE(acceptor->accept_async(third.handler()) == status::ok);
+        (void)connect_one();
+        REQUIRE(third.wake.wait_for([&] { return third.completions != 0; }, deadline_seconds));
+        CHECK(third.completions == 1);
+        CHECK(third.completion == async_socket::io_completion::ok);
+        CHECK(third.fd >= 0);
+        CHECK(first.completions == 1);
+        CHECK(second.completions == 1);
+        MESSAGE("accept faults (io_uring): 2 taken connections lost (ECONNABORTED) skipped, the third accepted; EMFILE "
+                "reported once, then accepted");
 
         acceptor.reset();
         for (const int fd : {first.fd, third.fd})

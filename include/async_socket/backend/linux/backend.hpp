@@ -741,6 +741,10 @@ private:
             }
             else if (io.op != detail::linux_io_op::transfer)
             {
+                if (io.op == detail::linux_io_op::accept)
+                {
+                    res = detail::os_uring_accept_result(res);
+                }
                 if (io.op == detail::linux_io_op::accept && res < 0 && error_of_one_connection(-res) &&
                     !io.cancel_requested)
                 {

@@ -5,7 +5,8 @@
 /// Without ASYNC_SOCKET_LINUX_FAULT_HOOKS (production) each wrapper is the OS call itself. With it, each wrapper
 /// first asks the installed hook, if any; a hook that answers an errno value makes the wrapper report that failure
 /// as the OS call would (-1 and errno; nullptr for io_uring_get_sqe; -errno for io_uring_submit, as liburing
-/// returns it) WITHOUT calling the OS.
+/// returns it) WITHOUT calling the OS. The one exception, uring_accept_result, has no call to skip: the kernel has
+/// already taken the connection, so a fault closes the descriptor it gave and reports the error in its place.
 #pragma once
 
 #include <cerrno>
@@ -15,6 +16,7 @@
 
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 namespace async_socket::detail
 {
@@ -29,10 +31,11 @@ enum class linux_os_call : std::uint8_t
     io_uring_submit,          ///< io_uring_submit (when the ring was full)
     io_uring_submit_and_wait, ///< io_uring_submit_and_wait (the worker's wait of each round)
     accept4,                  ///< accept4 (epoll: the try of an accept)
+    uring_accept_result,      ///< the descriptor of an io_uring accept, as the worker reaps it
 };
 
 /// The number of linux_os_call values.
-inline constexpr std::uint32_t linux_os_call_count = 7;
+inline constexpr std::uint32_t linux_os_call_count = 8;
 
 /// The hook: 0 to make the call, else the errno value to fail it with.
 struct linux_fault_hook_entry
@@ -105,6 +108,23 @@ inline int os_epoll_ctl(int epoll_fd, int operation, int fd, epoll_event* event)
         }
     }
     return ::epoll_ctl(epoll_fd, operation, fd, event);
+}
+
+/// The result of an io_uring accept (a descriptor or -errno), as the worker reaps it. A fault closes a descriptor
+/// the kernel gave and reports -error instead: the connection looks aborted before it was taken (ECONNABORTED), or
+/// the process out of descriptors (EMFILE), which the kernel itself answers only under conditions a test cannot
+/// arrange on a loopback listener.
+inline int os_uring_accept_result(int res) noexcept
+{
+    if (res >= 0)
+    {
+        if (const int error = linux_fault(linux_os_call::uring_accept_result); error != 0)
+        {
+            (void)::close(res);
+            return -error;
+        }
+    }
+    return res;
 }
 
 } // namespace async_socket::detail
