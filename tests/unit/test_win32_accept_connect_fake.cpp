@@ -505,3 +505,86 @@ TEST_CASE("through win32_fault_calls (no plan): the same accept and connect, the
     CHECK(os.live_events() == 0);
     CHECK(ledger.live_blocks() == 0);
 }
+
+TEST_CASE("through win32_fault_calls: an injected WSASocketW, AcceptEx or ConnectEx fault refuses the call before the "
+          "OS sees it; no handler, nothing left; the next call works")
+{
+    using async_socket::testing::win32_fault_point;
+    fake_os os;
+    alloc_ledger ledger;
+    async_socket::testing::win32_fault_plan plan(3);
+    os.set_local_address(fake_socket(7), address_of(2, 0x40));
+    auto make = [&](SOCKET_HANDLE s)
+    {
+        auto made = fault_socket_type::create(
+            &os, s,
+            fault_backend(
+                async_socket::testing::win32_fault_calls<async_socket::testing::fake_threadpool_calls>(&plan)),
+            fault_alloc{&ledger});
+        REQUIRE(made);
+        REQUIRE(made->open_async([](ASYNC_SOCKET_OPEN_RESULT) noexcept {}) == status::ok);
+        return made;
+    };
+    auto listener = make(fake_socket(7));
+    auto client = make(fake_socket(9));
+    seen<accept_result> accepted;
+    seen<connect_result> connected;
+    const std::uint64_t blocks = ledger.live_blocks();
+
+    os.clear_calls();
+    plan.set_rate(win32_fault_point::open_socket, 1.0);
+    CHECK(listener->accept_async(accepted.handler()) == status::os_error);
+    CHECK(os.count(fake_call::wsa_socket) == 0); // refused before the OS
+    CHECK(os.count(fake_call::accept_ex) == 0);
+    plan.set_rate(win32_fault_point::open_socket, 0.0);
+
+    plan.set_rate(win32_fault_point::accept, 1.0);
+    CHECK(listener->accept_async(accepted.handler()) == status::os_error);
+    CHECK(os.count(fake_call::wsa_socket) == 1);  // the accept socket was made...
+    CHECK(os.count(fake_call::closesocket) == 1); // ...and closed again
+    CHECK(os.count(fake_call::accept_ex) == 0);
+    CHECK(os.count(fake_call::cancel_io) == 1); // StartThreadpoolIo undone
+    plan.set_rate(win32_fault_point::accept, 0.0);
+
+    plan.set_rate(win32_fault_point::connect, 1.0);
+    CHECK(client->connect_async(address_of(2, 0x40), connected.handler()) == status::os_error);
+    CHECK(os.count(fake_call::connect_ex) == 0);
+    CHECK(os.count(fake_call::cancel_io) == 2);
+    plan.set_rate(win32_fault_point::connect, 0.0);
+
+    CHECK(plan.injected(win32_fault_point::open_socket, async_socket::testing::wsa_too_many_sockets) +
+              plan.injected(win32_fault_point::open_socket, async_socket::testing::wsa_no_buffers) ==
+          1);
+    CHECK(plan.injected(win32_fault_point::accept, async_socket::testing::wsa_no_buffers) == 1);
+    CHECK(plan.injected(win32_fault_point::connect, async_socket::testing::wsa_no_buffers) == 1);
+    CHECK(accepted.results.empty());
+    CHECK(connected.results.empty());
+    CHECK(plan.outstanding_io() == 0);
+    CHECK(os.pending_count() == 0);
+    CHECK(os.live_sockets() == 0);
+    CHECK(ledger.live_blocks() == blocks); // no IO context left
+
+    // The next accept and connect go through.
+    REQUIRE(listener->accept_async(accepted.handler()) == status::ok);
+    REQUIRE(client->connect_async(address_of(2, 0x40), connected.handler()) == status::ok);
+    std::vector<void*> overlapped;
+    for (const auto& io : os.pending())
+    {
+        overlapped.push_back(io.overlapped);
+    }
+    REQUIRE(overlapped.size() == 2);
+    REQUIRE(os.complete_accept(overlapped[0], address_of(2, 0x41)));
+    REQUIRE(os.complete(overlapped[1], async_socket::win32_no_error, 0));
+    REQUIRE(accepted.results.size() == 1);
+    REQUIRE(connected.results.size() == 1);
+    CHECK(accepted.results[0].ok());
+    CHECK(connected.results[0].ok());
+    os.close_socket(accepted.results[0].socket);
+    listener.reset();
+    client.reset();
+    CHECK(plan.outstanding_io() == 0);
+    CHECK_MESSAGE(os.violations().empty(), joined(os.violations()));
+    CHECK(os.live_sockets() == 0);
+    CHECK(os.live_events() == 0);
+    CHECK(ledger.live_blocks() == 0);
+}

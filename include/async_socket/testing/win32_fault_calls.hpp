@@ -15,8 +15,13 @@
 /// | create_io                       | CreateThreadpoolIo / CreateIoCompletionPort | false (open fails)              |
 /// | set_skip_completion_on_success  | SetFileCompletionNotificationModes    | false (open fails)                    |
 /// | create_event                    | CreateEvent                           | NULL; last_error() the plan's error   |
-/// | send                            | WSASend                               | the plan's WSA error (SOCKET_ERROR +
-/// WSAGetLastError, as the real layer returns it) | | receive                         | WSARecv | the same |
+/// | send                            | WSASend                               | the plan's WSA error (as WSASend's) |
+/// | receive                         | WSARecv                               | the plan's WSA error (as WSARecv's) |
+/// | open_socket                     | WSASocketW (the socket of an accept)  | the plan's WSA error, no socket       |
+/// | accept                          | AcceptEx                              | the plan's WSA error (at once)        |
+/// | connect                         | ConnectEx                             | the plan's WSA error (at once)        |
+///
+/// A WSA error is returned as the real layer returns a call that failed with SOCKET_ERROR + WSAGetLastError.
 ///
 /// The plan is owned by the test and shared by every socket's layer (thread-safe):
 ///   win32_fault_plan plan(seed);
@@ -53,6 +58,7 @@ namespace async_socket::testing
 inline constexpr win32_error win32_not_enough_memory = 8;      ///< ERROR_NOT_ENOUGH_MEMORY
 inline constexpr win32_error win32_no_system_resources = 1450; ///< ERROR_NO_SYSTEM_RESOURCES
 inline constexpr win32_error wsa_no_buffers = 10055;           ///< WSAENOBUFS: no buffer space for the IO
+inline constexpr win32_error wsa_too_many_sockets = 10024;     ///< WSAEMFILE: no socket descriptor left
 
 /// A fallible call of a Win32 calls layer that win32_fault_calls can make fail.
 enum class win32_fault_point : std::uint8_t
@@ -64,10 +70,13 @@ enum class win32_fault_point : std::uint8_t
     create_event,                   ///< CreateEvent, per IO when the layer uses events
     send,                           ///< WSASend, per send
     receive,                        ///< WSARecv, per receive
+    open_socket,                    ///< WSASocketW, the socket each accept makes for AcceptEx
+    accept,                         ///< AcceptEx, per accept (and per fresh AcceptEx after a skipped connection)
+    connect,                        ///< ConnectEx, per connect
 };
 
 /// The number of win32_fault_point values.
-inline constexpr std::size_t win32_fault_point_count = 7;
+inline constexpr std::size_t win32_fault_point_count = 10;
 
 /// The name of a fault point as the Win32 call it stands for ("WSASend", ...).
 [[nodiscard]] constexpr const char* to_string(win32_fault_point point) noexcept
@@ -88,6 +97,12 @@ inline constexpr std::size_t win32_fault_point_count = 7;
         return "WSASend";
     case win32_fault_point::receive:
         return "WSARecv";
+    case win32_fault_point::open_socket:
+        return "WSASocketW";
+    case win32_fault_point::accept:
+        return "AcceptEx";
+    case win32_fault_point::connect:
+        return "ConnectEx";
     }
     return "?";
 }
@@ -95,7 +110,8 @@ inline constexpr std::size_t win32_fault_point_count = 7;
 /// Which calls fail and how, for every win32_fault_calls that shares it, and what they counted. Owned by the test;
 /// every member is thread-safe. Rates start at 0 (no fault); the errors at the realistic ones: WSAENOBUFS and
 /// WSAECONNRESET for send and receive (drawn in turn by the seed), ERROR_NOT_ENOUGH_MEMORY and
-/// ERROR_NO_SYSTEM_RESOURCES for create_event; the other points report no code (their calls return false).
+/// ERROR_NO_SYSTEM_RESOURCES for create_event, WSAEMFILE and WSAENOBUFS for open_socket, WSAENOBUFS for accept and
+/// connect; the other points report no code (their calls return false).
 class win32_fault_plan
 {
 public:
@@ -108,6 +124,9 @@ public:
         set_errors(win32_fault_point::send, {wsa_no_buffers, wsa_connection_reset});
         set_errors(win32_fault_point::receive, {wsa_no_buffers, wsa_connection_reset});
         set_errors(win32_fault_point::create_event, {win32_not_enough_memory, win32_no_system_resources});
+        set_errors(win32_fault_point::open_socket, {wsa_too_many_sockets, wsa_no_buffers});
+        set_errors(win32_fault_point::accept, {wsa_no_buffers});
+        set_errors(win32_fault_point::connect, {wsa_no_buffers});
     }
     win32_fault_plan(const win32_fault_plan&) = delete;
     win32_fault_plan& operator=(const win32_fault_plan&) = delete;
@@ -578,7 +597,8 @@ public:
         return inner_.set_skip_completion_on_success(socket);
     }
 
-    // ---- accept and connect (win32_connection_calls), when Inner has them: forwarded, never faulted ----------
+    // ---- accept and connect (win32_connection_calls), when Inner has them: WSASocketW, AcceptEx and ConnectEx
+    // can be faulted; the rest is forwarded -------------------------------------------------------------------
     /// Inner's (WSAIoctl for AcceptEx, GetAcceptExSockaddrs, ConnectEx).
     win32_error load_extensions(SOCKET_HANDLE socket) noexcept requires win32_connection_calls<Inner>
     {
@@ -596,9 +616,14 @@ public:
     {
         return inner_.bind_wildcard(socket, family);
     }
-    /// Inner's (WSASocketW).
+    /// Inner's (WSASocketW); on a fault the plan's error and no socket is made.
     win32_error open_socket(std::uint16_t family, SOCKET_HANDLE* made) noexcept requires win32_connection_calls<Inner>
     {
+        if (const win32_error error = draw(win32_fault_point::open_socket); error != win32_no_error)
+        {
+            *made = nullptr;
+            return error;
+        }
         return inner_.open_socket(family, made);
     }
     /// Inner's (closesocket).
@@ -606,10 +631,19 @@ public:
     {
         inner_.close_socket(socket);
     }
-    /// Inner's (AcceptEx), counted as an IO accepted like a send.
+    /// Inner's (AcceptEx), counted as an IO accepted like a send; on a fault the plan's WSA error, as an AcceptEx
+    /// that failed at once (nothing accepted: the connection, if any, stays queued).
     win32_error accept(SOCKET_HANDLE listener, SOCKET_HANDLE accepted_socket, void* output, std::uint32_t* bytes,
                        overlapped_type* overlapped) noexcept requires win32_connection_calls<Inner>
     {
+        if (const win32_error error = draw(win32_fault_point::accept); error != win32_no_error)
+        {
+            if (bytes != nullptr)
+            {
+                *bytes = 0;
+            }
+            return error;
+        }
         return accepted(inner_.accept(listener, accepted_socket, output, bytes, overlapped));
     }
     /// Inner's (GetAcceptExSockaddrs).
@@ -623,10 +657,19 @@ public:
     {
         return inner_.update_accept_context(accepted_socket, listener);
     }
-    /// Inner's (ConnectEx), counted as an IO accepted like a send.
+    /// Inner's (ConnectEx), counted as an IO accepted like a send; on a fault the plan's WSA error, as a ConnectEx
+    /// that failed at once (no connection attempt).
     win32_error connect(SOCKET_HANDLE socket, const socket_address& address, std::uint32_t* bytes,
                         overlapped_type* overlapped) noexcept requires win32_connection_calls<Inner>
     {
+        if (const win32_error error = draw(win32_fault_point::connect); error != win32_no_error)
+        {
+            if (bytes != nullptr)
+            {
+                *bytes = 0;
+            }
+            return error;
+        }
         return accepted(inner_.connect(socket, address, bytes, overlapped));
     }
     /// Inner's (SO_UPDATE_CONNECT_CONTEXT).

@@ -6,6 +6,8 @@
 //   no callback, the OS is not called (a CreateThreadpoolIo that had been made would make the next open fail), nothing
 //   leaks (ledger, events, bindings, cleanup groups, IO outstanding), and the next call works with the stream intact;
 //   over threadpool IO and over a completion port;
+// - WSASocketW, AcceptEx and ConnectEx faults: accept_async and connect_async refused (os_error), no handler, no
+//   AcceptEx or ConnectEx reaching Winsock, nothing live; the next accept and connect meet and carry a byte;
 // - a soak: 4 pairs stream checked data both ways, every fault kind on at a few percent, refused calls retried by the
 //   test from the first unsent byte, each end closed and reopened in the middle; at the end every accepted IO has
 //   completed exactly once, every byte sent arrived and was checked, and nothing is left live.
@@ -1195,4 +1197,120 @@ TEST_CASE_TEMPLATE("soak: every fault kind on at a few percent, 4 pairs streamin
                    Config, threadpool_config, iocp_config)
 {
     run_soak<Config>(std::is_same_v<Config, threadpool_config> ? "threadpool IO" : "completion port");
+}
+
+namespace faults_test
+{
+// The outcome of one accept or connect: the handler only records it; the test thread checks.
+template <class Result>
+struct outcome
+{
+    win32_test::waiter wake;
+    int calls = 0;   // guarded by wake
+    Result result{}; // guarded by wake
+    auto handler() noexcept
+    {
+        return [this](Result r) noexcept
+        {
+            wake.update(
+                [&]
+                {
+                    result = std::move(r);
+                    ++calls;
+                });
+        };
+    }
+    bool arrived()
+    {
+        return wake.wait_for([&] { return calls != 0; }, deadline_seconds);
+    }
+};
+} // namespace faults_test
+
+TEST_CASE_TEMPLATE("an injected WSASocketW, AcceptEx or ConnectEx fault refuses the accept or connect before the OS "
+                   "sees it, runs no handler and leaves nothing; the next accept and connect meet",
+                   Config, threadpool_config, iocp_config)
+{
+    using Socket = typename Config::socket;
+    win32_test::wsa_session wsa;
+    REQUIRE(wsa.ok());
+    typename Config::engine engine;
+    REQUIRE(engine.get() != nullptr);
+    // A listener on 127.0.0.1 and a client that is not bound (connect_async binds it).
+    const SOCKET listener = win32_test::make_overlapped_tcp_socket(AF_INET);
+    const SOCKET client = win32_test::make_overlapped_tcp_socket(AF_INET);
+    REQUIRE(listener != INVALID_SOCKET);
+    REQUIRE(client != INVALID_SOCKET);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int length = sizeof address;
+    REQUIRE(bind(listener, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0);
+    REQUIRE(listen(listener, 16) == 0);
+    REQUIRE(getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length) == 0);
+    const async_socket::socket_address target(reinterpret_cast<const sockaddr*>(&address),
+                                              static_cast<std::uint32_t>(length));
+    win32_fault_plan plan(13);
+    alloc_ledger ledger;
+    {
+        auto acceptor = make_socket<Socket>(engine.get(), listener, plan, ledger);
+        auto connector = make_socket<Socket>(engine.get(), client, plan, ledger);
+        REQUIRE(acceptor);
+        REQUIRE(connector);
+        REQUIRE(acceptor->open_async(&ignore_open, nullptr) == status::ok);
+        REQUIRE(connector->open_async(&ignore_open, nullptr) == status::ok);
+
+        outcome<async_socket::accept_result> refused_accept;
+        outcome<async_socket::connect_result> refused_connect;
+        for (const point at : {point::open_socket, point::accept})
+        {
+            CAPTURE(to_string(at));
+            plan.set_rate(at, 1.0);
+            CHECK(acceptor->accept_async(refused_accept.handler()) == status::os_error);
+            plan.set_rate(at, 0.0);
+            CHECK(plan.injected(at) == 1);
+            CHECK(plan.outstanding_io() == 0);
+            CHECK(plan.live_events() == 0);
+        }
+        plan.set_rate(point::connect, 1.0);
+        CHECK(connector->connect_async(target, refused_connect.handler()) == status::os_error);
+        plan.set_rate(point::connect, 0.0);
+        CHECK(plan.injected(point::connect, async_socket::testing::wsa_no_buffers) == 1);
+        CHECK(plan.outstanding_io() == 0);
+        CHECK(plan.accepted_by_os() == 0); // no AcceptEx or ConnectEx reached Winsock
+
+        // The refused calls started nothing: the next accept and connect meet, and the stream works.
+        outcome<async_socket::accept_result> accepted;
+        outcome<async_socket::connect_result> connected;
+        REQUIRE(acceptor->accept_async(accepted.handler()) == status::ok);
+        REQUIRE(connector->connect_async(target, connected.handler()) == status::ok);
+        REQUIRE(connected.arrived());
+        REQUIRE(accepted.arrived());
+        CHECK(connected.result.completion == async_socket::io_completion::ok);
+        REQUIRE(accepted.result.completion == async_socket::io_completion::ok);
+        const SOCKET served = reinterpret_cast<SOCKET>(accepted.result.socket);
+        REQUIRE(send(client, "f", 1, 0) == 1);
+        char byte = 0;
+        CHECK(recv(served, &byte, 1, 0) == 1); // blocking: the byte is on its way
+        CHECK(byte == 'f');
+        (void)closesocket(served);
+        {
+            const std::lock_guard<std::mutex> held(refused_accept.wake.mutex());
+            CHECK(refused_accept.calls == 0);
+        }
+        {
+            const std::lock_guard<std::mutex> held(refused_connect.wake.mutex());
+            CHECK(refused_connect.calls == 0);
+        }
+        acceptor.reset();
+        connector.reset();
+    }
+    (void)closesocket(listener);
+    (void)closesocket(client);
+    CHECK(plan.outstanding_io() == 0);
+    CHECK(plan.live_events() == 0);
+    CHECK(plan.live_bindings() == 0);
+    CHECK(ledger.live_blocks() == 0);
+    MESSAGE("WSASocketW, AcceptEx, ConnectEx faults: each refused (os_error), no handler, nothing live; then accepted "
+            "and connected");
 }
