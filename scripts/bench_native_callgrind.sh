@@ -54,7 +54,8 @@ for name in "${names[@]}"; do
     out="$work/callgrind.out"
     valgrind --tool=callgrind --callgrind-out-file="$out" "$binary" --benchmark_filter="^$name\$" \
         --benchmark_min_time=0.02 >/dev/null 2>&1
-    total=$(callgrind_annotate --inclusive=yes "$out" 2>/dev/null | grep -m1 '::bm_' | awk '{print $1}' | tr -d ,)
+    # awk reads to the end: grep -m1 would close the pipe early, and pipefail would end the script on the SIGPIPE.
+    total=$(callgrind_annotate --inclusive=yes "$out" 2>/dev/null | awk '/::bm_/ && !found { print $1; found = 1 }' | tr -d ,)
     ios=$(python3 -c "$count_callbacks" "$out")
     if [ -z "$total" ] || [ "${ios:-0}" -eq 0 ]; then
         printf '| %s | (no data) |\n' "$name"
