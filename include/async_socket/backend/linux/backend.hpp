@@ -57,6 +57,8 @@
 #include <utility>
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -353,6 +355,62 @@ private:
         (is_send ? slot.maybe_writable : slot.maybe_readable) = more;
     }
 
+    /// Whether the descriptor's receives carry TCP_INQ's control message.
+    static bool inq_reported(const detail::linux_slot& slot) noexcept
+    {
+        return slot.inq == detail::linux_inq::ours || slot.inq == detail::linux_inq::owners;
+    }
+
+    /// A receive filled its buffers: whether bytes are left is what TCP_INQ tells (its control message: the bytes
+    /// still queued after this read; a FIN counts as 1). Nothing left: the next receive waits for the next edge
+    /// (epoll) or goes to the kernel (io_uring) instead of a try that would find nothing, which in a
+    /// request-response exchange is one recvmsg and its EAGAIN saved per message. Every byte that arrives after
+    /// this read raises an edge of its own, so no wait is missed. The first full receive of a socket asks for
+    /// TCP_INQ (once: refused on a socket that is not TCP); the engine unsets it when the socket is unregistered,
+    /// unless the owner had set it.
+    static void note_full_receive(detail::linux_slot& slot, msghdr& message) noexcept
+    {
+        if (slot.inq == detail::linux_inq::unasked)
+        {
+            int value = 0;
+            socklen_t length = sizeof value;
+            const int on = 1;
+            if (::getsockopt(slot.fd, IPPROTO_TCP, TCP_INQ, &value, &length) != 0)
+            {
+                slot.inq = detail::linux_inq::refused;
+            }
+            else if (value != 0)
+            {
+                slot.inq = detail::linux_inq::owners;
+            }
+            else
+            {
+                slot.inq = ::setsockopt(slot.fd, IPPROTO_TCP, TCP_INQ, &on, sizeof on) == 0
+                               ? detail::linux_inq::ours
+                               : detail::linux_inq::refused;
+            }
+            return;
+        }
+        if (!inq_reported(slot) || slot.hung_up)
+        {
+            return;
+        }
+        for (cmsghdr* item = CMSG_FIRSTHDR(&message); item != nullptr; item = CMSG_NXTHDR(&message, item))
+        {
+            if (item->cmsg_level == IPPROTO_TCP && item->cmsg_type == TCP_CM_INQ &&
+                item->cmsg_len >= CMSG_LEN(sizeof(int)))
+            {
+                int left = 0;
+                std::memcpy(&left, CMSG_DATA(item), sizeof left);
+                if (left == 0)
+                {
+                    slot.maybe_readable = false;
+                }
+                return;
+            }
+        }
+    }
+
     /// One non-blocking try of the IO's system call (repeated while a send goes out in part). Under the lock.
     static attempt try_now(detail::linux_slot& slot, io_state& io) noexcept
     {
@@ -364,11 +422,19 @@ private:
         {
             return try_connect(slot, io);
         }
+        // Room for the TCP_INQ control message (an int) and any other one the owner's options add; a message that
+        // does not fit is cut off (MSG_CTRUNC) and the hint then stays as it is.
+        alignas(cmsghdr) unsigned char control[CMSG_SPACE(sizeof(int)) * 4];
         for (;;)
         {
             msghdr message{};
             message.msg_iov = io.buffers;
             message.msg_iovlen = batch(io);
+            if (!io.is_send && inq_reported(slot))
+            {
+                message.msg_control = control;
+                message.msg_controllen = sizeof control;
+            }
             const std::size_t asked = requested(io);
             const ssize_t moved = io.is_send ? detail::os_sendmsg(slot.fd, &message, MSG_NOSIGNAL | MSG_DONTWAIT)
                                              : detail::os_recvmsg(slot.fd, &message, MSG_DONTWAIT);
@@ -391,6 +457,10 @@ private:
             if (!io.is_send)
             {
                 io.bytes = static_cast<std::uint32_t>(moved); // 0: the peer ended the stream
+                if (moved != 0 && static_cast<std::size_t>(moved) == asked)
+                {
+                    note_full_receive(slot, message);
+                }
                 return attempt::finished;
             }
             if (advance(io, static_cast<std::size_t>(moved)))

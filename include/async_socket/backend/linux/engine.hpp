@@ -59,6 +59,8 @@
 #include <async_socket/backend/linux/io_uring_ring.hpp>
 #endif
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -226,6 +228,7 @@ public:
             slot->maybe_readable = true;
             slot->maybe_writable = true;
             slot->hung_up = false;
+            slot->inq = detail::linux_inq::unasked;
             slot->ring = next_ring_.fetch_add(1, std::memory_order_relaxed) % thread_count_;
         }
         slot->ready.store(ready, std::memory_order_release);
@@ -253,14 +256,22 @@ public:
     {
         std::uint32_t index = 0;
         int fd = -1;
+        bool inq_set = false;
         {
             std::lock_guard<std::mutex> held(slot.lock);
             fd = slot.fd;
             index = slot.next_free; // set to the slot's own index while it is taken (see take_slot)
+            inq_set = slot.inq == detail::linux_inq::ours;
         }
         if (fd >= 0 && mechanism_ == linux_io_mechanism::epoll)
         {
             (void)detail::os_epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+        }
+        if (fd >= 0 && inq_set)
+        {
+            // The descriptor goes back to its owner as it came: the backend's receive hint set TCP_INQ.
+            const int off = 0;
+            (void)::setsockopt(fd, IPPROTO_TCP, TCP_INQ, &off, sizeof off);
         }
         give_back(slot, index);
     }

@@ -140,6 +140,16 @@ using linux_ready_fn = void (*)(linux_slot& slot, std::uint32_t generation, std:
 using linux_cqe_fn = void (*)(linux_io_state& io, int result) noexcept;
 inline constexpr int linux_start_request = INT32_MIN;
 
+/// Whether a slot's descriptor reports the bytes a receive left (TCP_INQ). Asked for at the first receive that
+/// filled its buffers (a receive that stops short says "drained" already); given back when the slot is.
+enum class linux_inq : std::uint8_t
+{
+    unasked, ///< no receive has filled its buffers yet
+    ours,    ///< set by the backend: unset again when the socket is unregistered
+    owners,  ///< set already by the descriptor's owner: used, and left set
+    refused, ///< not a TCP socket (or the kernel has no TCP_INQ): never asked again
+};
+
 /// One socket's registration with the engine. Engine-owned memory: it outlives every socket that used it.
 struct linux_slot
 {
@@ -162,6 +172,9 @@ struct linux_slot
     /// epoll: the peer hung up or the connection failed (EPOLLRDHUP, EPOLLHUP, EPOLLERR seen). Such a state raises
     /// no further edge, so from then on every IO tries its call (the hints above stay true).
     bool hung_up = false;
+    /// TCP_INQ on the descriptor (under the lock): with it each receive's try learns how many bytes it left in
+    /// the socket, so a receive that filled its buffers and left nothing clears maybe_readable like a short one.
+    linux_inq inq = linux_inq::unasked;
     linux_slot* cancel_next = nullptr; ///< io_uring: the ring's list of slots whose heads close cancels
     bool cancel_handed = false;
     linux_io_queue sends;
