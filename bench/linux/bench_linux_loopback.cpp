@@ -29,7 +29,7 @@
 //     the benchmark thread over the 64 client descriptors, 64-byte messages, one outstanding per connection, 100
 //     per connection per batch (6,400 messages; items/s = messages/s). The system under test is the echo server
 //     on the 64 other ends, its IO on 2 threads: the library's linux_engine with thread_count 2 (io_uring: one
-//     ring per worker, sockets given out in turn; epoll: one epoll instance both workers wait on); Asio: one
+//     ring per worker, sockets given out in turn; epoll: an epoll instance per worker, likewise); Asio: one
 //     io_context run by 2 threads; raw epoll: 2 threads, each its own epoll over 32 connections; raw liburing: 2
 //     threads, each its own ring over 32 connections; libuv: its loop is single-threaded, so 2 loops on 2 threads,
 //     32 connections each. Each server connection: receive, send back what came, receive again when the send

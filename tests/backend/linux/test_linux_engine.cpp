@@ -8,10 +8,12 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -294,5 +296,99 @@ TEST_CASE("close of a socket with IO in flight, from a callback of another socke
         {
             close_from_a_callback_of_another_socket(async_socket::linux_io_choice::io_uring);
         }
+    }
+}
+
+TEST_CASE("each socket's completions run on one worker, and the sockets are given out to every worker in turn")
+{
+    // epoll has an instance per worker and io_uring a ring per worker: a socket's readiness (or its completions)
+    // always reaches the same worker. Receives are started before the peer sends, so each completes on a worker.
+    constexpr std::uint32_t workers = 4;
+    constexpr int sockets = 8;
+    constexpr int messages = 40;
+    for (const async_socket::linux_io_choice io :
+         {async_socket::linux_io_choice::io_uring, async_socket::linux_io_choice::epoll})
+    {
+        linux_engine::handle engine = linux_engine::create({.thread_count = workers, .io = io});
+        if (engine == nullptr)
+        {
+            REQUIRE(io == async_socket::linux_io_choice::io_uring);
+            MESSAGE("io_uring refused by this kernel: its half skipped");
+            continue;
+        }
+        CAPTURE(static_cast<int>(io));
+        std::vector<async_socket::testing::fd_pair> pairs;
+        std::vector<linux_async_socket::handle> made;
+        for (int i = 0; i < sockets; ++i)
+        {
+            pairs.push_back(async_socket::testing::make_loopback_fd_pair());
+            REQUIRE(pairs.back().valid());
+            made.push_back(linux_async_socket::create(engine.get(), async_socket_handle_from_fd(pairs.back().client)));
+            REQUIRE(made.back() != nullptr);
+            REQUIRE(made.back()->open_async(&receive_log::on_open, nullptr) == status::ok);
+        }
+        struct thread_log
+        {
+            waiter wake;
+            int done = 0;
+            std::vector<pthread_t> threads; // guarded by wake
+            static void on_receive(void* context, ASYNC_SOCKET_RECEIVE_RESULT result, std::uint32_t) noexcept
+            {
+                auto* log = static_cast<thread_log*>(context);
+                log->wake.update(
+                    [&]
+                    {
+                        log->threads.push_back(result == ASYNC_SOCKET_RECEIVE_OK ? pthread_self() : pthread_t{});
+                        ++log->done;
+                    });
+            }
+        };
+        std::vector<thread_log> logs(sockets);
+        for (int round = 0; round < messages; ++round)
+        {
+            std::uint8_t in[sockets] = {};
+            ASYNC_SOCKET_BUFFER buffers[sockets];
+            for (int i = 0; i < sockets; ++i)
+            {
+                buffers[i] = ASYNC_SOCKET_BUFFER{&in[i], 1};
+                REQUIRE(made[i]->receive_async(&buffers[i], 1, &thread_log::on_receive, &logs[i]) == status::ok);
+            }
+            for (int i = 0; i < sockets; ++i)
+            {
+                const std::uint8_t byte = static_cast<std::uint8_t>(round + i);
+                REQUIRE(send(pairs[i].server, &byte, 1, MSG_NOSIGNAL) == 1);
+            }
+            for (int i = 0; i < sockets; ++i)
+            {
+                REQUIRE(logs[i].wake.wait_for([&] { return logs[i].done == round + 1; }, 60.0));
+                CHECK(in[i] == static_cast<std::uint8_t>(round + i));
+            }
+        }
+        std::vector<pthread_t> first_threads;
+        for (int i = 0; i < sockets; ++i)
+        {
+            std::vector<pthread_t> seen;
+            {
+                const std::lock_guard<std::mutex> held(logs[i].wake.mutex());
+                seen = logs[i].threads;
+            }
+            REQUIRE(seen.size() == static_cast<std::size_t>(messages));
+            for (const pthread_t thread : seen)
+            {
+                CHECK(pthread_equal(thread, seen.front()) != 0);
+            }
+            CHECK(pthread_equal(seen.front(), pthread_self()) == 0);
+            bool known = false;
+            for (const pthread_t thread : first_threads)
+            {
+                known = known || pthread_equal(thread, seen.front()) != 0;
+            }
+            if (!known)
+            {
+                first_threads.push_back(seen.front());
+            }
+        }
+        CHECK(first_threads.size() == workers); // 8 sockets given out in turn over 4 workers: every worker has two
+        made.clear();
     }
 }
