@@ -8,7 +8,9 @@
 /// | call (linux_os_call) | where the backend makes it                 | what a fault returns (default errors) |
 /// |----------------------|--------------------------------------------|---------------------------------------|
 /// | sendmsg              | the try of a send (epoll; io_uring off the worker) | -1, errno ENOBUFS or ECONNRESET |
+/// |                      | (send(2) when the send has one buffer)     |                                       |
 /// | recvmsg              | the try of a receive                       | -1, errno ENOBUFS or ECONNRESET       |
+/// |                      | (recv(2) for one buffer, unless TCP_INQ)   |                                       |
 /// | epoll_ctl            | EPOLL_CTL_ADD: a socket's first open, create | -1, errno ENOMEM                    |
 /// | io_uring_get_sqe     | every request put on a ring                | nullptr (the ring is full)            |
 /// | io_uring_submit      | after a get_sqe found the ring full        | -EAGAIN                               |

@@ -436,8 +436,23 @@ private:
                 message.msg_controllen = sizeof control;
             }
             const std::size_t asked = requested(io);
-            const ssize_t moved = io.is_send ? detail::os_sendmsg(slot.fd, &message, MSG_NOSIGNAL | MSG_DONTWAIT)
-                                             : detail::os_recvmsg(slot.fd, &message, MSG_DONTWAIT);
+            // One buffer goes with send(2)/recv(2): no message header for the kernel to copy in and check (the
+            // io_uring side uses IORING_OP_SEND/RECV for the same reason); a receive that wants TCP_INQ's control
+            // message needs recvmsg.
+            const bool one = message.msg_iovlen == 1;
+            ssize_t moved = 0;
+            if (io.is_send)
+            {
+                moved = one ? detail::os_send(slot.fd, io.buffers->iov_base, io.buffers->iov_len,
+                                              MSG_NOSIGNAL | MSG_DONTWAIT)
+                            : detail::os_sendmsg(slot.fd, &message, MSG_NOSIGNAL | MSG_DONTWAIT);
+            }
+            else
+            {
+                moved = one && message.msg_control == nullptr
+                            ? detail::os_recv(slot.fd, io.buffers->iov_base, io.buffers->iov_len, MSG_DONTWAIT)
+                            : detail::os_recvmsg(slot.fd, &message, MSG_DONTWAIT);
+            }
             if (moved < 0)
             {
                 if (errno == EINTR)

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cerrno>
+#include <cstddef>
 #include <cstdint>
 
 #include <atomic>
@@ -24,8 +25,8 @@ namespace async_socket::detail
 /// The OS calls the fault hook can make fail.
 enum class linux_os_call : std::uint8_t
 {
-    sendmsg,                  ///< sendmsg (the backend's try of a send)
-    recvmsg,                  ///< recvmsg (the backend's try of a receive)
+    sendmsg,                  ///< sendmsg, or send for one buffer (the backend's try of a send)
+    recvmsg,                  ///< recvmsg, or recv for one buffer (the backend's try of a receive)
     epoll_ctl,                ///< epoll_ctl (registration of a socket with the engine)
     io_uring_get_sqe,         ///< io_uring_get_sqe (a free submission entry; a fault means the ring is full)
     io_uring_submit,          ///< io_uring_submit (when the ring was full)
@@ -76,6 +77,17 @@ inline ssize_t os_sendmsg(int fd, const msghdr* message, int flags) noexcept
     return ::sendmsg(fd, message, flags);
 }
 
+/// send(2), for the try of a send of one buffer: the same fault point as sendmsg (the try of a send).
+inline ssize_t os_send(int fd, const void* data, std::size_t length, int flags) noexcept
+{
+    if (const int error = linux_fault(linux_os_call::sendmsg); error != 0)
+    {
+        errno = error;
+        return -1;
+    }
+    return ::send(fd, data, length, flags);
+}
+
 inline ssize_t os_recvmsg(int fd, msghdr* message, int flags) noexcept
 {
     if (const int error = linux_fault(linux_os_call::recvmsg); error != 0)
@@ -84,6 +96,17 @@ inline ssize_t os_recvmsg(int fd, msghdr* message, int flags) noexcept
         return -1;
     }
     return ::recvmsg(fd, message, flags);
+}
+
+/// recv(2), for the try of a receive into one buffer: the same fault point as recvmsg (the try of a receive).
+inline ssize_t os_recv(int fd, void* data, std::size_t length, int flags) noexcept
+{
+    if (const int error = linux_fault(linux_os_call::recvmsg); error != 0)
+    {
+        errno = error;
+        return -1;
+    }
+    return ::recv(fd, data, length, flags);
 }
 
 inline int os_accept4(int fd, sockaddr* address, socklen_t* length, int flags) noexcept
