@@ -603,7 +603,7 @@ private:
                   void* on_complete_context) noexcept
     {
         return submit_io<Kind>(buffers, buffer_count,
-                               c_callback_binder<Kind, Callback>{on_complete, on_complete_context});
+                               c_callback_binder<Kind, Callback>{{}, on_complete, on_complete_context});
     }
 
     template <detail::io_kind Kind, class Handler>
@@ -617,6 +617,23 @@ private:
                                handler_binder<Kind, Handler>{std::addressof(handler)});
     }
 
+    /// The awaiters' path (co_await async_send/async_receive without a stop_token, detail/io_awaiter.hpp): the
+    /// context holds a pointer to the awaiter and its completion calls awaiter->complete(result), so there is no
+    /// handler object to place in the context, move out and destroy per IO.
+    template <bool IsSend, class Awaiter>
+    status start_awaited(std::span<const ASYNC_SOCKET_BUFFER> buffers, Awaiter* awaiter) noexcept
+    {
+        constexpr detail::io_kind kind = IsSend ? detail::io_kind::send : detail::io_kind::receive;
+        if (buffers.size() > UINT32_MAX)
+        {
+            return status::size_overflow;
+        }
+        return submit_io<kind>(buffers.data(), static_cast<std::uint32_t>(buffers.size()),
+                               awaiter_binder<kind, Awaiter>{{}, awaiter});
+    }
+    template <bool IsSend>
+    friend struct detail::transfer_operation;
+
     template <detail::io_kind Kind, class Handler>
     status submit_cancellable(std::span<const ASYNC_SOCKET_BUFFER> buffers, Handler&& handler,
                               std::stop_token& stop) noexcept
@@ -629,12 +646,25 @@ private:
                                cancellable_binder<Kind, Handler>{std::addressof(handler), &stop});
     }
 
+    /// The hooks of a binder that has nothing to undo, to check first or to do when the backend takes the IO.
+    struct binder_without_hooks
+    {
+        static void unbind(context_header*) noexcept {}
+        static constexpr status ready() noexcept
+        {
+            return status::ok;
+        }
+        static void pending(basic_async_socket&, context_header*) noexcept {}
+        static void at_once(context_header*) noexcept {}
+    };
+
     /// Who is told of an IO's completion, as submit_io stores it in the context: the spec's callback and its
-    /// context, or a C++ handler (held in the context after the buffer array), possibly with a stop_token.
+    /// context, a C++ handler (held in the context after the buffer array), possibly with a stop_token, or an
+    /// awaiter (its address where the callback context goes).
     /// Besides bind/unbind a binder has two hooks: pending (the backend accepted the IO) and at_once (it finished
     /// during the call).
     template <detail::io_kind Kind, class Callback>
-    struct c_callback_binder
+    struct c_callback_binder : binder_without_hooks
     {
         Callback on_complete;
         void* on_complete_context;
@@ -658,14 +688,36 @@ private:
             context->callback_context = on_complete_context;
             return status::ok;
         }
-        static void unbind(context_header*) noexcept {}
-        static constexpr status ready() noexcept
+    };
+
+    template <detail::io_kind Kind, class Awaiter>
+    struct awaiter_binder : binder_without_hooks
+    {
+        Awaiter* awaiter;
+        static constexpr std::size_t storage_size = 0;
+        static constexpr std::size_t storage_alignment = 1;
+
+        [[nodiscard]] static constexpr bool valid() noexcept
         {
+            return true;
+        }
+        [[nodiscard]] status bind(context_header* context) const noexcept
+        {
+            context->callback_context = awaiter;
+            context->complete_handler = &complete_awaiter<Kind, Awaiter>;
             return status::ok;
         }
-        static void pending(basic_async_socket&, context_header*) noexcept {}
-        static void at_once(context_header*) noexcept {}
     };
+
+    /// The completion of an awaiter's IO: the result is made, the context freed, then the awaiter told.
+    template <detail::io_kind Kind, class Awaiter>
+    static void complete_awaiter(void* owner, context_header* context, io_result result, bool closing) noexcept
+    {
+        const auto handed = make_result<Kind>(context, result, closing, false); // before the context goes
+        auto* awaiter = static_cast<Awaiter*>(context->callback_context);
+        static_cast<basic_async_socket*>(owner)->dealloc_context(context);
+        awaiter->complete(handed);
+    }
 
     template <detail::io_kind Kind, class Handler>
     struct handler_binder

@@ -68,20 +68,7 @@ public:
     // Starts the IO. True: it is over already (finished during the call, or refused), no need to suspend.
     [[nodiscard]] bool await_ready() noexcept
     {
-        auto handler = [this](result_type result) noexcept
-        {
-            result_.store(result);
-            if (awaiter_in_call == this)
-            {
-                finished_in_call_ = true; // this thread, during the call: await_ready reads it after the call
-                return;
-            }
-            if (SyncPolicy::compare_exchange(state_, finished_elsewhere, starting) != starting)
-            {
-                // await_suspend has returned: the coroutine waits for this resume. Nothing of `this` after it.
-                waiting_.resume();
-            }
-        };
+        auto handler = [this](result_type result) noexcept { complete(result); };
         const void* const outer = awaiter_in_call; // a call of another awaiter's, further up this thread's stack
         awaiter_in_call = this;
         status started = status::ok;
@@ -89,6 +76,11 @@ public:
         {
             started = stop_.stop_possible() ? operation_.start(*socket_, handler, std::move(stop_))
                                             : operation_.start(*socket_, handler);
+        }
+        else if constexpr (requires { operation_.start_awaited(*socket_, this); })
+        {
+            // The socket's awaiter path: the IO's context holds only `this`, and its completion calls complete().
+            started = operation_.start_awaited(*socket_, this);
         }
         else
         {
@@ -115,6 +107,23 @@ public:
     [[nodiscard]] result_type await_resume() const noexcept
     {
         return result_.load();
+    }
+
+    // The IO's completion (its handler's body, or the socket's awaiter path): leaves the result, then either lets
+    // await_ready see it (this thread, during the call) or resumes the coroutine (once await_suspend has run).
+    void complete(const result_type& result) noexcept
+    {
+        result_.store(result);
+        if (awaiter_in_call == this)
+        {
+            finished_in_call_ = true; // this thread, during the call: await_ready reads it after the call
+            return;
+        }
+        if (SyncPolicy::compare_exchange(state_, finished_elsewhere, starting) != starting)
+        {
+            // await_suspend has returned: the coroutine waits for this resume. Nothing of `this` after it.
+            waiting_.resume();
+        }
     }
 
 private:
@@ -218,6 +227,12 @@ struct transfer_operation
         {
             return socket.receive_async(buffers, handler, std::forward<Stop>(stop)...);
         }
+    }
+    // Without a stop_token: the awaiter itself is what the completion calls (no handler object in the context).
+    template <class Socket, class Awaiter>
+    status start_awaited(Socket& socket, Awaiter* awaiter) const noexcept
+    {
+        return socket.template start_awaited<IsSend>(buffers, awaiter);
     }
     static result_type refused(io_completion completion, std::error_code error) noexcept
     {
