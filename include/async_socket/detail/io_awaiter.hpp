@@ -1,16 +1,17 @@
 // async_socket: what co_await socket->async_send(buffers) / async_receive(buffers) / async_accept() /
 // async_connect(address) waits on.
 //
-// The awaiter starts the IO in await_ready, before the coroutine suspends, with a handler (the C++ handler path
-// of basic_async_socket) that holds only `this`, so the IO costs the context and nothing else; the coroutine
-// frame holds the awaiter. An IO that finished during the call (inline, skip mode, a Linux send that went out at
-// once) must not resume the coroutine from inside the call: a loop of such IO would nest one frame deeper each
-// time. A handler that runs on the calling thread during the call knows it from a thread-local pointer to the
-// awaiter whose call is running there: it only leaves its result, and await_ready returns true, so the coroutine
-// goes on without suspending at all and with no atomic operation. A handler on any other thread races
-// await_suspend on one word: whoever comes second knows the answer. The handler first: await_suspend returns
-// false and the coroutine goes on, on this thread. await_suspend first: the handler resumes the coroutine, on the
-// completion thread. A refused call gives an error result at once, whose error_code is the status
+// The awaiter starts the IO in await_ready, before the coroutine suspends. A send or a receive without a
+// stop_token takes the socket's awaiter path: the IO's context holds only `this` and its completion calls
+// complete(); the others go through the C++ handler path with a handler that holds only `this`. Either way the IO
+// costs the context and nothing else; the coroutine frame holds the awaiter. An IO that finished during the call
+// (inline, skip mode, a Linux send that went out at once) must not resume the coroutine from inside the call: a loop of
+// such IO would nest one frame deeper each time. A handler that runs on the calling thread during the call knows it
+// from a thread-local pointer to the awaiter whose call is running there: it only leaves its result, and await_ready
+// returns true, so the coroutine goes on without suspending at all and with no atomic operation. A handler on any other
+// thread races await_suspend on one word: whoever comes second knows the answer. The handler first: await_suspend
+// returns false and the coroutine goes on, on this thread. await_suspend first: the handler resumes the coroutine, on
+// the completion thread. A refused call gives an error result at once, whose error_code is the status
 // (status_category()). With a stop_token the IO is started cancellable (a token stopped already gives
 // io_completion::cancelled without starting anything); one made without a stop_token holds none.
 #pragma once
