@@ -191,6 +191,7 @@ struct connection
             std::fprintf(stderr, "%s: execution_engine_create failed\n", program);
             return false;
         }
+        net::print_io(engine);
         async = net::example_socket::create(net::engine_of(engine), net::as_handle(socket));
         if (!async || async->open_async([](ASYNC_SOCKET_OPEN_RESULT) noexcept {}) != async_socket::status::ok)
         {

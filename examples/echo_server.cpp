@@ -2,7 +2,8 @@
 // command line, what an accept's result means and the reaper it shares with echo_server_coro; examples/net.hpp the
 // platform).
 //
-//   echo_server [PORT] [--connections N]      prints "listening on 127.0.0.1:PORT", echoes until killed
+//   echo_server [PORT] [--connections N]
+//       prints "io: ..." (what its IO runs on) and "listening on 127.0.0.1:PORT", echoes until killed
 //
 // Accepting is a chain too: each accept_async's handler starts the next one. Each connection is one chain of IO on
 // the engine's threads: receive_async -> send_async of what arrived -> receive_async -> ..., each IO started from the

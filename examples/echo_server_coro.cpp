@@ -2,7 +2,8 @@
 // a loop, and each connection is one coroutine that co_awaits async_receive and async_send in a loop. The command
 // line, what an accept's result means and the reaper are echo_server's (examples/server.hpp).
 //
-//   echo_server_coro [PORT] [--connections N]     prints "listening on 127.0.0.1:PORT", echoes until killed
+//   echo_server_coro [PORT] [--connections N]
+//       prints "io: ..." (what its IO runs on) and "listening on 127.0.0.1:PORT", echoes until killed
 //
 // The coroutine resumes on the thread that completes its IO (or goes on at once when the IO finished during
 // the call), so it runs inside this socket's callbacks: it hands the connection to the reaper as its last act,

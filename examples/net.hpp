@@ -19,6 +19,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <thread>
 
 namespace net
@@ -33,6 +34,12 @@ using example_socket = async_socket::win32_async_socket;
 inline EXECUTION_ENGINE_HANDLE engine_of(EXECUTION_ENGINE_HANDLE engine) noexcept
 {
     return engine;
+}
+// Says what the IO runs on: one line, "io: ...".
+inline void print_io(EXECUTION_ENGINE_HANDLE) noexcept
+{
+    std::printf("io: Windows threadpool IO\n");
+    std::fflush(stdout);
 }
 
 // Overlapped, so that threadpool IO can use it (and the sockets accept() makes from it).
@@ -98,6 +105,24 @@ using example_socket = async_socket::linux_async_socket;
 inline async_socket::linux_engine* engine_of(EXECUTION_ENGINE_HANDLE engine) noexcept
 {
     return execution_engine_linux_get_engine(engine);
+}
+// Says what the IO runs on: one line, "io: io_uring", or "io: epoll" and why io_uring is not in use.
+inline void print_io(EXECUTION_ENGINE_HANDLE engine) noexcept
+{
+    const async_socket::linux_engine* linux_engine = engine_of(engine);
+    if (linux_engine->mechanism() == async_socket::linux_io_mechanism::io_uring)
+    {
+        std::printf("io: io_uring\n");
+    }
+    else if (const int refusal = linux_engine->io_uring_refusal(); refusal > 0)
+    {
+        std::printf("io: epoll (io_uring refused: %s)\n", std::strerror(refusal));
+    }
+    else
+    {
+        std::printf("io: epoll (asked for: ASYNC_SOCKET_IO_URING=0)\n");
+    }
+    std::fflush(stdout);
 }
 
 inline native_socket make_tcp_socket() noexcept

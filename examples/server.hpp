@@ -546,6 +546,7 @@ int serve(const char* program, int argc, char** argv)
     int exit_code = 1;
     if (engine != nullptr)
     {
+        net::print_io(engine);
         std::printf("listening on 127.0.0.1:%u\n", ntohs(address.sin_port));
         std::fflush(stdout);
         {

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Drives the example programs as separate processes against peers that misbehave, over loopback.
 
-    echo_peers.py server [--launcher CMD] PROGRAM   echo_server against hostile clients
-    echo_peers.py client [--launcher CMD] PROGRAM   echo_client against hostile servers
+    echo_peers.py server [--launcher CMD] [--expect-io REGEX] PROGRAM   echo_server against hostile clients
+    echo_peers.py client [--launcher CMD] [--expect-io REGEX] PROGRAM   echo_client against hostile servers
 
---launcher runs the program (scripts/wine-run.sh for a Windows build under Wine). The peers are written
+--launcher runs the program (scripts/wine-run.sh for a Windows build under Wine). --expect-io: the program's
+"io: ..." line, which says what its IO runs on (io_uring, epoll and why, Windows threadpool IO), must match
+REGEX (default: there is such a line). The peers are written
 here, on Python's sockets alone: they know nothing of the library.
 
 server: starts echo_server (serving until killed) and, one scenario after the other, resets right after
@@ -321,7 +323,15 @@ SERVER_SCENARIOS = [
 ]
 
 
-def test_server(command):
+def io_line(lines):
+    """The program's "io: ..." line, or None."""
+    for line in lines:
+        if line.startswith("io: "):
+            return line
+    return None
+
+
+def test_server(command, expect_io):
     """Returns (passed, failed) checks."""
     server = ServerProcess(command)
     watchdog(WATCHDOG_SECONDS, server.stop)
@@ -330,6 +340,14 @@ def test_server(command):
     try:
         port = server.start()
         print(f"echo_peers: echo_server listens on 127.0.0.1:{port}", flush=True)
+        with server.changed:
+            said = io_line(server.lines)
+        if said is None or not re.search(expect_io, said):
+            failures += 1
+            print(f"echo_peers: FAILED: the server's io line is {said!r}, expected /{expect_io}/", flush=True)
+        else:
+            passed += 1
+            print(f"echo_peers: ok: the server says {said!r}", flush=True)
         echo_check(server, "before the scenarios")
         for name, scenario in SERVER_SCENARIOS:
             started = time.monotonic()
@@ -480,7 +498,7 @@ CLIENT_SCENARIOS = [
 ]
 
 
-def test_client(command):
+def test_client(command, expect_io):
     """Returns (passed, failed) runs."""
     failures = 0
     passed = 0
@@ -519,6 +537,9 @@ def test_client(command):
             problems.append(f"its output does not say /{words}/")
         if re.search(r"[Uu]nhandled exception|Assertion|Segmentation", output):
             problems.append("its output shows a crash")
+        said = io_line(output.splitlines())
+        if said is None or not re.search(expect_io, said):
+            problems.append(f"its io line is {said!r}, expected /{expect_io}/")
         if problems:
             failures += 1
             print(f"echo_peers: FAILED: echo_client against {name}: {'; '.join(problems)}; it said:", flush=True)
@@ -536,6 +557,7 @@ def main():
     parser.add_argument("role", choices=["server", "client"], help="which example is under test")
     parser.add_argument("program", help="an echo server (echo_server, echo_server_coro) or client (echo_client, echo_client_coro)")
     parser.add_argument("--launcher", default="", help="runs the program, e.g. scripts/wine-run.sh")
+    parser.add_argument("--expect-io", default=r"^io: \S", help="what the program's \"io: ...\" line must match")
     args = parser.parse_args()
     # A missing program would otherwise show only as a wait for its first line that ends at the watchdog.
     for path in ([args.launcher] if args.launcher else []) + [args.program]:
@@ -544,10 +566,10 @@ def main():
             return 2
     command = ([args.launcher] if args.launcher else []) + [args.program]
     if args.role == "server":
-        passed, failures = test_server(command)
+        passed, failures = test_server(command, args.expect_io)
     else:
         watchdog(WATCHDOG_SECONDS, lambda: None)
-        passed, failures = test_client(command)
+        passed, failures = test_client(command, args.expect_io)
     print(f"echo_peers: {passed} passed, {failures} failed", flush=True)
     return 1 if failures else 0
 
